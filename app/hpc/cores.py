@@ -1,0 +1,46 @@
+"""Physical cores available to this process.
+
+Never `os.cpu_count()`: on Betzy it says 256 (SMT siblings) on a 128-core node, and it ignores
+both the affinity mask Slurm gives a step and the allocation itself.
+"""
+
+import os
+import re
+from pathlib import Path
+
+_SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+def _core_key(cpu: int, sys_cpu: Path) -> tuple:
+    """Identify the physical core a logical CPU belongs to (SMT siblings share the key)."""
+    topo = sys_cpu / f"cpu{cpu}" / "topology"
+    for name in ("core_cpus_list", "thread_siblings_list"):
+        try:
+            return ("siblings", (topo / name).read_text().strip())
+        except OSError:
+            continue
+    return ("cpu", cpu)  # no topology exported (some containers): count logical CPUs
+
+
+def slurm_cpu_cap(environ=os.environ) -> int | None:
+    """CPUs Slurm allocated to this task or node, if running under Slurm."""
+    per_task = environ.get("SLURM_CPUS_PER_TASK")
+    if per_task and per_task.isdigit():
+        return int(per_task)
+    # "128(x4)" or "64,32": the first entry is this node's count in the common case.
+    per_node = environ.get("SLURM_JOB_CPUS_PER_NODE") or environ.get("SLURM_CPUS_ON_NODE")
+    if per_node:
+        m = re.match(r"\d+", per_node)
+        if m:
+            return int(m.group())
+    return None
+
+
+def physical_cores(environ=os.environ, affinity=None, sys_cpu: Path = _SYS_CPU) -> int:
+    """Distinct physical cores in this process's affinity mask, capped by Slurm's allocation."""
+    cpus = affinity if affinity is not None else os.sched_getaffinity(0)
+    n = len({_core_key(c, sys_cpu) for c in cpus}) or 1
+    cap = slurm_cpu_cap(environ)
+    if cap:
+        n = min(n, cap)
+    return max(1, n)

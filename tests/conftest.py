@@ -1,0 +1,49 @@
+"""Tier handling: a tier that cannot run fails loudly under --require-tiers (the README test
+command), instead of being skipped and counted as a pass."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--require-tiers",
+        action="store_true",
+        help="fail (not skip) container/slurm tests whose prerequisites are missing",
+    )
+
+
+def _tier_unavailable(request, reason):
+    if request.config.getoption("--require-tiers"):
+        pytest.fail(f"tier prerequisite missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def apptainer_bin(request):
+    path = shutil.which("apptainer")
+    if not path:
+        _tier_unavailable(request, "apptainer is not installed (scripts/install-apptainer.sh)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request):
+    """The local test cluster must answer sinfo."""
+    if not shutil.which("sinfo"):
+        _tier_unavailable(request, "Slurm is not installed (scripts/slurm-local.sh start)")
+    ok = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    if not ok:
+        _tier_unavailable(request, "the local Slurm cluster is not running (scripts/slurm-local.sh start)")
+    return True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A run that collected nothing must not look green.
+    if session.testscollected == 0 and exitstatus == 0:
+        session.exitstatus = 5
