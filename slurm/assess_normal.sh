@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=sure2-assess
+#SBATCH --partition=normal
+#SBATCH --nodes=4
+#SBATCH --time=04:00:00
+#SBATCH --open-mode=append
+#SBATCH --output=sure2-assess-%j.out
+#
+# A season of Sure2 assessments on the normal partition: whole nodes (4 or more), one container per
+# node at a time, each running the batch with all of the node's physical cores.
+#
+#   SURE2_IMAGE=build/sure2.sif bash slurm/assess_normal.sh [SBATCH_OPTION...]
+#
+# Run with bash (not sbatch) to check the profile's partition rules first, then submit.
+#
+#   SURE2_IMAGE         sure2.sif (required): code and season data sealed inside
+#   ASSESS_FIELDS       file of field IDs on the host (default: every field of the season)
+#   ASSESS_CHUNK_SIZE   fields per step (default: the list split into 8 steps per node, so nodes that
+#                       finish early take more and a cancelled step loses little)
+#   ASSESS_MEM_PER_CPU  memory per step per core (default: the profile's mem_per_cpu rule)
+#   CLUSTER_PROFILE, BIND_OUT, BIND_TMP: see slurm/common.sh and bind_maps/
+#
+# How the work is divided: the batch's own planner (inside the image) lists the fields WITHOUT a valid
+# output; this script splits that list into chunk files (OUT/.slurm-JOBID/chunk-NNNN.txt) and fills
+# every node with `srun --exclusive --nodes=1 --ntasks=1` steps, one chunk each, starting the next
+# chunk whenever a step ends (`wait -n`). Each step takes all of its node's CPUs, so two never share a
+# node. The batch claims fields in its journal, so even overlapping runs never assess a field twice;
+# resubmitting after a cancel, a crash or the time limit plans again and does only what is left.
+set -euo pipefail
+SL_NAME=assess_normal.sh
+
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+  sl_submit "${BASH_SOURCE[0]}" "$@"
+  exit
+fi
+source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
+
+sl_sure2_setup "$(sl_rule "${SLURM_JOB_PARTITION:-normal}" mem_per_cpu)"
+nodes=${SLURM_JOB_NUM_NODES:-$SLURM_NNODES}
+cpus=${SLURM_JOB_CPUS_PER_NODE%%[(,]*}   # "128(x4)" -> 128: whole nodes, all alike
+work="${SL_HOST[out]}/.slurm-$SLURM_JOB_ID"
+
+# Plan on this (the first) node: fields without a valid output, in the season's spatial order.
+if [ "${SLURM_DRY_RUN:-0}" = 1 ]; then
+  sl_show "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch plan --data /data --out /out "${SL_FIELDS[@]}"
+  todo=$'F0001\nF0002'
+else
+  mkdir -p "$work"
+  todo=$("${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch plan --data /data --out /out "${SL_FIELDS[@]}") \
+    || sl_die 3 "planning failed (see above)"
+fi
+total=$(grep -c . <<<"$todo" || true)
+if [ "$total" -eq 0 ]; then
+  echo "$SL_NAME: nothing to do: every requested field has a valid output" >&2
+  rm -rf "$work"
+  exit 0
+fi
+chunk=${ASSESS_CHUNK_SIZE:-$(((total + nodes * 8 - 1) / (nodes * 8)))}
+[[ $chunk =~ ^[1-9][0-9]*$ ]] || sl_die 2 "ASSESS_CHUNK_SIZE must be a positive integer, not '$chunk'"
+chunks=()
+if [ "${SLURM_DRY_RUN:-0}" = 1 ]; then
+  chunks=(chunk-0000.txt)
+else
+  grep . <<<"$todo" | split -l "$chunk" -d -a 4 --additional-suffix=.txt - "$work/chunk-"
+  for f in "$work"/chunk-*.txt; do chunks+=("$(basename "$f")"); done
+fi
+echo "$SL_NAME: $total field(s) in ${#chunks[@]} step(s) of <= $chunk on $nodes node(s) x $cpus CPUs" >&2
+
+# Betzy sets SLURM_MEM_PER_NODE in the job; srun refuses it together with --mem-per-cpu.
+unset SLURM_MEM_PER_NODE SLURM_MEM_PER_GPU
+step() { # one chunk on one whole node
+  sl_run srun --exclusive --nodes=1 --ntasks=1 --cpus-per-task="$cpus" --mem-per-cpu="$SL_MEM_PER_CPU" \
+    --job-name="${1%.txt}" "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" \
+    python -m app.batch run --data /data --out /out --fields "/out/.slurm-$SLURM_JOB_ID/$1" --quiet
+}
+
+failed=0 running=0
+for c in "${chunks[@]}"; do
+  if ((running >= nodes)); then
+    wait -n || failed=$((failed + 1))
+    running=$((running - 1))
+  fi
+  step "$c" &
+  running=$((running + 1))
+done
+while ((running > 0)); do
+  wait -n || failed=$((failed + 1))
+  running=$((running - 1))
+done
+
+[ "${SLURM_DRY_RUN:-0}" = 1 ] && exit 0
+rm -rf "$work"
+if ((failed)); then
+  echo "$SL_NAME: $failed step(s) failed; resubmit to retry what is left (see the batch journal in ${SL_HOST[out]}/.batch)" >&2
+  exit 1
+fi
+echo "$SL_NAME: done: ${#chunks[@]} step(s), $total field(s)" >&2

@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# Shared by the wrappers in slurm/: the cluster profile (bind_maps/PROFILE.map), its partition-rule
+# check, submission, container binds and the per-node launcher. Host side only: bash + coreutils.
+#
+# Sourced by the wrappers; also runs on its own:
+#   bash slurm/common.sh check WRAPPER [SBATCH_OPTION...]   # rule check only (exit 2 + reasons)
+#   bash slurm/common.sh binds NAME...                      # resolved host paths, one per line
+#   bash slurm/common.sh node-run TMPDIR FORWARD -- CMD...  # inside an srun step (see sl_node_run)
+#
+# Environment:
+#   CLUSTER_PROFILE  betzy (default), saga, local, or a path to a .map file
+#   BIND_<NAME>      replaces the host path of bind NAME (out, tmp, shards, runs)
+#   SLURM_DRY_RUN=1  print the commands (sbatch, srun, apptainer) instead of running them
+
+SL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SL_ROOT=$(dirname "$SL_DIR")
+
+sl_die() { # CODE MESSAGE: one line on stderr, then exit (2 = bad input, 3 = environment)
+  echo "${SL_NAME:-slurm}: $2" >&2
+  exit "$1"
+}
+
+# Print a command as one shell-quoted line (what golden files and dry runs show), or run it.
+sl_show() {
+  local out="" a
+  for a in "$@"; do out+="$(printf '%q' "$a") "; done
+  echo "${out% }"
+}
+sl_run() {
+  if [ "${SLURM_DRY_RUN:-0}" = 1 ]; then sl_show "$@"; else "$@"; fi
+}
+
+sl_map_file() {
+  local p=${CLUSTER_PROFILE:-betzy}
+  case $p in
+    */*) [ -f "$p" ] || sl_die 2 "profile file $p does not exist" ; echo "$p" ;;
+    *) [ -f "$SL_ROOT/bind_maps/$p.map" ] \
+         || sl_die 2 "unknown cluster profile '$p' (have: $(cd "$SL_ROOT/bind_maps" && ls ./*.map | sed 's#./##; s#\.map##' | paste -sd ' '))"
+       echo "$SL_ROOT/bind_maps/$p.map" ;;
+  esac
+}
+
+# Expand $NAME and ${NAME} from the environment, nothing else (no eval: paths are data, not code).
+# USER falls back to the account name: batch systems and `su` do not always set it.
+sl_expand() {
+  local s=$1 out="" name re='^\{([A-Za-z_][A-Za-z0-9_]*)\}(.*)$|^([A-Za-z_][A-Za-z0-9_]*)(.*)$'
+  while [[ $s == *'$'* ]]; do
+    out+=${s%%'$'*}
+    s=${s#*'$'}
+    if [[ $s =~ $re ]]; then
+      name=${BASH_REMATCH[1]:-${BASH_REMATCH[3]}}
+      s=${BASH_REMATCH[2]}${BASH_REMATCH[4]}
+    else
+      out+='$'; continue   # a '$' that starts no name is just a character
+    fi
+    if [[ -v $name ]]; then out+=${!name}
+    elif [ "$name" = USER ]; then out+=$(id -un)
+    else sl_die 2 "bind map $(sl_map_file) uses \$$name, which is not set here (set it, or set BIND_<NAME>)"
+    fi
+  done
+  printf '%s\n' "$out$s"
+}
+
+# Lines of the profile whose first field is $1, comments and blank lines removed.
+sl_map_lines() {
+  local file
+  file=$(sl_map_file) || exit
+  sed -e 's/#.*//' "$file" | awk -v kind="$1" '$1 == kind'
+}
+
+# sl_rule PARTITION KEY -> value (empty when the profile has no such rule)
+sl_rule() {
+  sl_map_lines rule | awk -v p="$1" -v k="$2" '$2 == p && $3 == k { print $4; exit }'
+}
+
+# sl_bind NAME -> "HOST<TAB>CONTAINER<TAB>MODE", host path resolved (BIND_<NAME> wins).
+sl_bind() {
+  local name=$1 line host ctr mode override
+  line=$(sl_map_lines bind | awk -v n="$name" '$2 == n { print $3 "\t" $4 "\t" $5; exit }')
+  [ -n "$line" ] || sl_die 2 "profile $(sl_map_file) has no bind named '$name'"
+  IFS=$'\t' read -r host ctr mode <<<"$line"
+  override="BIND_${name^^}"
+  if [ -n "${!override:-}" ]; then host=${!override}; else host=$(sl_expand "$host") || exit; fi
+  case $host in
+    *:* | *,*) sl_die 2 "bind $name: host path '$host' contains ':' or ',', which apptainer --bind cannot express" ;;
+    /*) ;;
+    *) sl_die 2 "bind $name: host path '$host' must be absolute" ;;
+  esac
+  printf '%s\t%s\t%s\n' "$host" "$ctr" "${mode:-rw}"
+}
+
+# sl_bind_args NAME... : appends --bind HOST:CONTAINER:MODE to the array SL_BINDS and records each
+# host path in SL_HOST[NAME].
+declare -gA SL_HOST=()
+declare -ga SL_BINDS=()
+sl_bind_args() {
+  local name line host ctr mode
+  for name in "$@"; do
+    line=$(sl_bind "$name") || exit
+    IFS=$'\t' read -r host ctr mode <<<"$line"
+    SL_HOST[$name]=$host
+    SL_BINDS+=(--bind "$host:$ctr:$mode")
+  done
+}
+
+# sl_env_args NAME...: appends --env NAME=VALUE to the array SL_ENVS for each variable that is set:
+# under --cleanenv the container sees only what is forwarded. For job-level values (the same on every
+# node); values that exist only inside a step go through sl_node_run's FORWARD list.
+declare -ga SL_ENVS=()
+sl_env_args() {
+  local name
+  for name in "$@"; do
+    if [[ -v $name ]]; then
+      [[ ${!name} != *,* ]] || sl_die 2 "cannot forward $name='${!name}': apptainer --env splits on ','"
+      SL_ENVS+=(--env "$name=${!name}")
+    fi
+  done
+}
+
+# sl_sure2_setup DEFAULT_MEM_PER_CPU: what both assess wrappers share. Sets SL_EXEC (apptainer exec
+# of sure2.sif with binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed),
+# SL_FIELDS (--fields for the batch, when ASSESS_FIELDS is given) and SL_MEM_PER_CPU.
+sl_sure2_setup() {
+  local image=${SURE2_IMAGE:-} fields=${ASSESS_FIELDS:-}
+  [ -n "$image" ] || sl_die 2 "set SURE2_IMAGE to the sure2.sif to run"
+  [ -f "$image" ] || sl_die 3 "SURE2_IMAGE $image does not exist"
+  sl_bind_args out tmp
+  SL_FIELDS=()
+  if [ -n "$fields" ]; then
+    [ -f "$fields" ] || sl_die 2 "ASSESS_FIELDS $fields does not exist"
+    fields=$(realpath "$fields")
+    [[ $fields != *[:,]* ]] || sl_die 2 "ASSESS_FIELDS path '$fields' contains ':' or ',', which apptainer --bind cannot express"
+    SL_BINDS+=(--bind "$fields:/in/fields.txt:ro")
+    SL_FIELDS=(--fields /in/fields.txt)
+  fi
+  [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[out]}"
+  SL_MEM_PER_CPU=${ASSESS_MEM_PER_CPU:-$1}
+  [ -n "$SL_MEM_PER_CPU" ] || sl_die 2 "no mem_per_cpu rule for this partition: set ASSESS_MEM_PER_CPU"
+  sl_env_args SLURM_JOB_ID
+  SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$(realpath "$image")")
+  SL_NODE_RUN=(bash "$SL_DIR/common.sh" node-run "${SL_HOST[tmp]}" "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME" --)
+}
+
+# --- partition-rule check --------------------------------------------------------------------------
+
+sl_minutes() { # Slurm time string -> minutes (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS)
+  local t=$1 d=0 h=0 m=0 s=0
+  if [[ $t == *-* ]]; then
+    d=${t%%-*}; t=${t#*-}
+    IFS=: read -r h m s <<<"$t"
+  else
+    local parts
+    IFS=: read -ra parts <<<"$t"
+    case ${#parts[@]} in
+      1) m=${parts[0]} ;;
+      2) m=${parts[0]}; s=${parts[1]} ;;
+      *) h=${parts[0]}; m=${parts[1]}; s=${parts[2]} ;;
+    esac
+  fi
+  echo $(((10#${d:-0} * 24 + 10#${h:-0}) * 60 + 10#${m:-0} + (10#${s:-0} > 0 ? 1 : 0)))
+}
+
+# The #SBATCH options of a script: sbatch reads them until the first command line.
+sl_sbatch_lines() {
+  awk 'NR == 1 && /^#!/ { next }
+       /^#SBATCH/ { sub(/^#SBATCH[ \t]+/, ""); sub(/[ \t]+#.*$/, ""); print; next }
+       /^[ \t]*(#|$)/ { next }
+       { exit }' "$1"
+}
+
+# sl_check WRAPPER [SBATCH_OPTION...]: the wrapper's #SBATCH lines, then the options (which win, as
+# with sbatch), against the profile's rules. Prints one "what to change" line per problem; returns 2.
+sl_check() {
+  local wrapper=$1; shift
+  local -a opts=()
+  local line
+  while IFS= read -r line; do
+    # shellcheck disable=SC2206  # #SBATCH lines are split on blanks, like sbatch does
+    opts+=($line)
+  done < <(sl_sbatch_lines "$wrapper")
+  opts+=("$@")
+
+  local part="" nodes="" mem="" gpus="" gpt="" gpn="" time="" array="" o v
+  local i=0
+  while ((i < ${#opts[@]})); do
+    o=${opts[i]}; v=""
+    case $o in
+      --*=*) v=${o#*=}; o=${o%%=*} ;;
+      -[pNGtan]?*) v=${o:2}; o=${o:0:2} ;;
+      --partition | --nodes | --mem | --mem-per-cpu | --mem-per-gpu | --gpus | --gpus-per-node | \
+        --gpus-per-task | --gres | --time | --array | -p | -N | -G | -t | -a)
+        i=$((i + 1)); v=${opts[i]:-} ;;
+    esac
+    case $o in
+      -p | --partition) part=$v ;;
+      -N | --nodes) nodes=$v ;;
+      --mem | --mem-per-cpu | --mem-per-gpu) mem="$o=$v" ;;
+      -G | --gpus) gpus="$o=$v" ;;
+      --gpus-per-node) gpus="$o=$v"; gpn=$v ;;
+      --gres) [[ $v == *gpu* ]] && { gpus="$o=$v"; gpn=${v##*:}; } ;;
+      --gpus-per-task) gpt="$o=$v" ;;
+      -t | --time) time=$v ;;
+      -a | --array) array=$v ;;
+    esac
+    i=$((i + 1))
+  done
+
+  local profile where problems=()
+  profile=$(sl_map_file) || return
+  part=${part:-normal}
+  where="partition $part on profile $(basename "$profile" .map)"
+  if [ -z "$(sl_map_lines rule | awk -v p="$part" '$2 == p')" ]; then
+    echo "rule check: $where: no such partition here (known: $(sl_map_lines rule | awk '{print $2}' | sort -u | paste -sd ' '))" >&2
+    return 2
+  fi
+
+  local range min max n
+  range=$(sl_rule "$part" nodes)
+  if [ -n "$range" ]; then
+    min=${range%-*}; max=${range#*-}; n=${nodes:-1}; n=${n%%-*}
+    if ((n < min)); then
+      if ((min == max)); then problems+=("asks for ${n} nodes but takes exactly $min: use --nodes=$min")
+      else problems+=("asks for ${nodes:-1 (the default)} node(s) but needs at least $min: use --nodes=$min or more")
+      fi
+    elif ((n > max)); then
+      if ((max == 1)); then problems+=("asks for $nodes nodes but takes one node per job: use --nodes=1 (or the normal partition for 4+ nodes)")
+      else problems+=("asks for $nodes nodes, more than its $max: use --nodes=$max or fewer")
+      fi
+    fi
+  fi
+  case $(sl_rule "$part" mem) in
+    forbidden) [ -n "$mem" ] && problems+=("does not accept $mem (whole nodes, all memory included): remove it; the wrapper gives each step memory with srun --mem-per-cpu") ;;
+    required) [ -z "$mem" ] && problems+=("needs a memory request: add --mem-per-cpu=SIZE (or --mem=SIZE)") ;;
+  esac
+  case $(sl_rule "$part" gpus) in
+    required) [[ -z $gpus || $gpus =~ [=:]0+$ ]] && problems+=("needs GPUs: add --gpus-per-node=N (or --gpus=N)") ;;
+    forbidden) [ -n "$gpus" ] && problems+=("has no GPUs: remove $gpus, or submit to accel") ;;
+  esac
+  if [ -n "$gpt" ] && [ "$(sl_rule "$part" gpus_per_task)" = forbidden ]; then
+    problems+=("refuses $gpt: use --gpus-per-node=N (torchrun starts one process per GPU)")
+  fi
+  max=$(sl_rule "$part" gpus_per_node)
+  if [ -n "$max" ] && [ -n "$gpn" ] && [[ $gpn =~ ^[0-9]+$ ]] && ((gpn > max)); then
+    problems+=("has $max GPUs per node, not $gpn: use --gpus-per-node=$max or fewer")
+  fi
+  max=$(sl_rule "$part" max_time)
+  if [ -n "$max" ] && [ -n "$time" ] && (($(sl_minutes "$time") > $(sl_minutes "$max"))); then
+    problems+=("allows at most $max, not --time=$time: shorten it (jobs here are resumable: resubmit to continue)")
+  fi
+  max=$(sl_rule "$part" max_running)
+  if [ -n "$max" ] && [ -n "$array" ]; then
+    local throttle="" count
+    [[ $array == *%* ]] && throttle=${array##*%}
+    count=$(sl_array_size "${array%%%*}")
+    if { [ -n "$throttle" ] && ((throttle > max)); } || { [ -z "$throttle" ] && ((count > max)); }; then
+      problems+=("runs at most $max jobs at once: throttle the array, e.g. --array=${array%%%*}%$max")
+    fi
+  fi
+
+  ((${#problems[@]} == 0)) && return 0
+  local p
+  for p in "${problems[@]}"; do echo "rule check: $where $p" >&2; done
+  return 2
+}
+
+sl_array_size() { # 0-99 or 1,3,5-7 or 0-15:2 -> number of tasks
+  local total=0 piece a b step
+  IFS=, read -ra pieces <<<"$1"
+  for piece in "${pieces[@]}"; do
+    step=1; [[ $piece == *:* ]] && { step=${piece#*:}; piece=${piece%:*}; }
+    a=${piece%-*}; b=${piece#*-}
+    total=$((total + (b - a) / step + 1))
+  done
+  echo "$total"
+}
+
+# --- submission ------------------------------------------------------------------------------------
+
+# sl_submit WRAPPER ARGS...: ARGS are sbatch options, then optionally `--` and the job's arguments.
+# Checks the rules first; SLURM_WRAPPERS_DIR tells the job where this directory is (sbatch runs a
+# spooled copy of the script, so the job cannot find its siblings from $0).
+sl_submit() {
+  local wrapper=$1; shift
+  local -a opts=() job_args=()
+  while (($#)); do
+    if [ "$1" = -- ]; then shift; job_args=("$@"); break; fi
+    opts+=("$1"); shift
+  done
+  sl_check "$wrapper" "${opts[@]}" || exit 2
+  export SLURM_WRAPPERS_DIR=$SL_DIR
+  sl_run sbatch "${opts[@]}" "$wrapper" "${job_args[@]}"
+}
+
+# --- inside the job --------------------------------------------------------------------------------
+
+# First host of a Slurm node list ("a[3-4],n1" -> a3), without asking scontrol.
+sl_first_node() {
+  if [[ $1 =~ ^([^,[]*)\[([^],-]*) ]]; then echo "${BASH_REMATCH[1]}${BASH_REMATCH[2]}"; else echo "${1%%,*}"; fi
+}
+
+# MASTER_ADDR/MASTER_PORT for a rendezvous: the first node of the allocation, a port from the job id
+# (two jobs sharing a node do not collide).
+sl_rendezvous() {
+  MASTER_ADDR=$(sl_first_node "$SLURM_JOB_NODELIST")
+  MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
+  export MASTER_ADDR MASTER_PORT
+}
+
+# sl_node_run TMPDIR FORWARD -- CMD...: runs as the srun task on each node. Creates the per-job
+# RAM temp dir (bound as the container's /tmp), passes the variables named in FORWARD into the
+# container (APPTAINERENV_NAME crosses --cleanenv; these only exist inside the step, e.g.
+# SLURM_PROCID), waits for CMD, removes the temp dir and exits with CMD's status.
+# Signals need no forwarding: Slurm delivers a step's signals (scancel, srun's own forwarding) to every
+# process of the step, CMD's included, so this shell only keeps waiting for CMD to finish its clean-up.
+sl_node_run() {
+  local tmp=$1 forward=$2 name
+  shift 3
+  mkdir -p -m 700 "$tmp" || sl_die 3 "cannot create temp dir $tmp on $(hostname)"
+  for name in $forward; do
+    [[ -v $name ]] && export "APPTAINERENV_$name=${!name}"
+  done
+  local where="step ${SLURM_STEP_ID:-batch} on ${SLURMD_NODENAME:-$(hostname)}" rc
+  echo "node-run: $where: start $(date +%s.%N)" >&2
+  "$@" &
+  local child=$!
+  trap : TERM INT USR1 USR2
+  while :; do
+    wait "$child"; rc=$?
+    kill -0 "$child" 2>/dev/null || break   # a signal interrupted wait, CMD still runs: keep waiting
+  done
+  rm -rf "$tmp"
+  echo "node-run: $where: end $(date +%s.%N) exit $rc" >&2
+  exit "$rc"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  SL_NAME=$(basename "$0")
+  set -euo pipefail
+  case "${1:-}" in
+    check) shift; [ -f "${1:-}" ] || sl_die 2 "usage: $0 check WRAPPER [SBATCH_OPTION...]"
+           sl_check "$@" && echo "rule check: ok" ;;
+    binds) shift; for n in "$@"; do sl_bind "$n" | cut -f1; done ;;
+    node-run) shift; sl_node_run "$@" ;;
+    *) sl_die 2 "usage: $0 check WRAPPER [SBATCH_OPTION...] | binds NAME... | node-run TMPDIR FORWARD -- CMD..." ;;
+  esac
+fi

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=emb-train
+#SBATCH --partition=accel
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=4
+#SBATCH --cpus-per-task=64
+#SBATCH --mem=240G
+#SBATCH --time=1-00:00:00
+#SBATCH --signal=B:USR2@600
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=emb-train-%j.out
+#
+# EMB training on the accel partition: one container per node, torchrun with one rank per GPU.
+#
+#   TRAIN_IMAGE=build/train.sif EMB_CONFIG=my.toml bash slurm/train_accel.sh [SBATCH_OPTION...] [-- KEY=VALUE...]
+#
+# Run with bash (not sbatch) to check the profile's partition rules first, then submit; the KEY=VALUE
+# overrides after `--` go to `python -m app.emb.train` (e.g. train.steps=2000). Multi-node: --nodes=N.
+#
+#   TRAIN_IMAGE       train.sif (required)
+#   EMB_CONFIG        training config (TOML) on the host (required), bound read-only as /config/run.toml
+#   EMB_RUN           run name (default: the job name); checkpoints and metrics go to <runs bind>/EMB_RUN,
+#                     so resubmitting with the same name resumes from the newest checkpoint
+#   CLUSTER_PROFILE, BIND_SHARDS, BIND_RUNS, BIND_TMP: see slurm/common.sh and bind_maps/
+#
+# Walltime: 600 s before the limit Slurm sends USR2 to this script (B:), which forwards it through srun
+# to every process of the step. torchrun (told to handle USR2) passes it on to the ranks, which
+# checkpoint at the next step boundary and exit 75; this script then requeues the job, and the
+# requeued run (SLURM_RESTART_COUNT=1, 2, ...) resumes from that checkpoint. Exit 0 = training finished.
+set -euo pipefail
+SL_NAME=train_accel.sh
+
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+  sl_submit "${BASH_SOURCE[0]}" "$@"
+  exit
+fi
+source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
+
+image=${TRAIN_IMAGE:-}
+[ -n "$image" ] || sl_die 2 "set TRAIN_IMAGE to the train.sif to run"
+[ -f "$image" ] || sl_die 3 "TRAIN_IMAGE $image does not exist"
+image=$(realpath "$image")
+config=${EMB_CONFIG:-}
+[ -n "$config" ] || sl_die 2 "set EMB_CONFIG to the training config (TOML) on the host"
+[ -f "$config" ] || sl_die 2 "EMB_CONFIG $config does not exist"
+config=$(realpath "$config")
+[[ $config != *[:,]* ]] || sl_die 2 "EMB_CONFIG path '$config' contains ':' or ',', which apptainer --bind cannot express"
+run_name=${EMB_RUN:-$SLURM_JOB_NAME}
+[[ $run_name =~ ^[A-Za-z0-9._-]+$ && $run_name != .* ]] || sl_die 2 "EMB_RUN '$run_name' must be a plain name (letters, digits, . _ -)"
+
+gpus=${SLURM_GPUS_ON_NODE:-}
+if [ -z "$gpus" ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+  IFS=, read -ra ids <<<"$CUDA_VISIBLE_DEVICES"; gpus=${#ids[@]}
+fi
+[ "${gpus:-0}" -gt 0 ] || sl_die 2 "no GPUs allocated: submit with --gpus-per-node=N"
+cpus=${SLURM_CPUS_PER_TASK:-$gpus}
+threads=$((cpus / gpus > 0 ? cpus / gpus : 1))   # per rank: the node's cores shared by its ranks
+
+sl_bind_args shards runs tmp
+sl_rendezvous
+export SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}
+export OMP_NUM_THREADS=$threads
+sl_env_args SLURM_JOB_ID SLURM_JOB_NAME SLURM_RESTART_COUNT SLURM_NNODES SLURM_JOB_NUM_NODES \
+  SLURM_CPUS_PER_TASK SLURM_GPUS_ON_NODE MASTER_ADDR MASTER_PORT OMP_NUM_THREADS
+
+run_dir="${SL_HOST[runs]}/$run_name"
+[ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "$run_dir"
+echo "$SL_NAME: job $SLURM_JOB_ID restart $SLURM_RESTART_COUNT: $SLURM_NNODES node(s) x $gpus GPU(s), run dir $run_dir" >&2
+
+sl_run srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+  bash "$SL_DIR/common.sh" node-run "${SL_HOST[tmp]}" "SLURM_PROCID SLURM_NODEID SLURM_LOCALID CUDA_VISIBLE_DEVICES" -- \
+  apptainer exec --nv --containall --cleanenv "${SL_BINDS[@]}" --bind "$config:/config/run.toml:ro" \
+  "${SL_ENVS[@]}" "$image" \
+  torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$gpus" --rdzv-backend=c10d \
+  --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" \
+  --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2 --shutdown-timeout=300 \
+  -m app.emb.train --config /config/run.toml data.shards=/shards "run.dir=/runs/$run_name" "$@" &
+step=$!
+[ "${SLURM_DRY_RUN:-0}" = 1 ] && { wait "$step"; exit; }
+
+signalled=0
+trap 'signalled=1; echo "$SL_NAME: walltime signal: asking the ranks to checkpoint" >&2; kill -USR2 "$step"' USR2
+while :; do
+  rc=0; wait "$step" || rc=$?
+  kill -0 "$step" 2>/dev/null || break   # the trap interrupted wait; the step is still finishing
+done
+
+if [ "$rc" -eq 0 ]; then
+  echo "$SL_NAME: training finished" >&2
+  exit 0
+fi
+if [ "$signalled" = 1 ] || [ "$rc" -eq 75 ]; then
+  echo "$SL_NAME: checkpointed (step exit $rc): requeueing job $SLURM_JOB_ID" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+echo "$SL_NAME: training failed (exit $rc)" >&2
+exit "$rc"
