@@ -325,7 +325,7 @@ sl_node_run() {
   local child=$!
   trap : TERM INT USR1 USR2
   while :; do
-    wait "$child"; rc=$?
+    rc=0; wait "$child" || rc=$?
     kill -0 "$child" 2>/dev/null || break   # a signal interrupted wait, CMD still runs: keep waiting
   done
   rm -rf "$tmp"

@@ -25,6 +25,9 @@
 #                     so resubmitting with the same name resumes from the newest checkpoint
 #   CLUSTER_PROFILE, BIND_SHARDS, BIND_RUNS, BIND_TMP: see slurm/common.sh and bind_maps/
 #
+# The first line each node prints comes from inside its container: the forwarded environment as the
+# training sees it (what crossed --cleanenv), then torchrun takes over the process (exec).
+#
 # Walltime: 600 s before the limit Slurm sends USR2 to this script (B:), which forwards it through srun
 # to every process of the step. torchrun (told to handle USR2) passes it on to the ranks, which
 # checkpoint at the next step boundary and exit 75; this script then requeues the job, and the
@@ -74,6 +77,7 @@ sl_run srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
   bash "$SL_DIR/common.sh" node-run "${SL_HOST[tmp]}" "SLURM_PROCID SLURM_NODEID SLURM_LOCALID CUDA_VISIBLE_DEVICES" -- \
   apptainer exec --nv --containall --cleanenv "${SL_BINDS[@]}" --bind "$config:/config/run.toml:ro" \
   "${SL_ENVS[@]}" "$image" \
+  sh -c 'echo "container env on $(uname -n): $(env | grep -E "^(SLURM_|MASTER_|OMP_NUM_THREADS|CUDA_VISIBLE)" | sort | tr "\n" " ")" >&2; exec "$@"' sh \
   torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$gpus" --rdzv-backend=c10d \
   --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" \
   --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2 --shutdown-timeout=300 \
