@@ -1,0 +1,132 @@
+"""How a worker assesses a chunk of claimed fields. Each backend yields one outcome record per field:
+{"ok": id, "sec": s, "s": summary} | {"fail": id, "why": ...} | {"bad": id, "why": ...},
+and raises StopBatch when the storage or the environment is unusable (disk full, quota, no data):
+retrying other fields cannot help then.
+
+- inproc:    the assessment runs inside the worker process; the season is opened once per worker.
+- command:   one process per chunk, `PREFIX --ids-from -`, IDs on stdin, one JSON line per ID out.
+  apptainer: the command backend with PREFIX = `apptainer run --containall --cleanenv
+             --bind OUT:/out [--bind TMP:/tmp] SIF` (runscript: `python -m app.sure2 assess "$@"`),
+             so one container start-up is shared by a whole chunk.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+from app.errors import EXIT_ENVIRONMENT, BadInput, EnvironmentFailure, is_storage_error
+
+
+class StopBatch(Exception):
+    """The whole batch must stop (exit 3); the message says why and what to do."""
+
+
+def storage_message(exc: OSError, out_dir) -> str:
+    return (
+        f"stopped: {exc.strerror or exc} writing under {out_dir} ({exc.filename or 'output'}); "
+        "finished outputs are kept and valid: free space or raise the quota, then rerun to resume"
+    )
+
+
+class InprocBackend:
+    def __init__(self, data_dir, out_dir):
+        from app.sure2.assess import assess_to_file
+        from app.sure2.season import Season
+
+        self.out = out_dir
+        self._assess = assess_to_file
+        self.season = Season.open(data_dir)
+
+    def run(self, fields):
+        for fid in fields:
+            t0 = time.perf_counter()
+            try:
+                summary = self._assess(self.season, fid, self.out)
+            except BadInput as exc:
+                yield {"bad": fid, "why": str(exc)}
+            except EnvironmentFailure as exc:
+                raise StopBatch(f"stopped: {exc}") from exc
+            except OSError as exc:
+                if is_storage_error(exc):
+                    raise StopBatch(storage_message(exc, self.out)) from exc
+                yield {"fail": fid, "why": _one_line(exc)}
+            except Exception as exc:  # the assessment itself failed: recorded, retried up to the limit
+                yield {"fail": fid, "why": _one_line(exc)}
+            else:
+                yield {"ok": fid, "sec": round(time.perf_counter() - t0, 6), "s": _summary(summary)}
+
+    def close(self):
+        self.season.close()
+
+
+class CommandBackend:
+    def __init__(self, prefix: list[str], out_dir, env=None):
+        self.prefix, self.out, self.env = list(prefix), out_dir, env
+
+    def run(self, fields):
+        if not fields:
+            return
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            self.prefix + ["--ids-from", "-"],
+            input="".join(f + "\n" for f in fields),
+            capture_output=True,
+            text=True,
+            env=self.env,
+        )
+        per_field = round((time.perf_counter() - t0) / len(fields), 6)
+        lines = _json_lines(proc.stdout)
+        stderr_tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+        stop_reason = None
+        for fid in fields:
+            line = lines.get(fid, {"status": "error", "reason": f"exit {proc.returncode}: {stderr_tail}"})
+            status, reason = line.get("status"), _one_line(line.get("reason", ""))
+            if status == "ok":
+                yield {"ok": fid, "sec": per_field, "s": _summary(line)}
+            elif status == "bad_input":
+                yield {"bad": fid, "why": reason}
+            elif proc.returncode == EXIT_ENVIRONMENT:  # storage/data: not this field's fault
+                stop_reason = stop_reason or reason
+            else:
+                yield {"fail": fid, "why": reason}
+        if stop_reason is not None:
+            raise StopBatch(f"stopped: {self.prefix[0]} exited {EXIT_ENVIRONMENT}: {stop_reason}")
+
+    def close(self):
+        pass
+
+
+def _json_lines(stdout: str) -> dict:
+    out = {}
+    for line in stdout.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("field_id"), str):
+            out[rec["field_id"]] = rec
+    return out
+
+
+def _summary(line: dict) -> dict:
+    """What the journal keeps of an assessment's summary line (the report sums payouts)."""
+    return {k: line[k] for k in ("payout", "currency", "index_value", "n_events") if k in line}
+
+
+def _one_line(exc) -> str:
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+    return " ".join(text.split())[:300]
+
+
+def apptainer_prefix(image, out_dir, tmp_dir=None, apptainer="apptainer") -> list[str]:
+    """`apptainer run` of the sealed image; data is embedded at /data, outputs land in OUT via /out."""
+    cmd = [apptainer, "run", "--containall", "--cleanenv", "--bind", f"{out_dir}:/out"]
+    if tmp_dir:
+        cmd += ["--bind", f"{tmp_dir}:/tmp"]
+    return cmd + [str(image)]
+
+
+def sure2_cli_prefix(data_dir, out_dir) -> list[str]:
+    """The same CLI as the image's runscript, from this Python (the command backend without a container)."""
+    return [sys.executable, "-m", "app.sure2", "assess", "--data", str(data_dir), "--out", str(out_dir)]

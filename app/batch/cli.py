@@ -1,0 +1,124 @@
+"""`python -m app.batch plan|run|status|report` (and `worker`, started by `run`).
+
+--data and --out default to $SURE2_DATA and $SURE2_OUT, like the assessment's own CLI.
+"""
+
+import argparse
+import os
+import sys
+
+from app.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BadInput, EnvironmentFailure
+from app.errors import is_storage_error
+
+DEFAULT_CHUNK = 16  # fields per claim: one journal transaction and (apptainer) one container each
+DEFAULT_LEASE_S = 120.0  # a silent owner on another node/container is dead after this long
+DEFAULT_MAX_FAILURES = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: one line on stderr, exit 2, nothing written
+        sys.stderr.write(f"{self.prog}: {message}\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _common(p, out_only=False):
+    p.add_argument("--out", default=os.environ.get("SURE2_OUT"), help="output dir (default $SURE2_OUT)")
+    if not out_only:
+        p.add_argument("--data", default=os.environ.get("SURE2_DATA"), help="season dir (default $SURE2_DATA)")
+    p.add_argument("--lease", type=float, default=DEFAULT_LEASE_S, help="claim lease seconds (other nodes)")
+
+
+def _selection(p):
+    p.add_argument("--fields", help="file with one field ID per line ('-' = stdin); default: the whole season")
+    p.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help="give a field up after this many")
+    p.add_argument("--retry-failed", action="store_true", help="forget earlier failures and given-up fields")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m app.batch", description="Resumable batch of Sure2 assessments.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="print the fields still needing work (invalid outputs are moved aside)")
+    _common(p)
+    _selection(p)
+
+    p = sub.add_parser("run", help="assess every planned field with a pool of workers, then report")
+    _common(p)
+    _selection(p)
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: physical cores)")
+    p.add_argument("--backend", choices=("inproc", "apptainer", "cli"), default="inproc")
+    p.add_argument("--image", help="sure2.sif for --backend apptainer")
+    p.add_argument("--apptainer", default="apptainer", help="apptainer binary")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="fields per claim / per container")
+    p.add_argument("--force-temp", action="store_true", help="allow a temp dir on a parallel filesystem")
+    p.add_argument("--progress-every", type=float, default=30.0, help="seconds between plain progress lines")
+    p.add_argument("--quiet", action="store_true", help="no report table on stdout")
+
+    p = sub.add_parser("status", help="valid / to-do / failed counts and live workers (changes nothing)")
+    _common(p)
+    _selection(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("report", help="write the report (JSON, table, PNG map) over all runs so far")
+    _common(p)
+    _selection(p)
+
+    p = sub.add_parser("worker", help=argparse.SUPPRESS)
+    _common(p)
+    for name in ("--backend", "--image", "--tmp", "--apptainer"):
+        p.add_argument(name)
+    p.add_argument("--chunk", type=int, required=True)
+    p.add_argument("--max-failures", type=int, required=True)
+    p.add_argument("--since", type=float, required=True)
+    p.add_argument("--failures-since", type=float, required=True)
+    p.add_argument("--parent-pid", type=int, default=0)
+    return ap
+
+
+def _check_args(ap, args) -> None:
+    if not args.out:
+        ap.error("--out is required (or set SURE2_OUT)")
+    if not getattr(args, "data", None):
+        ap.error("--data is required (or set SURE2_DATA)")
+    if args.cmd == "run":
+        if args.backend == "apptainer" and not args.image:
+            ap.error("--backend apptainer needs --image SIF")
+        if args.workers < 0 or args.chunk < 1 or args.max_failures < 1:
+            ap.error("--workers must be >= 0, --chunk and --max-failures >= 1")
+    if args.lease <= 0:
+        ap.error("--lease must be > 0")
+
+
+def main(argv=None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    _check_args(ap, args)
+    try:
+        if args.cmd == "worker":
+            from app.batch.worker import worker_main
+
+            return worker_main(args)
+        if not os.path.isdir(args.out):
+            raise EnvironmentFailure(f"output dir {args.out} does not exist")
+        if args.cmd == "run":
+            from app.batch.run import run_batch
+
+            return run_batch(args)
+        from app.batch import inspect
+
+        return getattr(inspect, f"{args.cmd}_command")(args)
+    except BadInput as exc:
+        print(f"batch: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except EnvironmentFailure as exc:
+        print(f"batch: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        from app.batch.backends import storage_message
+
+        print(f"batch: {storage_message(exc, args.out)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

@@ -1,0 +1,138 @@
+"""`run`: plan, start the workers, watch the journal for progress, stop everything on storage
+failure, then sweep, report and choose the exit code.
+
+Exit codes: 0 every requested field has a valid output; 1 some field failed or was given up, an ID
+in the list was not a field, or work is left (a worker crashed); 3 storage/environment (disk full,
+quota, missing data, unusable temp dir); 130 interrupted. Usage errors are 2 (cli.py).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from app.hpc.cores import physical_cores
+from app.hpc.tempdir import TEMP_ENV, pick_temp_dir
+from app.hpc.threads import cap_threads
+
+POLL_S = 0.25
+
+
+def run_batch(args) -> int:
+    cap_threads(1)  # the parent only plans and watches; workers inherit one thread each
+    tmp = pick_temp_dir(force=args.force_temp)
+
+    from app.batch.journal import Journal
+    from app.batch.layout import BatchLayout
+    from app.batch.plan import read_id_list
+    from app.sure2.season import Season
+
+    ids = read_id_list(args.fields) if args.fields else None
+    layout = BatchLayout(args.out)
+    with Season.open(args.data) as season:  # before anything is written: a bad --data writes nothing
+        layout.create()
+        with Journal(layout.journal) as journal:
+            return _plan_run_report(args, season, layout, journal, ids, tmp)
+
+
+def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
+    from app.batch.claims import ClaimBoard
+    from app.batch.plan import make_plan, sweep_dead_temp_files
+    from app.batch.progress import Progress
+    from app.batch.report import build_report, write_report
+
+    workers = args.workers or physical_cores()
+    since = time.time()
+    failures_since = since if args.retry_failed else 0.0
+    board = ClaimBoard(journal, lease_s=args.lease)
+    plan = make_plan(season, layout, board, ids, args.max_failures, failures_since)
+    print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
+    progress = Progress(len(plan.todo), every_s=args.progress_every)
+    t0 = time.monotonic()
+    procs = _start_workers(args, workers, plan.todo, since, failures_since, tmp) if plan.todo else []
+    stopped = _supervise(procs, lambda: progress.update(*_counts(board.sync(), plan.todo, since)))
+    wall = time.monotonic() - t0
+    progress.finish(*_counts(board.sync(), plan.todo, since))
+    if stopped == EXIT_INTERRUPTED:
+        return EXIT_INTERRUPTED
+    try:
+        sweep_dead_temp_files(board, layout)
+        board.sync()
+        report = build_report(season, layout, board.state, plan, since, wall, workers, args.backend)
+        write_report(report, layout, args.data, quiet=args.quiet)
+    except OSError as exc:  # the disk that just filled up may refuse the report too
+        print(f"batch: report not written: {exc}", file=sys.stderr)
+        return stopped or EXIT_ENVIRONMENT
+    if stopped:
+        return stopped
+    c = report["counts"]
+    if c["failed"] or c["given_up"] or c["bad_ids"] or c["remaining"]:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _fmt(counts: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+
+
+def _counts(state, todo: list, since: float) -> tuple[int, int, int]:
+    """(done, failed, skipped) among the planned fields, from outcomes since the run began."""
+    kinds = [o.kind for o in map(state.outcome.get, todo) if o is not None and o.t >= since]
+    return kinds.count("ok"), kinds.count("fail") + kinds.count("bad"), kinds.count("skip")
+
+
+def _start_workers(args, n, todo, since, failures_since, tmp) -> list:
+    env = dict(os.environ)
+    cap_threads(1, env)
+    env[TEMP_ENV] = env["TMPDIR"] = str(tmp)
+    cmd = [
+        sys.executable, "-m", "app.batch", "worker",
+        "--data", str(args.data), "--out", str(args.out), "--backend", args.backend,
+        "--chunk", str(args.chunk), "--lease", str(args.lease), "--max-failures", str(args.max_failures),
+        "--since", repr(since), "--failures-since", repr(failures_since), "--parent-pid", str(os.getpid()),
+        "--tmp", str(tmp), "--apptainer", args.apptainer,
+    ]
+    if args.image:
+        cmd += ["--image", str(args.image)]
+    plan_text = "".join(f + "\n" for f in todo).encode()
+    procs = []
+    for _ in range(min(n, len(todo))):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
+        proc.stdin.write(plan_text)
+        proc.stdin.close()
+        procs.append(proc)
+    return procs
+
+
+def _supervise(procs, tick) -> int:
+    """Wait for the workers; 0 when all ended normally, else the exit code that stops the batch."""
+    stopped = 0
+    interrupted = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: interrupted.append(1))
+    try:
+        while any(p.poll() is None for p in procs):
+            if interrupted:
+                stopped = EXIT_INTERRUPTED
+                break
+            for p in procs:
+                if p.returncode == EXIT_ENVIRONMENT and not stopped:
+                    stopped = EXIT_ENVIRONMENT
+            if stopped:
+                break
+            tick()
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        stopped = EXIT_INTERRUPTED
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # workers unwind: atomic writers drop their temp files
+        for p in procs:
+            p.wait()
+        signal.signal(signal.SIGTERM, previous)
+    codes = [p.returncode for p in procs]
+    if not stopped and EXIT_ENVIRONMENT in codes:
+        stopped = EXIT_ENVIRONMENT
+    return stopped

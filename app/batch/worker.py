@@ -1,0 +1,134 @@
+"""One worker process: claim a chunk, re-check it, assess what is still needed, record, repeat.
+
+Started by `run` as `python -m app.batch worker ...` with the plan on stdin (one ID per line).
+Threads are capped to 1 before the assessment (numpy, rasterio) is imported: N workers on N
+physical cores. The worker dies with its parent (PR_SET_PDEATHSIG), so kill -9 of a batch leaves
+no orphan still writing.
+"""
+
+import ctypes
+import signal
+import sys
+import time
+
+from app.hpc.threads import cap_threads
+
+PR_SET_PDEATHSIG = 1
+
+
+class Interrupted(BaseException):
+    """SIGTERM (scancel, walltime): unwind so atomic writers remove their temp files."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    import os
+
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(137)
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+def worker_main(args) -> int:
+    if args.parent_pid:
+        _die_with_parent(args.parent_pid)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    cap_threads(1)
+
+    from app.batch.backends import StopBatch
+    from app.batch.claims import ClaimBoard, Picker
+    from app.batch.journal import Journal
+    from app.batch.layout import BatchLayout
+
+    fields = [line.strip() for line in sys.stdin if line.strip()]
+    layout = BatchLayout(args.out)
+    journal = Journal(layout.journal)
+    board = ClaimBoard(journal, lease_s=args.lease)
+    picker = Picker(fields, since=args.since, max_failures=args.max_failures, failures_since=args.failures_since)
+    try:
+        backend = _make_backend(args)
+    except StopBatch as exc:
+        print(f"batch worker: {exc}", file=sys.stderr)
+        return 3
+    checker = _checker(backend, args)
+    stop_heartbeat = board.heartbeat_every(args.lease / 4)
+    pending, chunk = [], []
+    try:
+        while True:
+            chunk = board.claim(picker, args.chunk, release=chunk, extra=pending)
+            pending = []
+            if not chunk:
+                if board.waiting_on_others(picker):
+                    time.sleep(min(1.0, args.lease / 8))
+                    continue
+                return 0
+            todo = _recheck(chunk, checker, layout, pending)
+            board.record(pending + [{"start": todo}] if todo else pending)
+            pending = []
+            for outcome in backend.run(todo):
+                pending.append(outcome)
+    except StopBatch as exc:
+        print(f"batch: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:  # the journal itself: same storage as the outputs, usually
+        from app.batch.backends import storage_message
+        from app.errors import is_storage_error
+
+        if not is_storage_error(exc):
+            raise
+        print(f"batch: {storage_message(exc, args.out)}", file=sys.stderr)
+        return 3
+    except Interrupted:
+        return 130
+    finally:
+        stop_heartbeat.set()
+        try:
+            board.record(pending + [{"exit": 1}])
+        except OSError:
+            pass  # disk full: the claims expire with this process anyway
+        backend.close()
+
+
+def _make_backend(args):
+    from app.batch import backends
+
+    if args.backend == "inproc":
+        return backends.InprocBackend(args.data, args.out)
+    if args.backend == "apptainer":
+        prefix = backends.apptainer_prefix(args.image, args.out, args.tmp, args.apptainer)
+    else:  # "cli": the image's runscript command from this Python, for tests without the image
+        prefix = backends.sure2_cli_prefix(args.data, args.out)
+    return backends.CommandBackend(prefix, args.out)
+
+
+def _checker(backend, args):
+    from app.batch.plan import OutputChecker
+
+    season = getattr(backend, "season", None)
+    if season is None:
+        from app.sure2.season import Season
+
+        season = Season.open(args.data)
+    return OutputChecker(season, args.out)
+
+
+def _recheck(chunk, checker, layout, pending) -> list:
+    """Fields of a fresh claim that still need work; valid ones are recorded as skipped."""
+    todo = []
+    for fid in chunk:
+        reason = checker.problem(fid)
+        if reason is None:
+            pending.append({"skip": fid})
+            continue
+        path = checker.path(fid)
+        if path.exists():
+            moved = layout.move_aside(path)
+            pending.append({"invalid": fid, "why": reason, "moved": str(moved)})
+        todo.append(fid)
+    return todo

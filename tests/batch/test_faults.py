@@ -1,0 +1,183 @@
+"""Real faults against the real batch: kill -9, concurrent runs, corrupted outputs, a full disk,
+a killed worker. Each test asserts the end state from the files and the journal's attempt log."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.batch.conftest import (
+    BACKENDS, ROOT, assert_complete, attempts, batch_cmd, backend_args, journal_records, output_problems,
+    run_batch, valid_fields,
+)
+
+KILLS = 12
+
+
+def _kill_when(proc, out, ok_target, extra_s, started):
+    """SIGKILL the whole batch once `ok_target` fields finished in this run, then `extra_s` later
+    (target 0: somewhere in start-up or planning). Moments are tied to progress, not wall time,
+    so the test means the same on a fast or a contended machine."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = sum(1 for r in journal_records(out) if "ok" in r and r["t"] >= started)
+        if done >= ok_target:
+            break
+        time.sleep(0.005)
+    time.sleep(extra_s)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_at_random_moments_then_resume(season, season_dir, tmp_path, backend):
+    out = tmp_path / "out"
+    out.mkdir()
+    rng = random.Random(20261128)
+    valid_before = 0
+    for k in range(KILLS):
+        cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 2, "--quiet", *backend_args(backend))
+        started = time.time()
+        proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = rng.choice([0, 1, 2, 3])
+        _kill_when(proc, out, target, rng.uniform(0.0, 0.6 if target == 0 else 0.05), started)
+        # whatever the moment, every output present is complete and valid (temp files may remain)
+        problems = {n: why for n, why in output_problems(season, out).items() if why != "temp file"}
+        assert problems == {}, f"kill {k}: {problems}"
+        now_valid = len(valid_fields(season, out))
+        assert now_valid >= valid_before  # a kill never destroys finished work
+        valid_before = now_valid
+    assert valid_before < len(season.field_ids), "the kills came too late to test anything"
+
+    done = run_batch(season_dir, out, backend=backend)
+    assert done.returncode == 0, done.stderr
+    assert_complete(season, out)  # exactly one valid output per field, no temp or partial file
+    assert not any((out / ".batch" / "invalid").iterdir())  # nothing was ever corrupt
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_four_concurrent_runs_assess_each_field_exactly_once(season, season_dir, tmp_path, backend):
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = batch_cmd("run", season_dir, out, "--workers", 1, "--chunk", 3, "--quiet", *backend_args(backend))
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0] * 4, results
+    assert_complete(season, out)
+    counts = attempts(out)
+    assert set(counts) <= set(season.field_ids)
+    twice = {fid: n for fid, n in counts.items() if n != 1}
+    assert twice == {}
+    owners = {r["o"] for r in journal_records(out) if "start" in r}
+    assert len(owners) >= 2  # the runs really shared the work
+
+
+def _truncate(path, n):
+    data = path.read_bytes()
+    path.write_bytes(data[:-n])
+
+
+def _wrong_row_count(path):
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)  # same metadata, one date short
+
+
+CORRUPTIONS = {
+    "truncated by 1 byte": lambda p, other: _truncate(p, 1),
+    "truncated by 8 bytes": lambda p, other: _truncate(p, 8),
+    "truncated by 100 bytes": lambda p, other: _truncate(p, 100),
+    "zero bytes": lambda p, other: p.write_bytes(b""),
+    "wrong row count": lambda p, other: _wrong_row_count(p),
+    "another field's parquet": lambda p, other: shutil.copyfile(other, p),
+    "random bytes": lambda p, other: p.write_bytes(random.Random(5).randbytes(p.stat().st_size)),
+}
+
+
+def test_every_corruption_is_detected_and_redone(season, season_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    first = run_batch(season_dir, out)
+    assert first.returncode == 0, first.stderr
+    fields = season.field_ids
+    victims = dict(zip(CORRUPTIONS, fields[: len(CORRUPTIONS)]))
+    donor = out / f"{fields[-1]}.parquet"
+    for kind, fid in victims.items():
+        CORRUPTIONS[kind](out / f"{fid}.parquet", donor)
+    assert set(output_problems(season, out)) == {f"{fid}.parquet" for fid in victims.values()}
+
+    plan = subprocess.run(batch_cmd("plan", season_dir, out), cwd=ROOT, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.split() == [fid for fid in fields if fid in victims.values()]  # 100 % detected
+    moved = sorted(p.name.split(".parquet")[0] for p in (out / ".batch" / "invalid").iterdir())
+    assert moved == sorted(victims.values())  # kept for inspection
+
+    again = run_batch(season_dir, out)
+    assert again.returncode == 0, again.stderr
+    assert_complete(season, out)
+    counts = attempts(out)
+    assert {fid for fid, n in counts.items() if n == 2} == set(victims.values())  # redone, nothing else
+    assert all(n in (1, 2) for n in counts.values())
+
+
+def _mount_tmpfs(path, size):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+
+
+def test_full_disk_stops_cleanly_and_resumes(season, season_dir, tmp_path):
+    out = tmp_path / "tiny"
+    out.mkdir()
+    _mount_tmpfs(out, "160k")  # room for a handful of outputs and the journal
+    try:
+        full = run_batch(season_dir, out)
+        assert full.returncode == 3, full.stderr
+        assert "No space left on device" in full.stderr and "rerun to resume" in full.stderr
+        assert output_problems(season, out) == {}  # no partial or temp file
+        assert 0 < len(valid_fields(season, out)) < len(season.field_ids)
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(out)], check=True)
+        resumed = run_batch(season_dir, out)
+        assert resumed.returncode == 0, resumed.stderr
+        assert_complete(season, out)
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
+def _children(pid):
+    try:
+        text = open(f"/proc/{pid}/task/{pid}/children").read()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def test_a_killed_workers_claims_are_taken_over(season, season_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 5, "--quiet")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        claimers = {r["o"] for r in journal_records(out) if "claim" in r}
+        for pid in _children(proc.pid):
+            if any(o.split("|")[-2] == str(pid) for o in claimers):
+                victim = pid
+                break
+        time.sleep(0.05)
+    assert victim is not None, "no worker claimed anything"
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr  # the surviving worker finished the dead one's fields
+    assert_complete(season, out)
+    taken_over = [fid for fid, n in attempts(out).items() if n > 1]
+    victim_owner = next(o for o in {r["o"] for r in journal_records(out)} if o.split("|")[-2] == str(victim))
+    assert not any("exit" in r for r in journal_records(out) if r["o"] == victim_owner)  # it never said goodbye
+    assert len(taken_over) <= 5  # at most the chunk it was assessing was redone
