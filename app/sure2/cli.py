@@ -1,0 +1,175 @@
+"""Command line: `python -m app.sure2 assess ...` and `python -m app.sure2 synth ...`.
+
+assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order;
+bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
+storage failed (processing stops at the first ENOSPC/EDQUOT/EROFS/EIO), else 1 if an assessment raised, else 2 if
+any id was bad, else 0. A missing --out directory is created (only when there is a valid id to assess).
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.errors import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput,
+                        EnvironmentFailure, is_storage_error)
+from app.sure2.ids import validate_field_id
+
+DATA_ENV, OUT_ENV = "SURE2_DATA", "SURE2_OUT"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: one line, exit 2
+        sys.stderr.write(f"{self.prog}: {message}\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser():
+    p = _Parser(prog="python -m app.sure2", description="Sure2 crop-insurance field assessment")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    a = sub.add_parser("assess", help="assess fields; writes OUT/<field_id>.parquet each")
+    a.add_argument("field_ids", nargs="*", metavar="FIELD_ID")
+    a.add_argument("--ids-from", metavar="FILE|-", help="read more ids, one per line, from a file or stdin")
+    a.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"season directory (default ${DATA_ENV})")
+    a.add_argument("--out", default=os.environ.get(OUT_ENV), help=f"output directory (default ${OUT_ENV})")
+    a.add_argument("--lambda", dest="lam", type=float, default=None, help="Whittaker smoothing strength")
+    a.add_argument("--min-coverage", type=float, default=None, help="valid-pixel fraction below which a date is missing")
+    s = sub.add_parser("synth", help="generate a season with ground truth")
+    s.add_argument("--fields", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    return p
+
+
+def _emit(line: dict) -> None:
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def _one_line(exc) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return text or type(exc).__name__
+
+
+def _read_ids(args) -> list:
+    ids = list(args.field_ids)
+    if args.ids_from:
+        try:
+            if args.ids_from == "-":
+                text = sys.stdin.read()
+            else:
+                text = Path(args.ids_from).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read ids from {args.ids_from}: {_one_line(exc)}") from exc
+        ids += [line.strip() for line in text.splitlines() if line.strip()]
+    return ids
+
+
+def assess_command(args) -> int:
+    from app.sure2.assess import Settings
+
+    try:
+        ids = _read_ids(args)
+        settings = Settings(**{k: v for k, v in (("lam", args.lam), ("min_coverage", args.min_coverage)) if v is not None})
+    except (BadInput, ValueError) as exc:
+        sys.stderr.write(f"sure2: {_one_line(exc)}\n")
+        return EXIT_BAD_INPUT
+    if not ids:
+        sys.stderr.write("sure2: no field ids given\n")
+        return EXIT_BAD_INPUT
+    if not args.data or not args.out:
+        sys.stderr.write(f"sure2: --data and --out (or ${DATA_ENV}, ${OUT_ENV}) are required\n")
+        return EXIT_BAD_INPUT
+
+    bad = False
+
+    def reject(fid, exc):
+        nonlocal bad
+        bad = True
+        sys.stderr.write(f"sure2: {_one_line(exc)}\n")
+        _emit({"field_id": fid, "status": "bad_input", "reason": _one_line(exc)})
+
+    well_formed = []
+    for fid in dict.fromkeys(ids):  # de-duplicated, first occurrence kept
+        try:
+            well_formed.append(validate_field_id(fid))
+        except BadInput as exc:
+            reject(fid, exc)
+
+    from app.sure2.season import Season
+
+    try:
+        season = Season.open(args.data)
+    except EnvironmentFailure as exc:
+        sys.stderr.write(f"sure2: {_one_line(exc)}\n")
+        return EXIT_ENVIRONMENT
+    with season:
+        known = []
+        for fid in well_formed:
+            try:
+                known.append(season.require(fid))
+            except BadInput as exc:
+                reject(fid, exc)
+        return _assess_known(season, known, Path(args.out), settings, bad)
+
+
+def _assess_known(season, ids, out_dir, settings, bad) -> int:
+    from app.sure2.assess import assess_to_file
+
+    failed = env_failed = False
+    if ids:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            sys.stderr.write(f"sure2: cannot create output directory {out_dir}: {_one_line(exc)}\n")
+            return EXIT_ENVIRONMENT
+    position = {fid: i for i, fid in enumerate(season.field_ids)}
+    ordered = sorted(ids, key=position.__getitem__)  # neighbours share decompressed tiles
+    for n, fid in enumerate(ordered):
+        try:
+            _emit(assess_to_file(season, fid, out_dir, settings))
+        except (EnvironmentFailure, OSError) as exc:
+            reason = _one_line(exc)
+            _emit({"field_id": fid, "status": "error", "reason": reason})
+            sys.stderr.write(f"sure2: {fid}: {reason}\n")
+            env_failed = True
+            if is_storage_error(exc):  # the storage said no: the remaining fields would fail too
+                for rest in ordered[n + 1:]:
+                    _emit({"field_id": rest, "status": "error", "reason": f"not attempted: {reason}"})
+                break
+        except Exception as exc:  # one field's science failing must not stop the others
+            reason = f"{type(exc).__name__}: {_one_line(exc)}"
+            _emit({"field_id": fid, "status": "error", "reason": reason})
+            sys.stderr.write(f"sure2: {fid}: assessment failed: {reason}\n")
+            failed = True
+    if env_failed:
+        return EXIT_ENVIRONMENT
+    if failed:
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def synth_command(args) -> int:
+    from app.sure2.synth import generate
+
+    if not 1 <= args.fields <= 1_000_000:
+        sys.stderr.write("sure2: --fields must be between 1 and 1000000\n")
+        return EXIT_BAD_INPUT
+    try:
+        summary = generate(args.fields, args.seed, args.out)
+    except OSError as exc:
+        sys.stderr.write(f"sure2: synth failed: {_one_line(exc)}\n")
+        return EXIT_ENVIRONMENT
+    _emit(summary)
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "assess":
+            return assess_command(args)
+        return synth_command(args)
+    except KeyboardInterrupt:
+        return 130

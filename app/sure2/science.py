@@ -1,0 +1,109 @@
+"""From per-date field means to a season: weights, smoothing, metrics, z-scores and damage events.
+
+Times are day numbers (proleptic ordinals, as float) so windows and integrals are in days.
+"""
+
+import numpy as np
+
+from app.sure2._kernels import whittaker
+
+# Defaults an analyst can override per run (recorded in every output's season_metrics).
+DEFAULT_LAMBDA = 10.0  # Whittaker smoothing strength for 5-day acquisitions
+DEFAULT_MIN_COVERAGE = 0.5  # a date with fewer valid inner pixels than this fraction is missing
+DROP_THRESHOLD = 0.12  # NDVI fall of the anomaly between two observations that counts as abrupt
+DROP_MAX_GAP = 3  # acquisitions between the two observations of a drop, at most
+HARVEST_GUARD_DAYS = 10  # drops this close to harvest are the harvest, not damage
+ANOMALY_Z = -2.0  # smoothed z at or below this is anomalous
+ANOMALY_MIN_DATES = 3  # a sustained anomaly lasts at least this many acquisitions
+MIN_STD = 0.02  # floor of the baseline std so a quiet date does not give huge z
+
+
+def observation_weights(valid_fraction, min_coverage):
+    """Whittaker weight per date: the valid fraction itself, or 0 below the coverage threshold."""
+    vf = np.asarray(valid_fraction, dtype=np.float64)
+    return np.where(vf >= min_coverage, vf, 0.0)
+
+
+def smooth(ndvi_mean, weights, lam):
+    """Weighted Whittaker; with fewer than 3 observed dates there is nothing to smooth: all NaN."""
+    if np.count_nonzero(weights > 0) < 3:
+        return np.full(len(weights), np.nan)
+    return whittaker(np.ascontiguousarray(ndvi_mean, dtype=np.float64), np.ascontiguousarray(weights), lam)
+
+
+def window_integral(days, values, start, end) -> float:
+    """Integral (NDVI x day) of the piecewise-linear curve through (days, values) over [start, end].
+
+    The window is clipped to the observed season; outside it the integral is not extrapolated.
+    """
+    start, end = max(start, days[0]), min(end, days[-1])
+    if end <= start:
+        return 0.0
+    inner = (days > start) & (days < end)
+    x = np.concatenate(([start], days[inner], [end]))
+    y = np.interp(x, days, values)
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+
+
+def in_window(days, start, end):
+    return (days >= start) & (days <= end)
+
+
+def season_metrics(days, smoothed, sowing, harvest, dates) -> dict:
+    """Peak value/date, start and end of season (50 % amplitude crossings), sowing→harvest integral."""
+    win = np.flatnonzero(in_window(days, sowing, harvest))
+    out = {"peak_ndvi": None, "peak_date": None, "sos_date": None, "eos_date": None,
+           "integral_ndvi_days": None}
+    if len(win) == 0 or np.isnan(smoothed).all():
+        return out
+    ipk = win[np.argmax(smoothed[win])]
+    out["peak_ndvi"] = float(smoothed[ipk])
+    out["peak_date"] = dates[ipk].isoformat()
+    before, after = win[win <= ipk], win[win >= ipk]
+    thr_up = smoothed[before].min() + 0.5 * (smoothed[ipk] - smoothed[before].min())
+    thr_down = smoothed[after].min() + 0.5 * (smoothed[ipk] - smoothed[after].min())
+    out["sos_date"] = dates[before[np.argmax(smoothed[before] >= thr_up)]].isoformat()
+    out["eos_date"] = dates[after[np.flatnonzero(smoothed[after] >= thr_down)[-1]]].isoformat()
+    out["integral_ndvi_days"] = window_integral(days, smoothed, sowing, harvest)
+    return out
+
+
+def z_scores(smoothed, base_mean, base_std):
+    return (smoothed - base_mean) / np.maximum(base_std, MIN_STD)
+
+
+def abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, dates) -> list:
+    """Falls of the observed anomaly (observation − baseline) between consecutive observed dates.
+
+    Using the anomaly keeps the normal senescence out; drops within HARVEST_GUARD_DAYS of harvest
+    are the harvest itself and are ignored.
+    """
+    events = []
+    idx = np.flatnonzero(observed & in_window(days, sowing, harvest - HARVEST_GUARD_DAYS))
+    anomaly = ndvi_mean - base_mean
+    for j, i in zip(idx[:-1], idx[1:]):
+        fall = anomaly[j] - anomaly[i]
+        if i - j <= DROP_MAX_GAP and fall >= DROP_THRESHOLD:
+            events.append({"type": "abrupt_drop", "date": dates[i].isoformat(), "date_index": int(i),
+                           "ndvi_before": float(ndvi_mean[j]), "ndvi_after": float(ndvi_mean[i]),
+                           "anomaly_drop": float(fall)})
+    return events
+
+
+def sustained_anomalies(days, z, sowing, harvest, dates) -> list:
+    """Runs of at least ANOMALY_MIN_DATES consecutive in-season dates with smoothed z <= ANOMALY_Z."""
+    low = in_window(days, sowing, harvest) & (z <= ANOMALY_Z)
+    events, i, n = [], 0, len(low)
+    while i < n:
+        if not low[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and low[j + 1]:
+            j += 1
+        if j - i + 1 >= ANOMALY_MIN_DATES:
+            events.append({"type": "sustained_anomaly", "start_date": dates[i].isoformat(),
+                           "end_date": dates[j].isoformat(), "start_index": int(i), "end_index": int(j),
+                           "n_dates": int(j - i + 1), "min_z": float(z[i:j + 1].min())})
+        i = j + 1
+    return events

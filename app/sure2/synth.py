@@ -1,0 +1,320 @@
+"""Deterministic season generator with ground truth: `python -m app.sure2 synth --fields N --seed S --out DIR`.
+
+Writes the season contract (fields.parquet, ndvi.tif, baseline.parquet, season.json) plus truth.parquet.
+Fields are irregular polygons shelf-packed on a 10 m UTM 32N canvas with gaps between them; each date
+has spatially coherent cloud blobs (nodata), sensor noise, and mixed edge pixels that blend a field with
+its surroundings by the exact share of the pixel it covers. Damage (hail, drought of 3 levels) is
+injected into the field's curve and recorded, with the payout its noise-free curve implies, in truth.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import rasterio
+import shapely
+import shapely.affinity
+from affine import Affine
+from pyproj import Transformer
+from rasterio.features import rasterize
+
+import app
+from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.cores import physical_cores
+from app.sure2 import phenology as ph
+from app.sure2._kernels import whittaker
+from app.sure2.payout import loss_index, payout_amount
+from app.sure2.science import DEFAULT_LAMBDA
+from app.sure2.season import BASELINE, DATES_TAG, FIELDS, MANIFEST, NDVI
+
+YEAR = 2025
+FIRST_DATE = dt.date(YEAR, 4, 1)
+N_DATES = 37  # every 5 days, 1 April – 27 September
+STEP_DAYS = 5
+CRS = "EPSG:32632"  # UTM 32N: south-eastern Norway
+ORIGIN = (560_000.0, 6_760_000.0)  # upper-left corner of the canvas (easting, northing)
+PIXEL = 10.0
+TILE = 128
+NODATA = -32768
+GAP_M = 30.0  # at least three pixels between neighbouring fields' bounding boxes
+CLOUD_CELL = 24  # pixels per cell of the coarse noise that makes cloud blobs
+HISTORY_YEARS, HISTORY_FIELDS = 10, 30  # baseline per region x crop: years x fields per year
+PIXEL_NOISE, PIXEL_HETEROGENEITY = 0.015, 0.02  # NDVI sd: per pixel and date / static per pixel
+DAMAGE_SHARE = {"healthy": 0.70, "hail": 0.15, "drought": 0.15}
+CLOUD_HEAVY_SHARE = 0.03  # healthy fields seen through much more cloud than the rest
+CLOUD_HEAVY_DATES = 0.6  # share of dates such a field is fully clouded
+INSURED_PER_HA = {"barley": 9000, "spring_wheat": 11000, "oats": 8000, "potato": 30000, "winter_wheat": 12000}
+
+
+def season_dates():
+    return [FIRST_DATE + dt.timedelta(days=STEP_DAYS * k) for k in range(N_DATES)]
+
+
+def _doy(dates):
+    return np.array([d.timetuple().tm_yday for d in dates], dtype=np.float64)
+
+
+def _date_of_doy(doy: float) -> dt.date:
+    return dt.date(YEAR, 1, 1) + dt.timedelta(days=int(round(doy)) - 1)
+
+
+def field_polygon(rng, area_m2):
+    """Irregular star-shaped polygon (5–9 vertices) of the given area, centred on (0, 0), in metres."""
+    n = int(rng.integers(5, 10))
+    step = 2 * np.pi / n  # jittered by less than half a step: vertices stay in order, polygon simple
+    angles = np.arange(n) * step + rng.uniform(-0.35, 0.35, n) * step
+    radii = 1.0 + rng.uniform(-0.2, 0.2, n)
+    stretch = rng.uniform(1.0, 1.8)  # fields are often longer than wide
+    x, y = radii * np.cos(angles) * stretch, radii * np.sin(angles)
+    rot = rng.uniform(0, np.pi)
+    x, y = x * np.cos(rot) - y * np.sin(rot), x * np.sin(rot) + y * np.cos(rot)
+    poly = shapely.Polygon(np.column_stack([x, y]))
+    return shapely.affinity.scale(poly, *(2 * [math.sqrt(area_m2 / poly.area)]), origin=(0, 0))
+
+
+def shelf_pack(rng, polys):
+    """Place polygons left to right in rows on a canvas; returns placed polygons and canvas (w, h) pixels."""
+    bounds = shapely.bounds(polys)
+    widths, heights = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
+    canvas_w = math.ceil(math.sqrt(np.sum((widths + GAP_M) * (heights + GAP_M)) * 1.25) / (TILE * PIXEL)) * TILE * PIXEL
+    placed, x, y_top, row_h = [], GAP_M, GAP_M, 0.0
+    for poly, (minx, miny, maxx, maxy), w, h in zip(polys, bounds, widths, heights):
+        if x + w + GAP_M > canvas_w:
+            x, y_top, row_h = GAP_M, y_top + row_h + GAP_M, 0.0
+        jitter = rng.uniform(0, GAP_M)
+        # canvas coordinates: x east from the left edge, y south from the top edge (metres)
+        dx, dy = ORIGIN[0] + x - minx, ORIGIN[1] - (y_top + jitter) - maxy
+        placed.append(shapely.affinity.translate(poly, dx, dy))
+        x += w + GAP_M + jitter
+        row_h = max(row_h, h + jitter)
+    canvas_h = math.ceil((y_top + row_h + GAP_M) / (TILE * PIXEL)) * TILE * PIXEL
+    return placed, int(canvas_w / PIXEL), int(canvas_h / PIXEL)
+
+
+def edge_fractions(polys, labels, inner, transform):
+    """Share of each boundary pixel (touched, not wholly inside) covered by its field, exactly."""
+    frac = inner.astype(np.float32)
+    rows, cols = np.nonzero((labels > 0) & ~inner)
+    lab = labels[rows, cols]
+    order = np.argsort(lab, kind="stable")
+    rows, cols, lab = rows[order], cols[order], lab[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    ends = np.r_[starts[1:], len(lab)]
+    for s, e in zip(starts, ends):
+        x0 = transform.c + cols[s:e] * PIXEL
+        y1 = transform.f - rows[s:e] * PIXEL
+        boxes = shapely.box(x0, y1 - PIXEL, x0 + PIXEL, y1)
+        frac[rows[s:e], cols[s:e]] = shapely.area(shapely.intersection(boxes, polys[lab[s] - 1])) / PIXEL**2
+    return frac
+
+
+def _upsampler(n_fine, cell):
+    """(n_fine, n_coarse) bilinear interpolation matrix from a coarse grid of `cell`-pixel cells."""
+    n_coarse = n_fine // cell + 2
+    pos = (np.arange(n_fine) + 0.5) / cell
+    i0 = np.floor(pos).astype(int)
+    w1 = (pos - i0).astype(np.float32)
+    m = np.zeros((n_fine, n_coarse), dtype=np.float32)
+    m[np.arange(n_fine), i0] = 1 - w1
+    m[np.arange(n_fine), i0 + 1] = w1
+    return m
+
+
+def cloud_cover(rng, n):
+    """Per-date cloud share: mostly clear, some partly cloudy, a few overcast-ish dates."""
+    kind = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
+    return np.select([kind == 0, kind == 1], [rng.uniform(0, 0.08, n), rng.uniform(0.08, 0.35, n)],
+                     rng.uniform(0.35, 0.65, n))
+
+
+def smooth_rows(curves, lam=DEFAULT_LAMBDA):
+    ones = np.ones(curves.shape[1])
+    return np.array([whittaker(np.ascontiguousarray(c), ones, lam) for c in curves])
+
+
+def generate(n_fields: int, seed: int, out_dir) -> dict:
+    """Write a season of n_fields to out_dir (created); returns a summary dict."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    dates = season_dates()
+    doy = _doy(dates)
+
+    # Fields: size, crop, shape, place, region (south → north by canvas row).
+    area_ha = np.clip(rng.lognormal(np.log(2.0), 0.8, n_fields), 0.5, 50.0)
+    crops = rng.choice(list(ph.CROP_SHARE), size=n_fields, p=list(ph.CROP_SHARE.values()))
+    polys, width, height = shelf_pack(rng, [field_polygon(rng, a * 1e4) for a in area_ha])
+    polys = np.array(polys, dtype=object)
+    transform = Affine(PIXEL, 0.0, ORIGIN[0], 0.0, -PIXEL, ORIGIN[1])
+    north = (ORIGIN[1] - shapely.bounds(polys)[:, 3]) / (height * PIXEL)  # 0 top (north) .. 1 bottom
+    region_names = list(ph.REGIONS)
+    regions = np.array(region_names)[np.clip((1 - north) * len(region_names), 0, len(region_names) - 1).astype(int)]
+    field_ids = [f"NO25-{k:05d}" for k in range(n_fields)]
+
+    # Healthy curves, then damage.
+    sow, harvest, peak = np.zeros(n_fields), np.zeros(n_fields), np.zeros(n_fields)
+    curves = np.zeros((n_fields, N_DATES))
+    for crop in ph.CROPS:
+        for region in ph.REGIONS:
+            sel = np.flatnonzero((crops == crop) & (regions == region))
+            if len(sel):
+                sow[sel], harvest[sel], peak[sel] = ph.draw_field_params(rng, crop, region, len(sel))
+                curves[sel] = ph.healthy_curve(crop, doy, sow[sel], harvest[sel], peak[sel], region)
+    damage = rng.choice(list(DAMAGE_SHARE), size=n_fields, p=list(DAMAGE_SHARE.values()))
+    damage_index = np.full(n_fields, -1)
+    severity = np.zeros(n_fields)
+    drought_level = np.zeros(n_fields, dtype=int)
+    cloud_heavy = np.zeros(n_fields, dtype=bool)
+    for i in range(n_fields):
+        soil = ph.CROPS[crops[i]]["soil"]
+        if damage[i] == "hail":
+            # hail falls in summer, once the crop has a canopy to lose
+            candidates = np.flatnonzero((doy >= max(sow[i] + 40, 152)) & (doy <= harvest[i] - 20))
+            if len(candidates) == 0:
+                damage[i] = "healthy"
+                continue
+            d = int(rng.choice(candidates))
+            severity[i] = rng.uniform(0.4, 0.65)
+            factor = ph.hail_factor(doy, doy[d] - rng.uniform(0.5, 4.5), severity[i])
+        elif damage[i] == "drought":
+            drought_level[i] = int(rng.integers(1, 4))
+            severity[i] = ph.DROUGHT_LEVELS[drought_level[i]]
+            onset = (sow[i] if sow[i] > 0 else 95) + rng.uniform(20, 30)
+            d = int(np.argmax(doy >= onset))
+            factor = ph.drought_factor(doy, onset, drought_level[i])
+        else:
+            cloud_heavy[i] = rng.random() < CLOUD_HEAVY_SHARE / DAMAGE_SHARE["healthy"]
+            continue
+        damage_index[i] = d
+        curves[i] = ph.damaged_curve(curves[i], soil, factor, doy, harvest[i])
+
+    # Baseline from simulated history, smoothed as the assessment smooths.
+    base_rows, base_mean = [], {}
+    for crop in ph.CROPS:
+        for region in ph.REGIONS:
+            n_hist = HISTORY_YEARS * HISTORY_FIELDS
+            s, h, p = ph.draw_field_params(rng, crop, region, n_hist)
+            hist = smooth_rows(ph.healthy_curve(crop, doy, s, h, p, region))
+            mean, std = hist.mean(axis=0), hist.std(axis=0, ddof=1)
+            base_mean[(region, crop)] = mean
+            for k, date in enumerate(dates):
+                base_rows.append((region, crop, date, int(doy[k]), float(mean[k]), float(std[k]), n_hist))
+
+    # Contracts and the payout the noise-free curve implies.
+    index_kind = rng.choice(["ndvi_integral", "ndvi_peak"], size=n_fields, p=[0.6, 0.4])
+    trigger = rng.choice([0.10, 0.12, 0.15], size=n_fields)
+    exit_ = rng.choice([0.40, 0.50, 0.60], size=n_fields)
+    insured = np.array([round(a * INSURED_PER_HA[c], -2) for a, c in zip(area_ha, crops)])
+    days = np.array([d.toordinal() for d in dates], dtype=np.float64)
+    to_day = days[0] - doy[0]  # day of year → day number
+    true_smooth = smooth_rows(curves)
+    true_index = np.array([
+        loss_index(index_kind[i], days, true_smooth[i], base_mean[(regions[i], crops[i])],
+                   sow[i] + to_day, harvest[i] + to_day) for i in range(n_fields)])
+    true_payout = np.array([payout_amount(true_index[i], trigger[i], exit_[i], insured[i]) for i in range(n_fields)])
+
+    # Raster: labels (touched pixels), wholly-inside pixels, exact edge shares.
+    shapes = list(zip(polys, range(1, n_fields + 1)))
+    labels = rasterize(shapes, out_shape=(height, width), transform=transform, all_touched=True, dtype="int32")
+    half_diag = PIXEL * math.sqrt(2) / 2
+    shrunk = [(shapely.buffer(p, -half_diag), 1) for p in polys]
+    inner = rasterize([s for s in shrunk if not s[0].is_empty], out_shape=(height, width),
+                      transform=transform, dtype="uint8").astype(bool)
+    frac = edge_fractions(polys, labels, inner, transform)
+    _write_ndvi(out / NDVI, rng, seed, dates, doy, curves, crops, labels, frac, cloud_heavy, transform)
+    del labels, inner, frac
+
+    # Tables.
+    to_lonlat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
+    lonlat = shapely.transform(polys, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+    fields = pa.table({
+        "field_id": field_ids, "crop": crops.tolist(), "geometry": shapely.to_wkb(lonlat).tolist(),
+        "area_ha": np.round(shapely.area(polys) / 1e4, 4), "sowing_date": [_date_of_doy(s) for s in sow],
+        "harvest_date": [_date_of_doy(h) for h in harvest], "region_id": regions.tolist(),
+        "insured_sum": insured, "currency": ["NOK"] * n_fields, "index": index_kind.tolist(),
+        "trigger": trigger, "exit": exit_,
+    })
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}  # no crs = OGC:CRS84
+    fields = fields.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
+    truth = pa.table({
+        "field_id": field_ids, "damage": damage.tolist(),
+        "damage_date_index": damage_index,
+        "damage_date": [dates[d] if d >= 0 else None for d in damage_index],
+        "severity": severity, "drought_level": drought_level, "cloud_heavy": cloud_heavy,
+        "true_index": true_index, "true_payout": true_payout,
+        "expected_payout_sign": (true_payout > 0).astype(np.int8),
+    })
+    baseline = pa.table(list(zip(*base_rows)), names=["region_id", "crop", "date", "doy", "ndvi_mean",
+                                                     "ndvi_std", "n_samples"])
+    for name, table in ((FIELDS, fields), (BASELINE, baseline), ("truth.parquet", truth)):
+        with atomic_path(out / name) as tmp:
+            pq.write_table(table, tmp)
+    files = {name: _sha256(out / name) for name in (FIELDS, NDVI, BASELINE)}
+    fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    manifest = {"format": "sure2-season/1", "generator": f"app.sure2.synth {app.__version__}",
+                "seed": seed, "n_fields": n_fields, "n_dates": N_DATES, "crs": CRS,
+                "raster_size": [width, height], "files": files, "fingerprint": fingerprint}
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    return {"out": str(out), "n_fields": n_fields, "n_dates": N_DATES, "raster_size": [width, height],
+            "bytes": sum((out / n).stat().st_size for n in files), "fingerprint": fingerprint}
+
+
+def _write_ndvi(path, rng, seed, dates, doy, curves, crops, labels, frac, cloud_heavy, transform):
+    """Write the stack in tile rows; each strip has its own seeded generator (deterministic)."""
+    height, width = labels.shape
+    n_fields = len(curves)
+    ups_x = _upsampler(width, CLOUD_CELL).T.copy()  # (n_coarse_x, width)
+    ups_y = _upsampler(height, CLOUD_CELL)  # (height, n_coarse_y)
+    cover = cloud_cover(rng, N_DATES)
+    coarse = rng.random((N_DATES, ups_y.shape[1], ups_x.shape[0])).astype(np.float32)
+    # Threshold each date's smooth field at the quantile that leaves `cover` of it cloudy.
+    smooth_coarse = np.stack([ups_y[::CLOUD_CELL] @ c @ ups_x[:, ::CLOUD_CELL] for c in coarse])
+    thresholds = np.array([np.quantile(s, 1 - c) for s, c in zip(smooth_coarse, cover)], dtype=np.float32)
+    background_offset = (rng.random((ups_y.shape[1], ups_x.shape[0])).astype(np.float32) - 0.5) * 0.3
+    background = 0.45 + 0.3 * np.exp(-((doy - 190) / 45) ** 2)  # meadow and forest around the fields
+    heavy_dates = rng.random((n_fields + 1, N_DATES)) < CLOUD_HEAVY_DATES
+    heavy_dates[1:][~cloud_heavy] = False
+    heavy_dates[0] = False
+    field_curves = np.vstack([np.zeros(N_DATES), curves]).astype(np.float32)  # label 0 = background
+    profile = dict(driver="GTiff", width=width, height=height, count=N_DATES, dtype="int16", crs=CRS,
+                   transform=transform, nodata=NODATA, tiled=True, blockxsize=TILE, blockysize=TILE,
+                   compress="zstd", predictor=2, interleave="pixel", BIGTIFF="IF_SAFER",
+                   NUM_THREADS=str(physical_cores()))
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.update_tags(**{DATES_TAG: ",".join(d.isoformat() for d in dates)},
+                            UNITS="NDVI x 10000", NODATA_MEANS="cloud or cloud shadow")
+            for b, d in enumerate(dates, start=1):
+                dst.set_band_description(b, d.isoformat())
+            for r0 in range(0, height, TILE):
+                r1 = min(height, r0 + TILE)
+                strip_rng = np.random.default_rng([seed, r0])
+                lab, fr = labels[r0:r1], frac[r0:r1]
+                uy = ups_y[r0:r1]
+                bg = background[:, None, None] + (uy @ background_offset @ ups_x)[None]
+                field = field_curves[lab].transpose(2, 0, 1)  # (dates, h, w)
+                field += strip_rng.normal(0, PIXEL_HETEROGENEITY, lab.shape).astype(np.float32)
+                ndvi = fr * field + (1 - fr) * bg
+                # Sensor noise on field pixels; the surroundings stay smooth so the stack compresses well.
+                ndvi += strip_rng.normal(0, PIXEL_NOISE, ndvi.shape).astype(np.float32) * (fr > 0)
+                data = np.rint(np.clip(ndvi, -1, 1) * 10000).astype(np.int16)
+                for k in range(N_DATES):
+                    cloud = (uy @ coarse[k] @ ups_x) > thresholds[k]
+                    cloud |= heavy_dates[lab, k] & (lab > 0)
+                    data[k][cloud] = NODATA
+                dst.write(data, window=((r0, r1), (0, width)))
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,78 @@
+"""Build of the `app` package: app.sure2 is Cython-compiled; its wheel ships .so files, no sources.
+
+    python setup.py build_ext --inplace   # development: .so next to the .py (the .so wins at import)
+    python setup.py bdist_wheel           # the wheel that goes into sure2.sif
+
+Every module of app/sure2 except the two tiny shims (__init__, __main__) is compiled, the plain .py
+modules as well as the .pyx kernels; build_py leaves their sources out of the wheel.
+"""
+
+import os
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+COMPILED_PACKAGE = "app/sure2"
+SHIMS = {"__init__.py", "__main__.py"}
+
+
+def compiled_sources() -> list:
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / COMPILED_PACKAGE).iterdir()
+        if p.suffix in (".py", ".pyx") and p.name not in SHIMS
+    )
+
+
+def _version() -> str:
+    for line in (ROOT / "app" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    raise RuntimeError("app.__version__ not found")
+
+
+class BuildPyWithoutCompiledSources(build_py):
+    """Keep the compiled modules' .py out of build/ (and so out of the wheel)."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if not _is_compiled(m[2])]
+
+
+class ParallelBuildExt(build_ext):
+    def initialize_options(self):
+        super().initialize_options()
+        self.parallel = max(1, len(os.sched_getaffinity(0)))
+
+
+def _is_compiled(path: str) -> bool:
+    p = Path(path)
+    return p.parent.as_posix().endswith(COMPILED_PACKAGE) and p.name not in SHIMS
+
+
+os.chdir(ROOT)
+setup(
+    name="sealed-geoml",
+    version=_version(),
+    description="Sealed geospatial ML for HPC clusters (Sure2 assessment compiled with Cython)",
+    packages=find_packages(include=["app", "app.*"]),
+    python_requires=">=3.11",
+    ext_modules=cythonize(
+        compiled_sources(),
+        quiet=True,
+        nthreads=max(1, len(os.sched_getaffinity(0))),
+        compiler_directives={
+            "language_level": 3,
+            # Type annotations stay documentation: `x: int` must not turn into a C type check.
+            "annotation_typing": False,
+            "embedsignature": True,
+        },
+    ),
+    cmdclass={"build_py": BuildPyWithoutCompiledSources, "build_ext": ParallelBuildExt},
+    exclude_package_data={"": ["*.c", "*.pyx", "*.pxd"]},
+    zip_safe=False,
+)

@@ -1,0 +1,79 @@
+"""The science recovers the generator's injected ground truth (season seed in conftest)."""
+
+import numpy as np
+
+
+def _select(truth, assessed, damage, cloud_heavy=False):
+    return [(truth[f], assessed[f]) for f in assessed
+            if truth[f]["damage"] == damage and truth[f]["cloud_heavy"] == cloud_heavy]
+
+
+def test_enough_cases_for_the_statistics(truth, assessed):
+    assert len(_select(truth, assessed, "hail")) >= 40
+    assert len(_select(truth, assessed, "drought")) >= 40
+    assert len(_select(truth, assessed, "healthy")) >= 200
+
+
+def test_hail_detected_within_one_acquisition(truth, assessed):
+    cases = _select(truth, assessed, "hail")
+    hits = [
+        any(e["type"] == "abrupt_drop" and abs(e["date_index"] - t["damage_date_index"]) <= 1 for e in a["events"])
+        for t, a in cases
+    ]
+    assert np.mean(hits) >= 0.95, f"hail detected in {sum(hits)}/{len(hits)}"
+
+
+def test_healthy_fields_rarely_paid_and_rarely_flagged(truth, assessed):
+    cases = _select(truth, assessed, "healthy")
+    paid = [a["payout"]["amount"] > 0 for _, a in cases]
+    assert np.mean(paid) <= 0.05, f"{sum(paid)}/{len(paid)} healthy fields paid"
+    drops = [any(e["type"] == "abrupt_drop" for e in a["events"]) for _, a in cases]
+    assert np.mean(drops) <= 0.05
+
+
+def test_drought_payouts_positive_and_ordered_by_severity(truth, assessed):
+    cases = _select(truth, assessed, "drought")
+    assert all(a["payout"]["amount"] > 0 for _, a in cases)
+    by_level = {lvl: [a["payout"]["fraction"] for t, a in cases if t["drought_level"] == lvl] for lvl in (1, 2, 3)}
+    means = [np.mean(by_level[lvl]) for lvl in (1, 2, 3)]
+    assert all(len(v) >= 8 for v in by_level.values())
+    assert means[0] < means[1] < means[2], means
+    # the loss index itself is ordered within each index kind, too
+    for kind in ("ndvi_integral", "ndvi_peak"):
+        med = [np.median([a["payout"]["index_value"] for t, a in cases
+                          if t["drought_level"] == lvl and a["payout"]["index"] == kind]) for lvl in (1, 2, 3)]
+        assert med[0] < med[1] < med[2], (kind, med)
+
+
+def test_drought_seen_as_sustained_anomaly(truth, assessed):
+    cases = _select(truth, assessed, "drought")
+    seen = [any(e["type"] == "sustained_anomaly" for e in a["events"]) for _, a in cases]
+    assert np.mean(seen) >= 0.9
+
+
+def test_payout_sign_matches_truth(truth, assessed):
+    agree = [(a["payout"]["amount"] > 0) == bool(truth[f]["expected_payout_sign"])
+             for f, a in assessed.items() if not truth[f]["cloud_heavy"]]
+    assert np.mean(agree) >= 0.95
+
+
+def test_cloud_heavy_field_degrades_gracefully(truth, assessed, season_dir):
+    cases = [(t, a) for t, a in _select(truth, assessed, "healthy", cloud_heavy=True)]
+    assert cases, "the seeded season has cloud-heavy fields"
+    for t, a in cases:
+        cols, metrics = a["columns"], a["season_metrics"]
+        missing = sum(v is None for v in cols["ndvi_mean"])
+        assert missing >= 10  # most dates lost to cloud are reported missing, not invented
+        assert metrics["n_observed_dates"] == len(cols["ndvi_mean"]) - missing
+        assert np.isfinite(cols["ndvi_smooth"]).all()  # gaps are bridged by the smoother
+        assert metrics["peak_ndvi"] is not None
+    assert np.mean([a["payout"]["amount"] > 0 for _, a in cases]) <= 0.5
+
+
+def test_edge_pixels_are_excluded(assessed, season_dir):
+    # inner masks are smaller than the field: area_ha * 100 pixels at 10 m
+    import pyarrow.parquet as pq
+
+    area = dict(zip(*pq.read_table(season_dir / "fields.parquet", columns=["field_id", "area_ha"]).to_pydict().values()))
+    for fid, a in assessed.items():
+        assert a["season_metrics"]["n_mask_pixels"] < area[fid] * 100
