@@ -1,0 +1,42 @@
+"""The chunked command backend, run for real through the image's runscript command (without the
+image: the same `python -m app.sure2 assess --ids-from -`), and the apptainer command line."""
+
+import pytest
+
+from app.batch.backends import CommandBackend, InprocBackend, StopBatch, apptainer_prefix, sure2_cli_prefix
+
+
+def test_apptainer_command_is_contained_and_binds_out_and_tmp():
+    cmd = apptainer_prefix("/img/sure2.sif", "/cluster/out", "/dev/shm/x", apptainer="/usr/bin/apptainer")
+    assert cmd == ["/usr/bin/apptainer", "run", "--containall", "--cleanenv", "--bind", "/cluster/out:/out",
+                   "--bind", "/dev/shm/x:/tmp", "/img/sure2.sif"]
+    assert "--bind" not in apptainer_prefix("s.sif", "/o")[5:]
+
+
+def test_command_backend_sorts_outcomes_per_field(season, season_dir, tmp_path):
+    good = season.field_ids[:3]
+    backend = CommandBackend(sure2_cli_prefix(season_dir, tmp_path), tmp_path)
+    outcomes = list(backend.run([*good, "NO25-99999"]))
+    assert [o.get("ok") for o in outcomes[:3]] == good
+    assert all(o["s"]["currency"] == "NOK" and o["sec"] > 0 for o in outcomes[:3])
+    assert outcomes[3]["bad"] == "NO25-99999" and "unknown field id" in outcomes[3]["why"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{g}.parquet" for g in good)
+
+
+def test_command_backend_stops_the_batch_when_the_data_is_missing(tmp_path):
+    backend = CommandBackend(sure2_cli_prefix(tmp_path / "no-season", tmp_path / "out"), tmp_path / "out")
+    with pytest.raises(StopBatch, match="exited 3"):
+        list(backend.run(["NO25-00001"]))
+
+
+def test_inproc_backend_matches_the_command_backend(season, season_dir, tmp_path):
+    fid = season.field_ids[5]
+    (tmp_path / "a").mkdir()
+    inproc = InprocBackend(season_dir, tmp_path / "a")
+    try:
+        (mine,) = inproc.run([fid])
+    finally:
+        inproc.close()
+    (theirs,) = CommandBackend(sure2_cli_prefix(season_dir, tmp_path / "b"), tmp_path / "b").run([fid])
+    assert mine["s"] == theirs["s"]
+    assert (tmp_path / "a" / f"{fid}.parquet").read_bytes() == (tmp_path / "b" / f"{fid}.parquet").read_bytes()
