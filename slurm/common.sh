@@ -5,7 +5,7 @@
 # Sourced by the wrappers; also runs on its own:
 #   bash slurm/common.sh check WRAPPER [SBATCH_OPTION...]   # rule check only (exit 2 + reasons)
 #   bash slurm/common.sh binds NAME...                      # resolved host paths, one per line
-#   bash slurm/common.sh node-run TMPDIR FORWARD -- CMD...  # inside an srun step (see sl_node_run)
+#   bash slurm/common.sh node-run TMPBASE:TARGET FORWARD -- CMD...  # inside an srun step (see sl_node_run)
 #
 # Environment:
 #   CLUSTER_PROFILE  betzy (default), saga, local, or a path to a .map file
@@ -117,6 +117,16 @@ sl_env_args() {
   done
 }
 
+# sl_node_run_cmd FORWARD: sets SL_NODE_RUN, the per-node launcher (see sl_node_run) given the
+# profile's tmp bind, and SL_HOST[tmp].
+sl_node_run_cmd() {
+  local line host ctr mode
+  line=$(sl_bind tmp) || exit
+  IFS=$'\t' read -r host ctr mode <<<"$line"
+  SL_HOST[tmp]=$host
+  SL_NODE_RUN=(bash "$SL_DIR/common.sh" node-run "$host:$ctr" "$1" --)
+}
+
 # sl_sure2_setup DEFAULT_MEM_PER_CPU: what both assess wrappers share. Sets SL_EXEC (apptainer exec
 # of sure2.sif with binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed),
 # SL_FIELDS (--fields for the batch, when ASSESS_FIELDS is given) and SL_MEM_PER_CPU.
@@ -124,7 +134,7 @@ sl_sure2_setup() {
   local image=${SURE2_IMAGE:-} fields=${ASSESS_FIELDS:-}
   [ -n "$image" ] || sl_die 2 "set SURE2_IMAGE to the sure2.sif to run"
   [ -f "$image" ] || sl_die 3 "SURE2_IMAGE $image does not exist"
-  sl_bind_args out tmp
+  sl_bind_args out
   SL_FIELDS=()
   if [ -n "$fields" ]; then
     [ -f "$fields" ] || sl_die 2 "ASSESS_FIELDS $fields does not exist"
@@ -138,7 +148,7 @@ sl_sure2_setup() {
   [ -n "$SL_MEM_PER_CPU" ] || sl_die 2 "no mem_per_cpu rule for this partition: set ASSESS_MEM_PER_CPU"
   sl_env_args SLURM_JOB_ID
   SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$(realpath "$image")")
-  SL_NODE_RUN=(bash "$SL_DIR/common.sh" node-run "${SL_HOST[tmp]}" "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME" --)
+  sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
 }
 
 # --- partition-rule check --------------------------------------------------------------------------
@@ -306,16 +316,20 @@ sl_rendezvous() {
   export MASTER_ADDR MASTER_PORT
 }
 
-# sl_node_run TMPDIR FORWARD -- CMD...: runs as the srun task on each node. Creates the per-job
-# RAM temp dir (bound as the container's /tmp), passes the variables named in FORWARD into the
-# container (APPTAINERENV_NAME crosses --cleanenv; these only exist inside the step, e.g.
-# SLURM_PROCID), waits for CMD, removes the temp dir and exits with CMD's status.
-# Signals need no forwarding: Slurm delivers a step's signals (scancel, srun's own forwarding) to every
-# process of the step, CMD's included, so this shell only keeps waiting for CMD to finish its clean-up.
+# sl_node_run TMPBASE:TARGET FORWARD -- CMD...: runs as the srun task on each node. Makes a private
+# temp dir for this step under TMPBASE (RAM, per job), binds it as the container's TARGET (/tmp) through
+# APPTAINER_BIND (so steps that share a host's /dev/shm never share or delete each other's temp),
+# passes the variables named in FORWARD into the container (APPTAINERENV_NAME crosses --cleanenv;
+# these exist only inside the step, e.g. SLURM_PROCID), waits for CMD, removes the temp dir and exits
+# with CMD's status. Signals need no forwarding: Slurm delivers a step's signals (scancel, srun's own
+# forwarding) to every process of the step, CMD's included, so this shell only keeps waiting for CMD to
+# finish its clean-up.
 sl_node_run() {
-  local tmp=$1 forward=$2 name
+  local base=${1%:*} target=${1##*:} forward=$2 name tmp
   shift 3
-  mkdir -p -m 700 "$tmp" || sl_die 3 "cannot create temp dir $tmp on $(hostname)"
+  mkdir -p -m 700 "$base" && tmp=$(mktemp -d "$base/step.XXXXXX") \
+    || sl_die 3 "cannot create a temp dir under $base on $(hostname)"
+  export APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$tmp:$target:rw"
   for name in $forward; do
     [[ -v $name ]] && export "APPTAINERENV_$name=${!name}"
   done
@@ -329,6 +343,7 @@ sl_node_run() {
     kill -0 "$child" 2>/dev/null || break   # a signal interrupted wait, CMD still runs: keep waiting
   done
   rm -rf "$tmp"
+  rmdir "$base" 2>/dev/null || true   # the job's temp base, once its last step on this host is done
   echo "node-run: $where: end $(date +%s.%N) exit $rc" >&2
   exit "$rc"
 }
@@ -341,6 +356,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
            sl_check "$@" && echo "rule check: ok" ;;
     binds) shift; for n in "$@"; do sl_bind "$n" | cut -f1; done ;;
     node-run) shift; sl_node_run "$@" ;;
-    *) sl_die 2 "usage: $0 check WRAPPER [SBATCH_OPTION...] | binds NAME... | node-run TMPDIR FORWARD -- CMD..." ;;
+    *) sl_die 2 "usage: $0 check WRAPPER [SBATCH_OPTION...] | binds NAME... | node-run TMPBASE:TARGET FORWARD -- CMD..." ;;
   esac
 fi

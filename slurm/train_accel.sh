@@ -62,7 +62,8 @@ fi
 cpus=${SLURM_CPUS_PER_TASK:-$gpus}
 threads=$((cpus / gpus > 0 ? cpus / gpus : 1))   # per rank: the node's cores shared by its ranks
 
-sl_bind_args shards runs tmp
+sl_bind_args shards runs
+sl_node_run_cmd "SLURM_PROCID SLURM_NODEID SLURM_LOCALID CUDA_VISIBLE_DEVICES"
 sl_rendezvous
 export SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}
 export OMP_NUM_THREADS=$threads
@@ -74,8 +75,7 @@ run_dir="${SL_HOST[runs]}/$run_name"
 echo "$SL_NAME: job $SLURM_JOB_ID restart $SLURM_RESTART_COUNT: $SLURM_NNODES node(s) x $gpus GPU(s), run dir $run_dir" >&2
 
 sl_run srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
-  bash "$SL_DIR/common.sh" node-run "${SL_HOST[tmp]}" "SLURM_PROCID SLURM_NODEID SLURM_LOCALID CUDA_VISIBLE_DEVICES" -- \
-  apptainer exec --nv --containall --cleanenv "${SL_BINDS[@]}" --bind "$config:/config/run.toml:ro" \
+  "${SL_NODE_RUN[@]}" apptainer exec --nv --containall --cleanenv "${SL_BINDS[@]}" --bind "$config:/config/run.toml:ro" \
   "${SL_ENVS[@]}" "$image" \
   sh -c 'echo "container env on $(uname -n): $(env | grep -E "^(SLURM_|MASTER_|OMP_NUM_THREADS|CUDA_VISIBLE)" | sort | tr "\n" " ")" >&2; exec "$@"' sh \
   torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$gpus" --rdzv-backend=c10d \
