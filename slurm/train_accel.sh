@@ -26,12 +26,14 @@
 #   CLUSTER_PROFILE, BIND_SHARDS, BIND_RUNS, BIND_TMP: see slurm/common.sh and bind_maps/
 #
 # The first line each node prints comes from inside its container: the forwarded environment as the
-# training sees it (what crossed --cleanenv), then torchrun takes over the process (exec).
+# training sees it (what crossed --cleanenv); then torchrun takes over that process (exec).
 #
-# Walltime: 600 s before the limit Slurm sends USR2 to this script (B:), which forwards it through srun
-# to every process of the step. torchrun (told to handle USR2) passes it on to the ranks, which
-# checkpoint at the next step boundary and exit 75; this script then requeues the job, and the
-# requeued run (SLURM_RESTART_COUNT=1, 2, ...) resumes from that checkpoint. Exit 0 = training finished.
+# Walltime: 600 s before the limit Slurm sends USR2 to this script (B:), which passes it to srun; srun
+# forwards it to every process of the step on every node, the ranks included. The ranks checkpoint at
+# the next step boundary and exit 75; torchrun ignores USR2 (set before exec: had it handled USR2 too,
+# it would forward a second copy and tear down its workers) and exits non-zero once its workers have.
+# This script then requeues the job, and the requeued run (SLURM_RESTART_COUNT=1, 2, ...) resumes from
+# that checkpoint. Exit 0 = training finished.
 set -euo pipefail
 SL_NAME=train_accel.sh
 
@@ -74,16 +76,18 @@ run_dir="${SL_HOST[runs]}/$run_name"
 [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "$run_dir"
 echo "$SL_NAME: job $SLURM_JOB_ID restart $SLURM_RESTART_COUNT: $SLURM_NNODES node(s) x $gpus GPU(s), run dir $run_dir" >&2
 
-sl_run srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+step_cmd=(srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
   "${SL_NODE_RUN[@]}" apptainer exec --nv --containall --cleanenv "${SL_BINDS[@]}" --bind "$config:/config/run.toml:ro" \
   "${SL_ENVS[@]}" "$image" \
-  sh -c 'echo "container env on $(uname -n): $(env | grep -E "^(SLURM_|MASTER_|OMP_NUM_THREADS|CUDA_VISIBLE)" | sort | tr "\n" " ")" >&2; exec "$@"' sh \
+  sh -c 'echo "container env on $(uname -n): $(env | grep -E "^(SLURM_|MASTER_|OMP_NUM_THREADS|CUDA_VISIBLE)" | sort | tr "\n" " ")" >&2; trap "" USR2; exec "$@"' sh \
   torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$gpus" --rdzv-backend=c10d \
   --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" \
-  --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2 --shutdown-timeout=300 \
-  -m app.emb.train --config /config/run.toml data.shards=/shards "run.dir=/runs/$run_name" "$@" &
+  -m app.emb.train --config /config/run.toml data.shards=/shards "run.dir=/runs/$run_name" "$@")
+if [ "${SLURM_DRY_RUN:-0}" = 1 ]; then sl_show "${step_cmd[@]}"; exit 0; fi
+# A simple command in the background: $! is srun itself, so the trap below signals srun, which
+# forwards the signal to every process of the step on every node.
+"${step_cmd[@]}" &
 step=$!
-[ "${SLURM_DRY_RUN:-0}" = 1 ] && { wait "$step"; exit; }
 
 signalled=0
 trap 'signalled=1; echo "$SL_NAME: walltime signal: asking the ranks to checkpoint" >&2; kill -USR2 "$step"' USR2
