@@ -5,6 +5,7 @@ Plain numpy/scipy references live in tests/sure2/references.py; the tests check 
 """
 
 from libc.math cimport NAN
+from libc.stdlib cimport calloc, free
 
 import numpy as np
 
@@ -24,19 +25,23 @@ def zonal_stats(const short[:, :, ::1] stack, const unsigned char[:, ::1] mask, 
     cdef double[::1] means = means_arr
     cdef Py_ssize_t d, i, j
     cdef long long total
-    cdef int n
+    cdef int n, valid, row_total
     cdef short v
+    if w > 200000:
+        raise ValueError("window rows longer than 200000 pixels")  # keeps an int row sum from overflowing
     with nogil:
         for d in range(n_dates):
             total = 0
             n = 0
             for i in range(h):
+                row_total = 0  # 32-bit row sums let the compiler vectorise the inner loop
                 for j in range(w):
-                    if mask[i, j]:
-                        v = stack[d, i, j]
-                        if v != nodata:
-                            total += v
-                            n += 1
+                    # branch-free: clouds and edges are scattered, so branches would mispredict
+                    v = stack[d, i, j]
+                    valid = (mask[i, j] != 0) & (v != nodata)
+                    row_total += v * valid
+                    n += valid
+                total += row_total
             counts[d] = n
             means[d] = (<double>total / n) * 1e-4 if n > 0 else NAN
     return counts_arr, means_arr
@@ -61,50 +66,55 @@ def whittaker(const double[::1] y, const double[::1] weights, double lam):
     if n_pos < 3 or (lam == 0 and n_pos < n):
         raise ValueError("too few observed dates to smooth")
     out_arr = np.empty(n, dtype=np.float64)
-    if n == 0:
-        return out_arr
     cdef double[::1] z = out_arr
-    # Bands of A = W + lam * D'D: a0 diagonal, a1 first and a2 second off-diagonal.
-    a0_arr = np.zeros(n); a1_arr = np.zeros(n); a2_arr = np.zeros(n)
-    cdef double[::1] a0 = a0_arr, a1 = a1_arr, a2 = a2_arr
-    for i in range(n - 2):
-        # row i of D is (1, -2, 1) at columns i, i+1, i+2: add its outer product.
-        a0[i] += lam
-        a0[i + 1] += 4 * lam
-        a0[i + 2] += lam
-        a1[i] += -2 * lam
-        a1[i + 1] += -2 * lam
-        a2[i] += lam
-    for i in range(n):
-        a0[i] += weights[i]
-    # LDL': L unit lower-triangular with two sub-diagonals l1, l2; D = dd.
-    dd_arr = np.empty(n); l1_arr = np.zeros(n); l2_arr = np.zeros(n)
-    cdef double[::1] dd = dd_arr, l1 = l1_arr, l2 = l2_arr
-    for i in range(n):
-        dd[i] = a0[i]
-        if i >= 1:
-            dd[i] -= l1[i - 1] * l1[i - 1] * dd[i - 1]
-        if i >= 2:
-            dd[i] -= l2[i - 2] * l2[i - 2] * dd[i - 2]
-        if i + 1 < n:
-            l1[i] = a1[i]
+    # Bands of A = W + lam * D'D (a0 diagonal, a1/a2 first/second off-diagonal) and its LDL' factors
+    # (dd diagonal of D, l1/l2 sub-diagonals of the unit lower-triangular L): one scratch buffer.
+    cdef double* work = <double*>calloc(6 * n, sizeof(double))
+    if work == NULL:
+        raise MemoryError()
+    cdef double* a0 = work
+    cdef double* a1 = work + n
+    cdef double* a2 = work + 2 * n
+    cdef double* dd = work + 3 * n
+    cdef double* l1 = work + 4 * n
+    cdef double* l2 = work + 5 * n
+    with nogil:
+        for i in range(n - 2):
+            # row i of D is (1, -2, 1) at columns i, i+1, i+2: add its outer product.
+            a0[i] += lam
+            a0[i + 1] += 4 * lam
+            a0[i + 2] += lam
+            a1[i] += -2 * lam
+            a1[i + 1] += -2 * lam
+            a2[i] += lam
+        for i in range(n):
+            a0[i] += weights[i]
+        for i in range(n):
+            dd[i] = a0[i]
             if i >= 1:
-                l1[i] -= l2[i - 1] * l1[i - 1] * dd[i - 1]
-            l1[i] /= dd[i]
-        if i + 2 < n:
-            l2[i] = a2[i] / dd[i]
-    # Forward (L), diagonal (D), backward (L') substitution into z.
-    for i in range(n):
-        z[i] = weights[i] * y[i] if weights[i] > 0 else 0.0
-        if i >= 1:
-            z[i] -= l1[i - 1] * z[i - 1]
-        if i >= 2:
-            z[i] -= l2[i - 2] * z[i - 2]
-    for i in range(n):
-        z[i] /= dd[i]
-    for i in range(n - 1, -1, -1):
-        if i + 1 < n:
-            z[i] -= l1[i] * z[i + 1]
-        if i + 2 < n:
-            z[i] -= l2[i] * z[i + 2]
+                dd[i] -= l1[i - 1] * l1[i - 1] * dd[i - 1]
+            if i >= 2:
+                dd[i] -= l2[i - 2] * l2[i - 2] * dd[i - 2]
+            if i + 1 < n:
+                l1[i] = a1[i]
+                if i >= 1:
+                    l1[i] -= l2[i - 1] * l1[i - 1] * dd[i - 1]
+                l1[i] /= dd[i]
+            if i + 2 < n:
+                l2[i] = a2[i] / dd[i]
+        # Forward (L), diagonal (D), backward (L') substitution into z.
+        for i in range(n):
+            z[i] = weights[i] * y[i] if weights[i] > 0 else 0.0
+            if i >= 1:
+                z[i] -= l1[i - 1] * z[i - 1]
+            if i >= 2:
+                z[i] -= l2[i - 2] * z[i - 2]
+        for i in range(n):
+            z[i] /= dd[i]
+        for i in range(n - 1, -1, -1):
+            if i + 1 < n:
+                z[i] -= l1[i] * z[i + 1]
+            if i + 2 < n:
+                z[i] -= l2[i] * z[i + 2]
+        free(work)
     return out_arr

@@ -297,8 +297,11 @@ def _write_ndvi(path, rng, seed, dates, doy, curves, crops, labels, frac, cloud_
                 r1 = min(height, r0 + TILE)
                 strip_rng = np.random.default_rng([seed, r0])
                 lab, fr = labels[r0:r1], frac[r0:r1]
-                uy = ups_y[r0:r1]
-                bg = background[:, None, None] + (uy @ background_offset @ ups_x)[None]
+                # only a few coarse rows feed this strip: slice them so the products stay small
+                c0, c1 = (r0 + 0.5) // CLOUD_CELL, (r1 - 0.5) // CLOUD_CELL + 2
+                c0, c1 = int(c0), int(c1)
+                uy = ups_y[r0:r1, c0:c1]
+                bg = background[:, None, None] + (uy @ background_offset[c0:c1] @ ups_x)[None]
                 field = field_curves[lab].transpose(2, 0, 1)  # (dates, h, w)
                 field += strip_rng.normal(0, PIXEL_HETEROGENEITY, lab.shape).astype(np.float32)
                 ndvi = fr * field + (1 - fr) * bg
@@ -306,7 +309,7 @@ def _write_ndvi(path, rng, seed, dates, doy, curves, crops, labels, frac, cloud_
                 ndvi += strip_rng.normal(0, PIXEL_NOISE, ndvi.shape).astype(np.float32) * (fr > 0)
                 data = np.rint(np.clip(ndvi, -1, 1) * 10000).astype(np.int16)
                 for k in range(N_DATES):
-                    cloud = (uy @ coarse[k] @ ups_x) > thresholds[k]
+                    cloud = (uy @ coarse[k, c0:c1] @ ups_x) > thresholds[k]
                     cloud |= heavy_dates[lab, k] & (lab > 0)
                     data[k][cloud] = NODATA
                 dst.write(data, window=((r0, r1), (0, width)))
