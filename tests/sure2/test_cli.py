@@ -134,3 +134,29 @@ def test_kill_9_during_a_batch_leaves_only_valid_outputs(season_dir, tmp_path, c
     finals = [n for n in os.listdir(out) if not is_temp_name(n)]
     assert 5 <= len(finals) < len(ids)
     assert all(_valid(out, n.removesuffix(".parquet"), catalogue) for n in finals)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real full-disk condition: a 48 KiB tmpfs (root only)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_disk_full_stops_with_exit_3_and_only_valid_files(season_dir, tiny_tmpfs, catalogue):
+    ids = catalogue[0][:20]  # ≈5 KB each: the tmpfs fills after a handful
+    out = tiny_tmpfs / "out"
+    r = run_cli("assess", *ids, "--data", str(season_dir), "--out", str(out))
+    assert r.returncode == 3
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == len(ids)
+    errors = [d for d in lines if d["status"] == "error"]
+    assert errors and "No space left" in errors[0]["reason"]
+    assert all(d["reason"].startswith("not attempted") for d in errors[1:])
+    written = os.listdir(out)
+    assert len(written) == len(ids) - len(errors)  # no temp files left behind either
+    assert all(_valid(out, n.removesuffix(".parquet"), catalogue) for n in written)
