@@ -11,7 +11,7 @@ from app.sure2._kernels import whittaker
 DEFAULT_LAMBDA = 10.0  # Whittaker smoothing strength for 5-day acquisitions
 DEFAULT_MIN_COVERAGE = 0.5  # a date with fewer valid inner pixels than this fraction is missing
 DROP_THRESHOLD = 0.12  # NDVI fall of the anomaly between two observations that counts as abrupt
-DROP_MAX_GAP = 3  # acquisitions between the two observations of a drop, at most
+DROP_MAX_GAP = 4  # acquisitions between the two clear views that bracket a drop, at most (20 days)
 HARVEST_GUARD_DAYS = 10  # drops this close to harvest are the harvest, not damage
 ANOMALY_Z = -2.0  # smoothed z at or below this is anomalous
 ANOMALY_MIN_DATES = 3  # a sustained anomaly lasts at least this many acquisitions
@@ -75,8 +75,10 @@ def z_scores(smoothed, base_mean, base_std):
 def abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, dates) -> list:
     """Falls of the observed anomaly (observation − baseline) between consecutive observed dates.
 
-    Using the anomaly keeps the normal senescence out; drops within HARVEST_GUARD_DAYS of harvest
-    are the harvest itself and are ignored.
+    Using the anomaly keeps the normal senescence out; drops seen within HARVEST_GUARD_DAYS of harvest
+    are the harvest itself and are ignored. Clouds can hide the moment of damage, so an event is dated
+    by its bracket: `date` is the first acquisition after the last clear view (the earliest the damage
+    can have been visible), `observed_date` the first clear view that shows it.
     """
     events = []
     idx = np.flatnonzero(observed & in_window(days, sowing, harvest - HARVEST_GUARD_DAYS))
@@ -84,7 +86,8 @@ def abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, dates) -
     for j, i in zip(idx[:-1], idx[1:]):
         fall = anomaly[j] - anomaly[i]
         if i - j <= DROP_MAX_GAP and fall >= DROP_THRESHOLD:
-            events.append({"type": "abrupt_drop", "date": dates[i].isoformat(), "date_index": int(i),
+            events.append({"type": "abrupt_drop", "date": dates[j + 1].isoformat(), "date_index": int(j + 1),
+                           "observed_date": dates[i].isoformat(), "observed_index": int(i),
                            "ndvi_before": float(ndvi_mean[j]), "ndvi_after": float(ndvi_mean[i]),
                            "anomaly_drop": float(fall)})
     return events
