@@ -106,3 +106,27 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
     probe = ("import sys; from app.emb.checkpoint import newest_valid; p, s = newest_valid(sys.argv[1]); "
              "print(s['step'], s['world'], len(s['rng']))")
     assert venv("-c", probe, str(run_dir)).split() == [str(STEPS), "4", "4"]
+
+
+def test_two_nodes_meet_through_the_rendezvous_on_the_first(tmp_path, shards, train_image, jobs):
+    runs = tmp_path / "runs"
+    env = {
+        "TRAIN_IMAGE": str(train_image),
+        "EMB_CONFIG": str(ROOT / "app" / "emb" / "configs" / "smoke.toml"),
+        "EMB_RUN": "two-nodes",
+        "BIND_SHARDS": str(shards),
+        "BIND_RUNS": str(runs),
+    }
+    log_path = tmp_path / "train.out"
+    job = jobs.submit("train_accel.sh", env, "--nodes=2", "--gpus-per-node=1", "--cpus-per-task=2", "--mem=8G",
+                      f"--output={log_path}", "--", "train.steps=2", "train.ckpt_every=1000", "train.eval_every=1000")
+    info = jobs.wait_state(job, ENDED, timeout=600)
+    log = log_path.read_text()
+    assert info["JobState"] == "COMPLETED", log
+    seen = {e["SLURM_NODEID"]: e for e in container_env(log)}
+    assert set(seen) == {"0", "1"}
+    assert {e["MASTER_ADDR"] for e in seen.values()} == {"a1"} and {e["SLURM_NNODES"] for e in seen.values()} == {"2"}
+    assert sorted(re.findall(r"^node-run: step \d+ on (a\d): end \S+ exit 0$", log, re.M)) == ["a1", "a2"]
+    probe = ("import sys; from app.emb.checkpoint import newest_valid; p, s = newest_valid(sys.argv[1]); "
+             "print(s['step'], s['world'])")
+    assert venv("-c", probe, str(runs / "two-nodes")).split() == ["2", "2"]
