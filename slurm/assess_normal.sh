@@ -47,6 +47,8 @@ if [ "${SLURM_DRY_RUN:-0}" = 1 ]; then
   todo=$'F0001\nF0002'
 else
   mkdir -p "$work"
+  # scancel/timeout send TERM before KILL: take the chunk lists along (the steps are being killed too)
+  trap 'rm -rf "$work"; exit 143' TERM
   todo=$("${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch plan --data /data --out /out "${SL_FIELDS[@]}") \
     || sl_die 3 "planning failed (see above)"
 fi

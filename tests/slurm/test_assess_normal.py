@@ -120,6 +120,7 @@ def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, s
     jobs.wait_for("the cancelled steps to stop", lambda: not subprocess.run(
         ["squeue", "-h", "-s", "-j", first], capture_output=True, text=True).stdout.strip(), timeout=60)
 
+    assert not (out / f".slurm-{first}").exists()  # the cancelled job took its chunk lists along
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     valid_before = batch_status(sure2_image, out, fields_file)["valid"]
     assert 0 < valid_before < 16, "the cancel must land mid-way for this test to mean anything"
