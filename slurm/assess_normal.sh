@@ -36,7 +36,9 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
 fi
 source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
 
-sl_sure2_setup "$(sl_rule "${SLURM_JOB_PARTITION:-normal}" mem_per_cpu)"
+sl_sure2_setup
+mem_per_cpu=${ASSESS_MEM_PER_CPU:-$(sl_rule "${SLURM_JOB_PARTITION:-normal}" mem_per_cpu)}
+[ -n "$mem_per_cpu" ] || sl_die 2 "the profile has no mem_per_cpu rule for this partition: set ASSESS_MEM_PER_CPU"
 nodes=${SLURM_JOB_NUM_NODES:-$SLURM_NNODES}
 cpus=${SLURM_JOB_CPUS_PER_NODE%%[(,]*}   # "128(x4)" -> 128: whole nodes, all alike
 work="${SL_HOST[out]}/.slurm-$SLURM_JOB_ID"
@@ -72,7 +74,7 @@ echo "$SL_NAME: $total field(s) in ${#chunks[@]} step(s) of <= $chunk on $nodes 
 # Betzy sets SLURM_MEM_PER_NODE in the job; srun refuses it together with --mem-per-cpu.
 unset SLURM_MEM_PER_NODE SLURM_MEM_PER_GPU
 step() { # one chunk on one whole node
-  sl_run srun --exclusive --nodes=1 --ntasks=1 --cpus-per-task="$cpus" --mem-per-cpu="$SL_MEM_PER_CPU" \
+  sl_run srun --exclusive --nodes=1 --ntasks=1 --cpus-per-task="$cpus" --mem-per-cpu="$mem_per_cpu" \
     --job-name="${1%.txt}" "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" \
     python -m app.batch run --data /data --out /out --fields "/out/.slurm-$SLURM_JOB_ID/$1" --quiet
 }

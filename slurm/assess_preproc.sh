@@ -21,8 +21,8 @@
 # to <= 16 running tasks), then submit. Every job (or array task) runs the batch over the same list;
 # the batch's claims give each field to exactly one of them, and a resubmission does only what is left.
 #
-#   SURE2_IMAGE, ASSESS_FIELDS, ASSESS_MEM_PER_CPU, CLUSTER_PROFILE, BIND_OUT, BIND_TMP: as in
-#   assess_normal.sh
+#   SURE2_IMAGE, ASSESS_FIELDS, CLUSTER_PROFILE, BIND_OUT, BIND_TMP: as in assess_normal.sh
+#   (memory: the job's own --mem-per-cpu/--mem, which preproc accepts)
 set -euo pipefail
 SL_NAME=assess_preproc.sh
 
@@ -33,7 +33,7 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
 fi
 source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
 
-sl_sure2_setup "$(sl_rule "${SLURM_JOB_PARTITION:-preproc}" mem_per_cpu)"
+sl_sure2_setup
 # The job asked for its memory (preproc allows --mem); the step inherits it.
 sl_run srun --nodes=1 --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
   "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch run --data /data --out /out "${SL_FIELDS[@]}" --quiet

@@ -127,9 +127,9 @@ sl_node_run_cmd() {
   SL_NODE_RUN=(bash "$SL_DIR/common.sh" node-run "$host:$ctr" "$1" --)
 }
 
-# sl_sure2_setup DEFAULT_MEM_PER_CPU: what both assess wrappers share. Sets SL_EXEC (apptainer exec
-# of sure2.sif with binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed),
-# SL_FIELDS (--fields for the batch, when ASSESS_FIELDS is given) and SL_MEM_PER_CPU.
+# sl_sure2_setup: what both assess wrappers share. Sets SL_EXEC (apptainer exec of sure2.sif with
+# binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed) and SL_FIELDS (--fields
+# for the batch, when ASSESS_FIELDS is given).
 sl_sure2_setup() {
   local image=${SURE2_IMAGE:-} fields=${ASSESS_FIELDS:-}
   [ -n "$image" ] || sl_die 2 "set SURE2_IMAGE to the sure2.sif to run"
@@ -144,8 +144,6 @@ sl_sure2_setup() {
     SL_FIELDS=(--fields /in/fields.txt)
   fi
   [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[out]}"
-  SL_MEM_PER_CPU=${ASSESS_MEM_PER_CPU:-$1}
-  [ -n "$SL_MEM_PER_CPU" ] || sl_die 2 "no mem_per_cpu rule for this partition: set ASSESS_MEM_PER_CPU"
   sl_env_args SLURM_JOB_ID
   SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$(realpath "$image")")
   sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
