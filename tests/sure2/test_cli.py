@@ -160,3 +160,16 @@ def test_disk_full_stops_with_exit_3_and_only_valid_files(season_dir, tiny_tmpfs
     written = os.listdir(out)
     assert len(written) == len(ids) - len(errors)  # no temp files left behind either
     assert all(_valid(out, n.removesuffix(".parquet"), catalogue) for n in written)
+
+
+def test_smoothing_options_are_checked_and_recorded(season_dir, tmp_path, catalogue):
+    from app.sure2.output import read_blobs
+
+    fid = catalogue[0][0]
+    out = tmp_path / "out"
+    r = run_cli("assess", fid, "--lambda", "-1", "--data", str(season_dir), "--out", str(out))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and not out.exists()
+    r = run_cli("assess", fid, "--lambda", "50", "--min-coverage", "0.8", "--data", str(season_dir), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    metrics = read_blobs(out / f"{fid}.parquet")["season_metrics"]
+    assert metrics["lambda"] == 50.0 and metrics["min_coverage"] == 0.8
