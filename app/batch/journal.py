@@ -23,6 +23,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.errors import EnvironmentFailure
+
 
 class Journal:
     def __init__(self, path):
@@ -48,7 +50,15 @@ class Journal:
     @contextmanager
     def locked(self):
         with self._thread_lock:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise EnvironmentFailure(
+                        f"{self.path.parent}: this filesystem refuses flock ({exc.strerror}); the batch's "
+                        "claims need it (Lustre: mounted with -o flock; NFS: v4 or lockd)"
+                    ) from exc
+                raise
             try:
                 yield
             finally:

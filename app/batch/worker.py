@@ -40,7 +40,13 @@ def worker_main(args) -> int:
         _die_with_parent(args.parent_pid)
     signal.signal(signal.SIGTERM, _on_sigterm)
     cap_threads(1)
+    try:
+        return _work(args)
+    except (Interrupted, KeyboardInterrupt):  # also while starting up: nothing to clean then
+        return 130
 
+
+def _work(args) -> int:
     from app.batch.backends import StopBatch
     from app.batch.claims import ClaimBoard, Picker
     from app.batch.journal import Journal
@@ -84,8 +90,6 @@ def worker_main(args) -> int:
             raise
         print(f"batch: {storage_message(exc, args.out)}", file=sys.stderr)
         return 3
-    except Interrupted:
-        return 130
     finally:
         stop_heartbeat.set()
         try:
