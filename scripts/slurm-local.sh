@@ -235,9 +235,11 @@ status() {
   return $rc
 }
 
+need_root() { [ "$(id -u)" = 0 ] || { log "$1 needs root (it installs packages and runs the daemons)"; exit 3; }; }
+
 case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
+  start) need_root start; start ;;
+  stop) need_root stop; stop ;;
   status) status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
