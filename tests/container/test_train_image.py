@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tests.container.conftest import ROOT, apptainer, contained
+from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS  # the EMB tests' small dataset, same sizes
 
 pytestmark = pytest.mark.container
 
@@ -64,9 +65,8 @@ def test_host_pythonpath_cannot_replace_the_app(train_sif, tmp_path):
 def test_two_step_ddp_training_inside(train_sif, tmp_path):
     binds = [(tmp_path, "/work")]
     steps = [
-        ["python", "-m", "app.emb", "synth", "--out", "/work/src", "--tiles", "2", "--size", "64", "--seed", "3"],
-        ["python", "-m", "app.emb", "prepare", "--src", "/work/src", "--out", "/work/shards",
-         "--chip", "32", "--block", "64", "--val-frac", "0.5"],
+        ["python", "-m", "app.emb", "synth", "--out", "/work/src", *SYNTH_ARGS],
+        ["python", "-m", "app.emb", "prepare", "--src", "/work/src", "--out", "/work/shards", *PREPARE_ARGS],
         ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "app.emb.train", "--config", SMOKE,
          "data.shards=/work/shards", "run.dir=/work/run", "train.steps=2", "train.eval_every=2",
          "train.ckpt_every=2", "train.batch_size=4", "train.eval_batch_size=2"],

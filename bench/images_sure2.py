@@ -1,0 +1,122 @@
+"""sure2.sif numbers, measured side by side in one run on the same cores:
+
+    .venv/bin/python bench/images_sure2.py [--runs 7] [--fields 100] [--workers N] [--no-rebuild]
+
+- size of build/sure2.sif (goal <= 150 MB) and of base.sif under it;
+- rebuild of sure2.sif on the cached base (`build.py sure2 --force`; goal <= 30 s);
+- one field, a fresh process each time: `apptainer run --containall --cleanenv SIF ID` against
+  `python -m app.sure2 assess ID` from the venv (median of --runs; goal <= 1.0 s), and the first run
+  after dropping the page cache (root only) as the truly cold case;
+- per-field cost of a batch over the same --fields fields: `app.batch run --backend apptainer`
+  (one container per chunk) against `--backend inproc`, same workers.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.hpc.cores import physical_cores  # noqa: E402
+
+BUILD = ROOT / "build"
+SIF = BUILD / "sure2.sif"
+
+
+def timed(cmd, **kw) -> float:
+    started = time.perf_counter()
+    subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - started
+
+
+def drop_page_cache() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def one_field(season: Path, field: str, runs: int, work: Path) -> dict:
+    out = work / "one"
+    out.mkdir()
+    image = ["apptainer", "-s", "run", "--containall", "--cleanenv", "--bind", f"{out}:/out", SIF, field]
+    venv = [sys.executable, "-m", "app.sure2", "assess", field, "--data", season, "--out", out]
+    result = {"cold_after_drop_caches_s": timed(image) if drop_page_cache() else None}
+    image_s, venv_s = [], []
+    for _ in range(runs):  # interleaved, so load changes hit both alike
+        image_s.append(timed(image))
+        venv_s.append(timed(venv, cwd=ROOT))
+    result.update(image_median_s=statistics.median(image_s), venv_median_s=statistics.median(venv_s))
+    return result
+
+
+def batch_per_field(season: Path, fields: list, workers: int, work: Path) -> dict:
+    ids = work / "ids.txt"
+    ids.write_text("\n".join(fields) + "\n")
+    per_field = {}
+    for backend in ("inproc", "apptainer"):
+        out = work / f"batch-{backend}"
+        out.mkdir()
+        cmd = [sys.executable, "-m", "app.batch", "run", "--data", season, "--out", out, "--fields", ids,
+               "--workers", workers, "--quiet", "--backend", backend]
+        if backend == "apptainer":
+            cmd += ["--image", SIF]
+        per_field[backend] = timed(cmd, cwd=ROOT) / len(fields)
+    return per_field
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--fields", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=physical_cores())
+    parser.add_argument("--no-rebuild", action="store_true", help="skip the rebuild timing")
+    args = parser.parse_args()
+
+    manifest = json.loads((BUILD / "manifest.json").read_text())
+    season = Path(manifest["sure2"]["versions"]["season"])
+    from app.sure2.season import Season
+
+    with Season.open(season) as s:
+        fields = s.field_ids[: args.fields]
+
+    rebuild_s = None
+    if not args.no_rebuild:
+        rebuild_s = timed([sys.executable, "build.py", "sure2", "--force"], cwd=ROOT)
+        manifest = json.loads((BUILD / "manifest.json").read_text())
+
+    work = Path(tempfile.mkdtemp(prefix="bench-images-", dir="/dev/shm"))
+    try:
+        one = one_field(season, fields[0], args.runs, work)
+        batch = batch_per_field(season, fields, args.workers, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    mb = 1e6
+    print(f"sure2.sif size                 {manifest['sure2']['size_bytes'] / mb:7.1f} MB   (goal <= 150; base.sif "
+          f"{manifest['base']['size_bytes'] / mb:.1f} MB)")
+    if rebuild_s is not None:
+        print(f"sure2 rebuild on cached base   {rebuild_s:7.1f} s    (goal <= 30; apptainer build alone "
+              f"{manifest['sure2']['build_seconds']:.1f} s, the rest: wheel + hashing)")
+    if one["cold_after_drop_caches_s"] is not None:
+        print(f"one field, page cache dropped  {one['cold_after_drop_caches_s']:7.2f} s")
+    print(f"one field, apptainer run       {one['image_median_s']:7.2f} s    (median of {args.runs}; goal <= 1.0)")
+    print(f"one field, venv CLI            {one['venv_median_s']:7.2f} s    "
+          f"(image / venv = {one['image_median_s'] / one['venv_median_s']:.2f})")
+    print(f"batch per field, inproc        {batch['inproc'] * 1e3:7.1f} ms   ({len(fields)} fields, {args.workers} workers)")
+    print(f"batch per field, apptainer     {batch['apptainer'] * 1e3:7.1f} ms   "
+          f"(apptainer / inproc = {batch['apptainer'] / batch['inproc']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
