@@ -10,6 +10,7 @@ retrying other fields cannot help then.
              so one container start-up is shared by a whole chunk.
 """
 
+import errno
 import json
 import subprocess
 import sys
@@ -22,10 +23,14 @@ class StopBatch(Exception):
     """The whole batch must stop (exit 3); the message says why and what to do."""
 
 
+_STORAGE_WHAT = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only filesystem"}
+
+
 def storage_message(exc: OSError, out_dir) -> str:
+    what = _STORAGE_WHAT.get(exc.errno, "storage failure")
     return (
-        f"stopped: {exc.strerror or exc} writing under {out_dir} ({exc.filename or 'output'}); "
-        "finished outputs are kept and valid: free space or raise the quota, then rerun to resume"
+        f"stopped: {what} under {out_dir} ({_one_line(exc)}); finished outputs are kept and valid: "
+        "free space or raise the quota, then rerun to resume"
     )
 
 

@@ -36,7 +36,7 @@ def _selection(p):
 
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m app.batch", description="Resumable batch of Sure2 assessments.")
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="{plan,run,status,report}")
 
     p = sub.add_parser("plan", help="print the fields still needing work (invalid outputs are moved aside)")
     _common(p)
@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     _selection(p)
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: physical cores)")
-    p.add_argument("--backend", choices=("inproc", "apptainer", "cli"), default="inproc")
+    p.add_argument("--backend", choices=("inproc", "apptainer", "cli"), default="inproc",
+                   help="inproc: assess in the workers (default; inside the image on Slurm); apptainer: "
+                        "`apptainer run SIF` per chunk; cli: the image's runscript command without the image")
     p.add_argument("--image", help="sure2.sif for --backend apptainer")
     p.add_argument("--apptainer", default="apptainer", help="apptainer binary")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="fields per claim / per container")
@@ -63,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     _selection(p)
 
-    p = sub.add_parser("worker", help=argparse.SUPPRESS)
+    p = sub.add_parser("worker")  # started by `run`, one per worker process; not for people
     _common(p)
     for name in ("--backend", "--image", "--tmp", "--apptainer"):
         p.add_argument(name)
