@@ -14,7 +14,7 @@ VERSION=1.4.5
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEBS=${APPTAINER_DEBS:-$(dirname "$ROOT")/shared/debs/apptainer-$VERSION}
 PRIVATE=/opt/apptainer-libs          # sid's glibc, libseccomp, libsqlite, for apptainer only
-STAMP=$PRIVATE/.installed-$VERSION
+STAMP=$PRIVATE/.installed         # holds the version installed (sid may have moved past $VERSION)
 CONF=/etc/apptainer/apptainer.conf
 HOST_PKGS=(patchelf squashfs-tools uidmap ca-certificates debootstrap e2fsprogs squashfuse fuse2fs libcap2-bin)
 
@@ -48,18 +48,18 @@ fetch_debs() {  # into $1: the four .debs, from the pinned copy or from sid
   local opts=(-o "Dir::Etc::sourcelist=$apt/etc/sources.list" -o "Dir::Etc::sourceparts=-"
     -o "Dir::Etc::preferencesparts=$apt/etc/preferences.d" -o "Dir::State::Lists=$apt/lists"
     -o "Dir::Cache=$apt/cache" -o "Acquire::Check-Valid-Until=false" -o "Acquire::Check-Date=false"
-    -o "APT::Get::List-Cleanup=false")
+    -o "APT::Get::List-Cleanup=false" -o "Dir::State::status=/dev/null" -o "APT::Sandbox::User=root")
   apt-get "${opts[@]}" update -qq
   (cd "$dest" && apt-get "${opts[@]}" download -qq apptainer libc6 libseccomp2 libsqlite3-0)
 }
 
 installed_ok() {
   [ -f "$STAMP" ] && [ -x /usr/bin/apptainer ] &&
-    [ "$(apptainer --version 2>/dev/null)" = "apptainer version $VERSION" ]
+    [ "$(apptainer --version 2>/dev/null)" = "apptainer version $(cat "$STAMP")" ]
 }
 
 if installed_ok; then
-  log "apptainer $VERSION already installed"
+  log "apptainer $(cat "$STAMP") already installed"
 else
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
@@ -79,8 +79,10 @@ else
       patchelf --set-interpreter "$PRIVATE/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$PRIVATE" "$f"
     fi
   done < <(dpkg-deb -c "$work"/apptainer_*.deb | awk '$1 ~ /^-..x/ {sub(/^\./, "", $6); print $6}')
-  touch "$STAMP"
-  log "installed apptainer $(apptainer --version | awk '{print $3}') with private glibc in $PRIVATE"
+  installed=$(apptainer --version | awk '{print $3}')
+  echo "$installed" >"$STAMP"
+  [ "$installed" = "$VERSION" ] || log "note: sid's apptainer is $installed; this project was tested with $VERSION"
+  log "installed apptainer $installed with private glibc in $PRIVATE"
 fi
 
 # --- fakeroot mappings ---------------------------------------------------------------------------
