@@ -24,6 +24,17 @@ echo "demo: the whole embedded season as a batch inside the image (2 cores here;
 apptainer -s exec "${contain[@]}" "$image" \
   python -m app.batch run --backend inproc --data /data --out /out
 
+# The demo season is generated with known damage (truth.parquet): say how close the assessment came.
+apptainer -s exec "${contain[@]}" "$image" python -I - <<'PY'
+import pyarrow.parquet as pq
+from app.sure2.output import read_blobs
+truth = pq.read_table("/data/truth.parquet").to_pylist()
+paid = {t["field_id"]: read_blobs(f"/out/{t['field_id']}.parquet")["payout"]["amount"] for t in truth}
+agree = sum((paid[t["field_id"]] > 0) == (t["true_payout"] > 0) for t in truth)
+print(f"demo: vs ground truth: payout decision right for {agree}/{len(truth)} fields; total paid "
+      f"{sum(paid.values()):,.0f} NOK, true {sum(t['true_payout'] for t in truth):,.0f} NOK")
+PY
+
 echo "demo: $(find "$out" -maxdepth 1 -name '*.parquet' | wc -l) field outputs in $out;" \
   "report: $out/.batch/report.txt; image labels:"
 apptainer -s inspect --labels "$image" | grep -E '^(code\.version|data\.fingerprint):'
