@@ -133,6 +133,8 @@ def _supervise(procs, tick) -> int:
             p.wait()
         signal.signal(signal.SIGTERM, previous)
     codes = [p.returncode for p in procs]
+    if interrupted:  # even if the last worker finished meanwhile: the caller asked us to stop
+        return EXIT_INTERRUPTED
     if not stopped and EXIT_ENVIRONMENT in codes:
         stopped = EXIT_ENVIRONMENT
     return stopped

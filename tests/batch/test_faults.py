@@ -200,7 +200,7 @@ def test_sigterm_unwinds_cleanly_and_resumes(season, season_dir, tmp_path):
     """scancel / walltime: SIGTERM reaches the batch; workers unwind (no temp file), exit 130."""
     out = tmp_path / "out"
     out.mkdir()
-    cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 4, "--quiet")
+    cmd = batch_cmd("run", season_dir, out, "--workers", 1, "--chunk", 2, "--quiet")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any("ok" in r for r in journal_records(out)):
