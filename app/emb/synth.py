@@ -166,7 +166,7 @@ def synth(out, spec: SynthSpec) -> list[Path]:
     """Write spec.tiles GeoTIFFs and one parcels GeoParquet into `out`; returns the paths written."""
     spec.check()
     from rasterio.features import rasterize
-    from rasterio.transform import from_origin
+    from rasterio import Affine
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def synth(out, spec: SynthSpec) -> list[Path]:
     written, rows = [], []
     for t in range(spec.tiles):
         x0 = ORIGIN[0] + t * (spec.size * PIXEL_M + TILE_GAP_M)
-        transform = from_origin(x0, ORIGIN[1], PIXEL_M, PIXEL_M)
+        transform = Affine(PIXEL_M, 0.0, x0, 0.0, -PIXEL_M, ORIGIN[1])  # north-up, 10 m
         parcels = _parcel_polygons(rng, spec.size, transform, spec.classes)
         parcel_classes = np.array([c for _, c in parcels], np.int64)
         parcel_map = np.zeros((spec.size, spec.size), np.int32)

@@ -112,6 +112,20 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def train_step(model, opt, sched, loss_fn, x, y, amp: bool):
+    """One optimizer step (bf16 autocast when amp); returns the loss tensor without syncing the GPU."""
+    import torch
+
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
+        loss = loss_fn(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then torchvision reference's polynomial decay (power 0.9)."""
     if step < warmup:
@@ -284,12 +298,7 @@ class Trainer:
                     if self.dist.rank == 0:
                         _log(f"stop signal: checkpointed at step {step}, exiting {EXIT_REQUEUE} for requeue")
                     return EXIT_REQUEUE
-                with torch.autocast(self.dist.device.type, torch.bfloat16, enabled=self.amp):
-                    loss = loss_fn(model(x).float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+                loss = train_step(model, opt, sched, loss_fn, x, y, self.amp)
                 done = step + 1
                 if done % self.tcfg["log_every"] == 0 or done == steps:
                     mean_loss = self.dist.all_reduce_sum(loss.detach().clone()).item() / self.dist.world
