@@ -106,9 +106,9 @@ def main(argv=None) -> int:
             from app.batch.run import run_batch
 
             return run_batch(args)
-        from app.batch import inspect
+        from app.batch import overview
 
-        return getattr(inspect, f"{args.cmd}_command")(args)
+        return getattr(overview, f"{args.cmd}_command")(args)
     except BadInput as exc:
         print(f"batch: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,14 +10,15 @@ import json
 import sys
 from collections import defaultdict
 
+from app.batch.payout_map import draw_payout_map
+from app.batch.plan import OutputChecker
 from app.hpc.atomic import atomic_write_bytes
 
 SLOWEST = 10
 
 
 def build_report(season, layout, state, plan, since: float, wall_s, workers: int, backend: str) -> dict:
-    from app.sure2.output import read_blobs
-    from app.batch.plan import OutputChecker
+    from app.sure2.output import read_blobs  # pyarrow: imported where needed, not by the workers
 
     checker = OutputChecker(season, layout.out)
     ran = {}  # field -> last outcome kind since the run began
@@ -114,8 +115,6 @@ def render_table(report: dict) -> str:
 
 
 def write_report(report: dict, layout, data_dir, quiet: bool = False) -> None:
-    from app.batch.payout_map import draw_payout_map
-
     table = render_table(report)
     atomic_write_bytes(layout.report_json, json.dumps(report, indent=1, sort_keys=True).encode())
     atomic_write_bytes(layout.report_txt, table.encode())

@@ -10,8 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+from app.batch.claims import ClaimBoard
+from app.batch.journal import Journal
+from app.batch.layout import BatchLayout
+from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
+from app.batch.progress import Progress
+from app.batch.report import build_report, write_report
 from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from app.hpc.cores import physical_cores
 from app.hpc.tempdir import TEMP_ENV, pick_temp_dir
@@ -23,11 +30,7 @@ POLL_S = 0.25
 def run_batch(args) -> int:
     cap_threads(1)  # the parent only plans and watches; workers inherit one thread each
     tmp = pick_temp_dir(force=args.force_temp)
-
-    from app.batch.journal import Journal
-    from app.batch.layout import BatchLayout
-    from app.batch.plan import read_id_list
-    from app.sure2.season import Season
+    from app.sure2.season import Season  # numpy & co. come with it: after the thread cap
 
     ids = read_id_list(args.fields) if args.fields else None
     layout = BatchLayout(args.out)
@@ -38,11 +41,6 @@ def run_batch(args) -> int:
 
 
 def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
-    from app.batch.claims import ClaimBoard
-    from app.batch.plan import make_plan, sweep_dead_temp_files
-    from app.batch.progress import Progress
-    from app.batch.report import build_report, write_report
-
     workers = args.workers or physical_cores()
     since = time.time()
     failures_since = since if args.retry_failed else 0.0
@@ -100,10 +98,19 @@ def _start_workers(args, n, todo, since, failures_since, tmp) -> list:
     procs = []
     for _ in range(min(n, len(todo))):
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
-        proc.stdin.write(plan_text)
-        proc.stdin.close()
+        # a season's plan outgrows the pipe buffer: feed each worker from a thread, so N workers
+        # start their imports together instead of one after another
+        threading.Thread(target=_feed, args=(proc, plan_text), daemon=True).start()
         procs.append(proc)
     return procs
+
+
+def _feed(proc, data: bytes) -> None:
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the worker died early; its exit code tells the rest
 
 
 def _supervise(procs, tick) -> int:

@@ -1,16 +1,24 @@
 """One worker process: claim a chunk, re-check it, assess what is still needed, record, repeat.
 
 Started by `run` as `python -m app.batch worker ...` with the plan on stdin (one ID per line).
-Threads are capped to 1 before the assessment (numpy, rasterio) is imported: N workers on N
-physical cores. The worker dies with its parent (PR_SET_PDEATHSIG), so kill -9 of a batch leaves
+Threads are capped to 1 before the assessment (numpy, rasterio) is imported (the batch's own
+modules import neither): N workers on N physical cores. The worker dies with its parent (PR_SET_PDEATHSIG), so kill -9 of a batch leaves
 no orphan still writing.
 """
 
 import ctypes
+import os
 import signal
 import sys
 import time
 
+from app.batch.backends import CommandBackend, InprocBackend, StopBatch, apptainer_prefix, storage_message
+from app.batch.backends import sure2_cli_prefix
+from app.batch.claims import ClaimBoard, Picker
+from app.batch.journal import Journal
+from app.batch.layout import BatchLayout
+from app.batch.plan import OutputChecker
+from app.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, is_storage_error
 from app.hpc.threads import cap_threads
 
 PR_SET_PDEATHSIG = 1
@@ -25,8 +33,6 @@ def _die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-    import os
-
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(137)
 
@@ -43,25 +49,16 @@ def worker_main(args) -> int:
     try:
         return _work(args)
     except (Interrupted, KeyboardInterrupt):  # also while starting up: nothing to clean then
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _work(args) -> int:
-    from app.batch.backends import StopBatch
-    from app.batch.claims import ClaimBoard, Picker
-    from app.batch.journal import Journal
-    from app.batch.layout import BatchLayout
-
     fields = [line.strip() for line in sys.stdin if line.strip()]
     layout = BatchLayout(args.out)
     journal = Journal(layout.journal)
     board = ClaimBoard(journal, lease_s=args.lease)
     picker = Picker(fields, since=args.since, max_failures=args.max_failures, failures_since=args.failures_since)
-    try:
-        backend = _make_backend(args)
-    except StopBatch as exc:
-        print(f"batch worker: {exc}", file=sys.stderr)
-        return 3
+    backend = _make_backend(args)  # the season opens here, after the thread cap
     checker = _checker(backend, args)
     stop_heartbeat = board.heartbeat_every(args.lease / 4)
     pending, chunk = [], []
@@ -81,15 +78,12 @@ def _work(args) -> int:
                 pending.append(outcome)
     except StopBatch as exc:
         print(f"batch: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_ENVIRONMENT
     except OSError as exc:  # the journal itself: same storage as the outputs, usually
-        from app.batch.backends import storage_message
-        from app.errors import is_storage_error
-
         if not is_storage_error(exc):
             raise
         print(f"batch: {storage_message(exc, args.out)}", file=sys.stderr)
-        return 3
+        return EXIT_ENVIRONMENT
     finally:
         stop_heartbeat.set()
         try:
@@ -100,20 +94,16 @@ def _work(args) -> int:
 
 
 def _make_backend(args):
-    from app.batch import backends
-
     if args.backend == "inproc":
-        return backends.InprocBackend(args.data, args.out)
+        return InprocBackend(args.data, args.out)
     if args.backend == "apptainer":
-        prefix = backends.apptainer_prefix(args.image, args.out, args.tmp, args.apptainer)
+        prefix = apptainer_prefix(args.image, args.out, args.tmp, args.apptainer)
     else:  # "cli": the image's runscript command from this Python, for tests without the image
-        prefix = backends.sure2_cli_prefix(args.data, args.out)
-    return backends.CommandBackend(prefix, args.out)
+        prefix = sure2_cli_prefix(args.data, args.out)
+    return CommandBackend(prefix, args.out)
 
 
 def _checker(backend, args):
-    from app.batch.plan import OutputChecker
-
     season = getattr(backend, "season", None)
     if season is None:
         from app.sure2.season import Season

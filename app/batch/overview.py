@@ -4,14 +4,16 @@ import json
 import sys
 import time
 
+from app.batch.claims import ClaimBoard
+from app.batch.journal import Journal
+from app.batch.layout import BatchLayout
+from app.batch.plan import make_plan, read_id_list
+from app.batch.report import build_report, write_report
 from app.errors import EXIT_FAILED, EXIT_OK
+from app.hpc.cores import physical_cores
 
 
 def _open(args, tidy: bool):
-    from app.batch.claims import ClaimBoard
-    from app.batch.journal import Journal
-    from app.batch.layout import BatchLayout
-    from app.batch.plan import make_plan, read_id_list
     from app.sure2.season import Season
 
     ids = read_id_list(args.fields) if args.fields else None
@@ -66,10 +68,7 @@ def status_command(args) -> int:
 
 
 def report_command(args) -> int:
-    """The report over all runs so far (every outcome in the journal counts)."""
-    from app.batch.report import build_report, write_report
-    from app.hpc.cores import physical_cores
-
+    """The report over all runs so far."""
     season, journal, board, layout, plan = _open(args, tidy=False)
     with season, journal:
         # No run: fields without a valid output are "remaining", whatever earlier runs recorded.
