@@ -1,9 +1,11 @@
 """build.py against the real Apptainer: a failing section is shown and leaves the old image alone,
-the manifest describes the image on disk, unchanged inputs skip the build, no apptainer is exit 3."""
+the manifest describes the image on disk, unchanged inputs skip the build, a build needs no network,
+no apptainer is exit 3."""
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -69,3 +71,17 @@ def test_bad_usage_is_exit_2():
     proc = subprocess.run([sys.executable, "build.py", "wheelhouse"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
+
+
+def test_sure2_builds_with_no_network(sure2_sif, manifest):
+    """Compute nodes have no network: with the wheelhouse and debs staged, a build needs none
+    (run in a fresh network namespace: only a down loopback device exists)."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare (util-linux) is not installed")
+    proc = subprocess.run(["unshare", "--net", sys.executable, "build.py", "sure2", "--force"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sure2.sif built in" in proc.stdout
+    rebuilt = json.loads((BUILD / "manifest.json").read_text())["sure2"]
+    assert rebuilt["built_at"] >= manifest["sure2"]["built_at"]
+    assert rebuilt["inputs"]["base"] == manifest["base"]["sha256"]  # on the same, cached base
