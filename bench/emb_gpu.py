@@ -6,6 +6,7 @@ Side by side, on the same generated shards (written here with numpy only: no ras
   ceiling         train steps on one batch already on the GPU (bf16 autocast + channels_last): compute only
   e2e             the same train steps fed by the shard loader (what `app.emb.train` runs)
   *_compiled      the same two with torch.compile (unless --no-compile)
+  reference_loader  the baseline's DataLoader alone (chips/s), next to `loader`
   baseline        torchvision-reference style: autocast only, no channels_last, a plain DataLoader
                   (workers, pin_memory) over a map-style dataset that dequantises each chip on the CPU
 MFU = FLOPs of one train step (torch.utils.flop_counter, fwd + bwd) × steps/s ÷ the GPU's dense bf16 peak.
@@ -28,6 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from app.emb.threads import setup_threads  # noqa: E402
+
+setup_threads()  # before torch: capped, passive OpenMP workers (the loader's threads need the cores)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -60,6 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak; default by GPU name")
     p.add_argument("--budget-s", type=float, default=420, help="skip later phases once this much time is used")
+    p.add_argument("--loader-only", action="store_true", help="only the two data paths (runs on a CPU too)")
     p.add_argument("--toy", action="store_true", help="CPU-sized smoke run: 32² chips, smoke model, 3 steps")
     args = p.parse_args(argv)
     if args.toy:
@@ -174,6 +180,32 @@ class Bench:
         sync(self.device)
         return a.steps * a.batch / (time.perf_counter() - start)
 
+    def reference_dataloader(self, root):
+        return torch.utils.data.DataLoader(ReferenceDataset(root), batch_size=self.args.batch, shuffle=True,
+                                           num_workers=self.args.workers, pin_memory=self.cuda, drop_last=True,
+                                           persistent_workers=True)
+
+    def reference_batches(self, dl):
+        while True:
+            for xb, yb in dl:
+                yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+    def reference_loader(self, root):
+        """The baseline's DataLoader alone, delivering to the device like the shard loader."""
+        a = self.args
+        dl = self.reference_dataloader(root)
+        batches = self.reference_batches(dl)
+        next(batches)
+        sync(self.device)
+        steps = max(2, a.loader_steps // 4)  # it is slow: fewer batches give the same rate
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(batches)
+        sync(self.device)
+        self.record("reference_loader", chips_s=round(steps * a.batch / (time.perf_counter() - start), 1),
+                    workers=a.workers)
+        del batches, dl
+
     def flops_per_image(self, model, x, y):
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -209,6 +241,10 @@ class Bench:
             it.close()
             loader.close()
             self.record("loader", chips_s=round(loader_rate, 1), gb_s=round(loader_rate * a.chip ** 2 * (BANDS + 1) / 1e9, 2))
+            self.reference_loader(root)
+            if a.loader_only:
+                shards.close()
+                return
 
             # 2. Compute ceiling: one batch resident on the GPU, bf16 autocast + channels_last.
             model, opt = self.model(channels_last=True)
@@ -231,16 +267,8 @@ class Bench:
             # 4. Reference-style baseline.
             if not self.over_budget("baseline"):
                 model, opt = self.model(channels_last=False)
-                dl = torch.utils.data.DataLoader(ReferenceDataset(root), batch_size=a.batch, shuffle=True,
-                                                 num_workers=a.workers, pin_memory=self.cuda, drop_last=True,
-                                                 persistent_workers=True)
-
-                def ref_batches():
-                    while True:
-                        for xb, yb in dl:
-                            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-
-                rate = self.time_steps(model, opt, ref_batches(), self.cuda)
+                dl = self.reference_dataloader(root)
+                rate = self.time_steps(model, opt, self.reference_batches(dl), self.cuda)
                 self.record("baseline", img_s=round(rate, 1), workers=a.workers)
                 del model, opt, dl
 
@@ -268,6 +296,7 @@ class Bench:
         peak = self.args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items()
                                               if k in self.results["device"]), None)
         summary = {"best_e2e_img_s": best_e2e, "loader_over_best_e2e": round(p["loader"]["chips_s"] / best_e2e, 2),
+                   "loader_over_reference_loader": round(p["loader"]["chips_s"] / p["reference_loader"]["chips_s"], 2),
                    "peak_bf16_tflops": peak}
         for k in ("ceiling", "e2e", "baseline", "ceiling_compiled", "e2e_compiled"):
             if rate(k):
@@ -291,8 +320,8 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    elif not args.toy:
-        print("emb_gpu: no CUDA device; use --toy for a CPU smoke run", file=sys.stderr)
+    elif not (args.toy or args.loader_only):
+        print("emb_gpu: no CUDA device; use --toy or --loader-only on a CPU", file=sys.stderr)
         return 2
     Bench(args).run()
     return 0

@@ -29,10 +29,9 @@ def _load_model(checkpoint, device):
 
 
 def predict(checkpoint, input_path, out, overlap: float = 0.25, batch: int = 8) -> Path:
-    from app.hpc.cores import physical_cores
-    from app.hpc.threads import cap_threads
+    from app.emb.threads import setup_threads
 
-    cap_threads(physical_cores())
+    setup_threads()
     import rasterio
     import torch
     from app.emb import BANDS

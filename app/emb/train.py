@@ -99,12 +99,6 @@ class Dist:
             self.dist.destroy_process_group()
 
 
-def _threads_per_rank() -> int:
-    from app.hpc.cores import physical_cores
-
-    return max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML file (keys not given come from configs/default.toml)")
@@ -136,6 +130,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 class Trainer:
     def __init__(self, config: dict, torch):
         from app.emb.config import check_world
+        from app.emb.loader import BlockSampler
         from app.emb.shards import ShardSet, read_index
 
         self.torch, self.config = torch, config
@@ -150,6 +145,11 @@ class Trainer:
         self.classes = self.index["classes"]
         self.train_set = ShardSet(self.data["shards"], "train")
         self.val_set = ShardSet(self.data["shards"], "val")
+        try:
+            self.sampler = BlockSampler(self.train_set.counts, self.data["block_chips"], self.tcfg["batch_size"],
+                                        self.dist.world, self.dist.rank, self.tcfg["seed"])
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
         if self.tcfg["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -266,7 +266,7 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
         torch = self.torch
-        from app.emb.loader import BlockSampler, ShardLoader
+        from app.emb.loader import ShardLoader
         from app.emb.metrics import MetricsLog
 
         stop = StopFlag()
@@ -282,9 +282,7 @@ class Trainer:
             torch.manual_seed(self.tcfg["seed"] * 100_003 + self.dist.rank)  # per-rank dropout streams
         log = MetricsLog(self.run_dir, start) if self.dist.rank == 0 else None
         self._status("running", start)
-        sampler = BlockSampler(self.train_set.counts, self.data["block_chips"], self.tcfg["batch_size"],
-                               self.dist.world, self.dist.rank, self.tcfg["seed"])
-        loader = ShardLoader(self.train_set, sampler, self.dist.device, self.data["prefetch"],
+        loader = ShardLoader(self.train_set, self.sampler, self.dist.device, self.data["prefetch"],
                              self.data["read_threads"], torch.bfloat16 if self.amp else torch.float32,
                              self.channels_last)
         loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
@@ -322,9 +320,9 @@ class Trainer:
 
 
 def main(argv=None) -> int:
-    from app.hpc.threads import cap_threads
+    from app.emb.threads import setup_threads
 
-    cap_threads(_threads_per_rank())  # before torch is imported, so its pools start capped
+    setup_threads()  # before torch is imported, so its pools start capped
     import torch
 
     from app.emb.config import load_config

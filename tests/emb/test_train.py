@@ -173,7 +173,8 @@ def test_bad_config_exits_2_with_one_line_and_writes_nothing(emb_shards, tmp_pat
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("bad", [["model.name=unet"], ["bogus.key=1"], ["train.batch_size=7", "data.block_chips=2"]])
+@pytest.mark.parametrize("bad", [["model.name=unet"], ["bogus.key=1"], ["train.batch_size=7", "data.block_chips=2"],
+                                 ["train.batch_size=4096"]])
 def test_bad_config_in_process(emb_shards, tmp_path, bad, capsys):
     from app.emb.train import main
 
