@@ -300,6 +300,8 @@ def stage_season(data: str | None) -> Path:
     if not (season / "season.json").is_file():
         shutil.rmtree(season, ignore_errors=True)
         print(f"build: synthesising the demo season ({DEMO_SEASON['fields']} fields)", flush=True)
+        # the generator uses the compiled kernels: make sure the in-place build exists (setup.sh does it too)
+        run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT)
         run([sys.executable, "-m", "app.sure2", "synth", "--fields", DEMO_SEASON["fields"],
              "--seed", DEMO_SEASON["seed"], "--out", season], cwd=ROOT)
     return season
