@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -129,6 +130,16 @@ class Bench:
                         "torch": torch.__version__, "host": platform.node(),
                         "config": {k: v for k, v in vars(args).items() if k != "out"}, "phases": {}}
 
+    def shard_dir(self):
+        """/dev/shm when it has room (containers often give it 64 MiB: a full tmpfs SIGBUSes a memmap
+        writer), else $TMPDIR or /tmp (the shards then sit in the page cache after writing)."""
+        a = self.args
+        need = a.chips * (BANDS + 1) * a.chip * a.chip * 1.2
+        shm = "/dev/shm"
+        if os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > need:
+            return shm
+        return None
+
     def save(self):
         out = Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +230,7 @@ class Bench:
 
     def run(self):
         a = self.args
-        with tempfile.TemporaryDirectory(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None) as tmp:
+        with tempfile.TemporaryDirectory(dir=self.shard_dir()) as tmp:
             root = Path(tmp)
             t = time.perf_counter()
             make_shards(root, a.chips, a.chip, a.shard_chips)

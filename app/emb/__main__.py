@@ -1,20 +1,14 @@
 """`python -m app.emb synth|prepare|predict ...` (training: `python -m app.emb.train` / torchrun)."""
 
-import argparse
 import sys
 
+from app.emb.config import ArgParser
 from app.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, BadInput, EnvironmentFailure, is_storage_error
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like every other bad input
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m app.emb", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> ArgParser:
+    p = ArgParser(prog="python -m app.emb", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgParser)
 
     s = sub.add_parser("synth", help="generated embedding GeoTIFFs + parcels GeoParquet with known classes")
     s.add_argument("--out", required=True)

@@ -14,7 +14,6 @@ Also runs as plain `python -m app.emb.train ...` (one process, no process group)
 - Exit codes: 0 done, 75 checkpointed for requeue, 2 bad config, 3 environment/IO, 1 training failed.
 """
 
-import argparse
 import json
 import math
 import os
@@ -100,7 +99,9 @@ class Dist:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
+    from app.emb.config import ArgParser
+
+    parser = ArgParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML file (keys not given come from configs/default.toml)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_args(argv)

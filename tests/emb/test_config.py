@@ -41,3 +41,11 @@ def test_global_batch_must_split_into_whole_blocks():
         check_world(c, 3)
     with pytest.raises(BadInput):
         check_world(c, 8)
+
+
+def test_usage_errors_are_one_line_exit_2():
+    from tests.emb.conftest import run_py
+
+    for args in (["-m", "app.emb.train", "--bogus"], ["-m", "app.emb", "frob"], ["-m", "app.emb", "synth"]):
+        proc = run_py(*args, check=False)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
