@@ -22,6 +22,7 @@ section's output is shown; the full log is in build/logs/NAME.log).
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -372,6 +373,18 @@ def build_all(args, force=False) -> None:
     build_train(args, force)
 
 
+def exclusive_build_dir():
+    """One build.py at a time per checkout: two would race on the same .partial files and manifest."""
+    BUILD.mkdir(exist_ok=True)
+    lock = open(BUILD / ".build.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("build: another build.py is running in this checkout; waiting for it", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=["wheelhouse", "base", "sure2", "train", "all"])
@@ -394,6 +407,7 @@ def main(argv=None) -> int:
             fill_wheelhouse(Path(args.directory).resolve(), args.torch_variant)
         else:
             apptainer_path()  # fail first, before minutes of staging
+            lock = exclusive_build_dir()  # noqa: F841 (held open until the process exits)
             # --force rebuilds the named image; what it stands on is rebuilt only if its inputs changed
             builders = {"base": build_base, "sure2": build_sure2, "train": build_train, "all": build_all}
             builders[args.target](args, force=args.force)

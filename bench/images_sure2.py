@@ -8,7 +8,9 @@
   `python -m app.sure2 assess ID` from the venv (median of --runs; goal <= 1.0 s), and the first run
   after dropping the page cache (root only) as the truly cold case;
 - per-field cost of a batch over the same --fields fields: `app.batch run --backend apptainer`
-  (one container per chunk) against `--backend inproc`, same workers.
+  (one container per chunk) against `--backend inproc`, same workers;
+- with --train: `import torch, torchvision` in build/train.sif against the venv (what every
+  training job pays once per process).
 """
 
 import argparse
@@ -86,12 +88,24 @@ def batch_per_field(season: Path, fields: list, workers: int, work: Path) -> dic
     return per_field
 
 
+def train_startup(runs: int) -> dict:
+    code = "import torch, torchvision"
+    image = ["apptainer", "-s", "exec", "--containall", "--cleanenv", BUILD / "train.sif", "python", "-c", code]
+    venv = [sys.executable, "-c", code]
+    samples = {"image": [], "venv": []}
+    for _ in range(runs):
+        samples["image"].append(timed_cpu(image))
+        samples["venv"].append(timed_cpu(venv))
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--fields", type=int, default=100)
     parser.add_argument("--workers", type=int, default=physical_cores())
     parser.add_argument("--no-rebuild", action="store_true", help="skip the rebuild timing")
+    parser.add_argument("--train", action="store_true", help="also time torch start-up in train.sif")
     args = parser.parse_args()
 
     manifest = json.loads((BUILD / "manifest.json").read_text())
@@ -106,6 +120,7 @@ def main() -> None:
         rebuild_s = timed([sys.executable, "build.py", "sure2", "--force"], cwd=ROOT)
         manifest = json.loads((BUILD / "manifest.json").read_text())
 
+    train = train_startup(args.runs) if args.train else None
     work = Path(tempfile.mkdtemp(prefix="bench-images-", dir="/dev/shm"))
     try:
         one = one_field(season, fields[0], args.runs, work)
@@ -130,6 +145,11 @@ def main() -> None:
     print(f"batch per field, inproc        {batch['inproc'] * 1e3:7.1f} ms   ({len(fields)} fields, {args.workers} workers)")
     print(f"batch per field, apptainer     {batch['apptainer'] * 1e3:7.1f} ms   "
           f"(apptainer / inproc = {batch['apptainer'] / batch['inproc']:.2f})")
+    if train:
+        (iw, ic), (vw, vc) = train["image"], train["venv"]
+        print(f"torch import, train.sif        {iw:7.2f} s    (CPU {ic:.2f} s; venv {vw:.2f} s, CPU {vc:.2f} s; "
+              f"image / venv = {iw / vw:.2f} wall)")
+
 
 
 if __name__ == "__main__":
