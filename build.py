@@ -139,12 +139,14 @@ def apptainer_build(name: str, def_file: Path, target: Path, build_args: dict, b
         options += ["--build-arg", f"{key}={value}"]
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{name}.log"
-    os.environ["PATH"] = f"{spython_shim()}{os.pathsep}{os.environ['PATH']}"
+    shim_dir = str(spython_shim())
+    if not os.environ["PATH"].startswith(shim_dir + os.pathsep):
+        os.environ["PATH"] = f"{shim_dir}{os.pathsep}{os.environ['PATH']}"
     started = time.time()
     lines = []
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log follows a long build
         try:
-            image, stream = Client.build(recipe=str(def_file), image=str(partial), sudo=False, stream=True,
+            _, stream = Client.build(recipe=str(def_file), image=str(partial), sudo=False, stream=True,
                                          quiet=True, options=options)
             for line in stream:
                 lines.append(line)
