@@ -299,14 +299,16 @@ def stage_season(data: str | None) -> Path:
         if not (season / "season.json").is_file():
             raise BuildError(f"--data {season} is not a season directory (no season.json)")
         return season
-    season = STAGE / "season"
-    if not (season / "season.json").is_file():
-        shutil.rmtree(season, ignore_errors=True)
+    season = STAGE / "season"  # generated once; delete it to regenerate with a changed generator
+    if not season.is_dir():
+        partial = STAGE / "season.partial"  # renamed when complete: a killed synth leaves no half season
+        shutil.rmtree(partial, ignore_errors=True)
         print(f"build: synthesising the demo season ({DEMO_SEASON['fields']} fields)", flush=True)
         # the generator uses the compiled kernels: make sure the in-place build exists (setup.sh does it too)
         run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT)
         run([sys.executable, "-m", "app.sure2", "synth", "--fields", DEMO_SEASON["fields"],
-             "--seed", DEMO_SEASON["seed"], "--out", season], cwd=ROOT)
+             "--seed", DEMO_SEASON["seed"], "--out", partial], cwd=ROOT)
+        os.replace(partial, season)
     return season
 
 
