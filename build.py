@@ -68,8 +68,13 @@ def sha256_file(path: Path) -> str:
 
 def sha256_tree(directory: Path) -> str:
     """Hash of every file's relative path and content under a directory."""
+    return sha256_tree_of(directory, ("*",))
+
+
+def sha256_tree_of(directory: Path, patterns: tuple) -> str:
     h = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    files = {p for pattern in patterns for p in directory.rglob(pattern) if p.is_file()}
+    for path in sorted(files):
         h.update(f"{path.relative_to(directory)}\0{sha256_file(path)}\n".encode())
     return h.hexdigest()
 
@@ -299,16 +304,21 @@ def stage_season(data: str | None) -> Path:
         if not (season / "season.json").is_file():
             raise BuildError(f"--data {season} is not a season directory (no season.json)")
         return season
-    season = STAGE / "season"  # generated once; delete it to regenerate with a changed generator
-    if not season.is_dir():
+    season = STAGE / "season"
+    # regenerated when the generator's code (app/sure2 sources) or its parameters change
+    generator = sha256_json([DEMO_SEASON, sha256_tree_of(ROOT / "app" / "sure2", ("*.py", "*.pyx"))])
+    stamp = STAGE / "season.generator"
+    if not season.is_dir() or not stamp.is_file() or stamp.read_text() != generator:
         partial = STAGE / "season.partial"  # renamed when complete: a killed synth leaves no half season
         shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(season, ignore_errors=True)
         print(f"build: synthesising the demo season ({DEMO_SEASON['fields']} fields)", flush=True)
         # the generator uses the compiled kernels: make sure the in-place build exists (setup.sh does it too)
         run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT)
         run([sys.executable, "-m", "app.sure2", "synth", "--fields", DEMO_SEASON["fields"],
              "--seed", DEMO_SEASON["seed"], "--out", partial], cwd=ROOT)
         os.replace(partial, season)
+        stamp.write_text(generator)
     return season
 
 
