@@ -14,6 +14,7 @@ Also runs as plain `python -m app.emb.train ...` (one process, no process group)
 - Exit codes: 0 done, 75 checkpointed for requeue, 2 bad config, 3 environment/IO, 1 training failed.
 """
 
+import ctypes
 import json
 import math
 import os
@@ -40,9 +41,25 @@ class StopFlag:
         self.signum = 0
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        _sigterm_when_agent_dies()
 
     def _handle(self, signum, _frame):
         self.signum = signum
+
+
+def _sigterm_when_agent_dies() -> None:
+    """Under torchrun, ask the kernel for SIGTERM when the agent exits (Linux PR_SET_PDEATHSIG).
+
+    A SIGUSR2 aimed at the whole job step also reaches torchrun's agent, which does not handle it and
+    dies; without this the workers would train on as orphans. With it they checkpoint and exit 75.
+    """
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the wrapper must signal the workers themselves
 
 
 class Dist:

@@ -188,3 +188,22 @@ def test_missing_shards_exit_2(tmp_path):
     proc = _run(train_cmd(tmp_path / "nothing", tmp_path / "run"))
     assert proc.returncode == 2 and "not a shard directory" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_sigusr2_that_kills_the_torchrun_agent_still_checkpoints_and_leaves_no_orphans(emb_shards, tmp_path):
+    """torchrun's agent does not handle SIGUSR2 and dies of it; the workers then get SIGTERM (PDEATHSIG)."""
+    proc = subprocess.Popen(train_cmd(emb_shards, tmp_path, "train.steps=400", "train.ckpt_every=1000", *QUICK,
+                                      nproc=2), cwd=ROOT, env=env(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = _worker_pids(proc.pid, 2)
+    _wait_for_step(tmp_path, proc, 2)
+    proc.send_signal(signal.SIGUSR2)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGUSR2
+    deadline = time.monotonic() + 120
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers), "orphaned workers still running"
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "requeue"
+    assert checkpoint.newest_valid(tmp_path)[1]["step"] == status["step"]
