@@ -125,6 +125,9 @@ class ShardLoader:
         finally:
             stop.set()
             free.put(0)  # wake a producer waiting for a slot
+            # Joined, not left as a daemon: a thread inside torch/numpy at interpreter exit can abort
+            # the process ("terminate called without an active exception") after the final checkpoint.
+            producer.join()
 
     def close(self) -> None:
         self.readers.shutdown(wait=True)
