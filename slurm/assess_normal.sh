@@ -51,14 +51,18 @@ else
   mkdir -p "$work"
   # scancel/timeout send TERM before KILL: take the chunk lists along (the steps are being killed too)
   trap 'rm -rf "$work"; exit 143' TERM
+  # plan exits 1 when the list names IDs that are not fields: it reports them and still lists the
+  # good ones, which are done; the job then ends non-zero so the bad IDs are not missed.
+  plan_rc=0
   todo=$("${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch plan --data /data --out /out "${SL_FIELDS[@]}") \
-    || sl_die 3 "planning failed (see above)"
+    || plan_rc=$?
+  [ "$plan_rc" -le 1 ] || sl_die 3 "planning failed (see above)"
 fi
 total=$(grep -c . <<<"$todo" || true)
 if [ "$total" -eq 0 ]; then
   echo "$SL_NAME: nothing to do: every requested field has a valid output" >&2
   rm -rf "$work"
-  exit 0
+  exit "${plan_rc:-0}"
 fi
 chunk=${ASSESS_CHUNK_SIZE:-$(((total + nodes * 8 - 1) / (nodes * 8)))}
 [[ $chunk =~ ^[1-9][0-9]*$ ]] || sl_die 2 "ASSESS_CHUNK_SIZE must be a positive integer, not '$chunk'"
@@ -100,3 +104,7 @@ if ((failed)); then
   exit 1
 fi
 echo "$SL_NAME: done: ${#chunks[@]} step(s), $total field(s)" >&2
+if ((${plan_rc:-0})); then
+  echo "$SL_NAME: the field list named IDs that are not fields of the season (listed above)" >&2
+  exit 1
+fi
