@@ -10,6 +10,7 @@
 """
 
 import errno
+import sys
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -31,3 +32,20 @@ class EnvironmentFailure(Exception):
 
 def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def exit_status(exc: BaseException, prog: str, storage_message=str) -> int:
+    """One stderr line for a known failure, and its exit code; anything else is re-raised.
+
+    For the `except (BadInput, EnvironmentFailure, OSError)` clause every CLI ends with.
+    """
+    if isinstance(exc, BadInput):
+        code, message = EXIT_BAD_INPUT, str(exc)
+    elif isinstance(exc, EnvironmentFailure):
+        code, message = EXIT_ENVIRONMENT, str(exc)
+    elif is_storage_error(exc):
+        code, message = EXIT_ENVIRONMENT, storage_message(exc)
+    else:
+        raise exc
+    print(f"{prog}: {message}", file=sys.stderr)
+    return code

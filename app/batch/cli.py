@@ -7,8 +7,7 @@ import argparse
 import os
 import sys
 
-from app.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BadInput, EnvironmentFailure
-from app.errors import is_storage_error
+from app.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, EnvironmentFailure, exit_status
 
 DEFAULT_CHUNK = 16  # fields per claim: one journal transaction and (apptainer) one container each
 DEFAULT_LEASE_S = 120.0  # a silent owner on another node/container is dead after this long
@@ -109,18 +108,9 @@ def main(argv=None) -> int:
         from app.batch import overview
 
         return getattr(overview, f"{args.cmd}_command")(args)
-    except BadInput as exc:
-        print(f"batch: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except EnvironmentFailure as exc:
-        print(f"batch: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    except OSError as exc:
-        if not is_storage_error(exc):
-            raise
+    except (BadInput, EnvironmentFailure, OSError) as exc:
         from app.batch.backends import storage_message
 
-        print(f"batch: {storage_message(exc, args.out)}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+        return exit_status(exc, "batch", lambda e: storage_message(e, args.out))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

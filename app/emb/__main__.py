@@ -3,7 +3,7 @@
 import sys
 
 from app.emb.config import ArgParser
-from app.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, BadInput, EnvironmentFailure, is_storage_error
+from app.errors import EXIT_OK, BadInput, EnvironmentFailure, exit_status
 
 
 def _parser() -> ArgParser:
@@ -62,17 +62,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         run(args)
-    except BadInput as exc:
-        print(f"{args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except EnvironmentFailure as exc:
-        print(f"{args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    except OSError as exc:
-        if not is_storage_error(exc):
-            raise
-        print(f"{args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+    except (BadInput, EnvironmentFailure, OSError) as exc:
+        return exit_status(exc, f"{args.command}: error")
     return EXIT_OK
 
 

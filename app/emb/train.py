@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from app.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput, EnvironmentFailure, is_storage_error
+from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput, EnvironmentFailure, exit_status, is_storage_error
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -351,18 +351,11 @@ def main(argv=None) -> int:
         config = load_config(args.config, args.overrides)
         trainer = Trainer(config, torch)
         return trainer.run()
-    except BadInput as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except EnvironmentFailure as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    except OSError as exc:
+    except (BadInput, EnvironmentFailure) as exc:
+        return exit_status(exc, "train: error")
+    except Exception as exc:
         traceback.print_exc()
         return EXIT_ENVIRONMENT if is_storage_error(exc) else EXIT_FAILED
-    except Exception:
-        traceback.print_exc()
-        return EXIT_FAILED
     finally:
         if trainer is not None:
             trainer.dist.close()

@@ -8,7 +8,6 @@ batch journal's per-field "ok" records and by outputs that the resubmission left
 """
 
 import json
-import os
 import re
 import subprocess
 from collections import Counter
