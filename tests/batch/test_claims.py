@@ -105,10 +105,12 @@ def test_liveness_of_this_process_and_a_dead_pid():
 
 def test_heartbeat_keeps_appending(tmp_path):
     a = board(tmp_path)
+    started = time.time()
     stop = a.heartbeat_every(0.05)
-    time.sleep(0.5)
+    deadline = started + 30  # generous: a loaded CI machine may delay the thread, never stop it
+    while (tmp_path / "journal.log").read_text().count('"hb"') < 3 and time.time() < deadline:
+        time.sleep(0.05)
     stop.set()
     a.sync()
-    assert a.state.last_seen[a.owner] > time.time() - 0.4
-    beats = (tmp_path / "journal.log").read_text().count('"hb"')
-    assert beats >= 3
+    assert (tmp_path / "journal.log").read_text().count('"hb"') >= 3
+    assert a.state.last_seen[a.owner] > started
