@@ -24,10 +24,10 @@ def chunk_for(backend: str, inproc: int) -> int:
     return inproc if backend == "inproc" else 3 * inproc
 
 
-def _kill_when(proc, out, ok_target, extra_s, started):
+def _kill_when(proc, out, ok_target, extra_s, started) -> bool:
     """SIGKILL the whole batch once `ok_target` fields finished in this run, then `extra_s` later
     (target 0: somewhere in start-up or planning). Moments are tied to progress, not wall time,
-    so the test means the same on a fast or a contended machine."""
+    so the test means the same on a fast or a contended machine. True if the kill hit a live batch."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         done = sum(1 for r in journal_records(out) if "ok" in r and r["t"] >= started)
@@ -35,11 +35,13 @@ def _kill_when(proc, out, ok_target, extra_s, started):
             break
         time.sleep(0.005)
     time.sleep(extra_s)
+    running = proc.poll() is None
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass  # it finished first: the final assertion says whether the kills came too late
+        running = False  # it finished first
     proc.wait()
+    return running
 
 
 @pytest.mark.slow
@@ -49,20 +51,24 @@ def test_kill_9_at_random_moments_then_resume(season, season_dir, tmp_path, back
     out.mkdir()
     rng = random.Random(20261128)
     valid_before = 0
+    hits = 0
     for k in range(KILLS):
         cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 2, "--quiet", *backend_args(backend))
         started = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = rng.choice([0, 1, 2, 3])
-        _kill_when(proc, out, target, rng.uniform(0.0, 0.6 if target == 0 else 0.05), started)
+        # after fields finished, only a few ms more: at ~3 ms a field a longer delay would let a quiet
+        # machine finish the whole season before the kills run out
+        hit = _kill_when(proc, out, target, rng.uniform(0.0, 0.15 if target == 0 else 0.005), started)
+        hits += hit and len(valid_fields(season, out)) < len(season.field_ids)
         # whatever the moment, every output present is complete and valid (temp files may remain)
         problems = {n: why for n, why in output_problems(season, out).items() if why != "temp file"}
         assert problems == {}, f"kill {k}: {problems}"
         now_valid = len(valid_fields(season, out))
         assert now_valid >= valid_before  # a kill never destroys finished work
         valid_before = now_valid
-    assert valid_before < len(season.field_ids), "the kills came too late to test anything"
+    assert hits >= 10, f"only {hits} of {KILLS} kills hit a batch with work left"
 
     done = run_batch(season_dir, out, backend=backend)
     assert done.returncode == 0, done.stderr
