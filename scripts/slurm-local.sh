@@ -152,7 +152,17 @@ EOF
   return $((changed == 0 ? 1 : 0))
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A PID file names a live daemon only if that PID runs the program the file is named after
+# (slurmd-n1.pid -> slurmd) and is no zombie: after a crash, a kill -9 or a reboot, PIDs are reused,
+# and a killed daemon nobody reaped yet still answers `kill -0`.
+pid_alive() {
+  local pid prog
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  prog=$(basename "$1" .pid)
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${prog%%-*}" ] || return 1
+  [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
 
 start_munge() {
   local pidfile=/run/munge/munged.pid
