@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,12 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
     requeued = jobs.wait_for(
         "the requeue", lambda: (i := jobs.info(job)).get("Restarts") == "1" and i.get("JobState") == "PENDING" and i,
         timeout=300)
+    # The node revokes the first run's job credential with one-second resolution: a restart within
+    # that second is refused ("Job credential revoked") and the job FAILS. Real clusters hold a
+    # requeued job ~120 s; here wait until no accel node is still completing, then 2 s more.
+    jobs.wait_for("the first run's clean-up", lambda: not subprocess.run(
+        ["sinfo", "-h", "-p", "accel", "-t", "completing", "-o", "%N"], capture_output=True, text=True).stdout.strip())
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
     info = jobs.wait_state(job, ENDED, timeout=600)
     log = log_path.read_text()
