@@ -76,10 +76,14 @@ run_dir="${SL_HOST[runs]}/$run_name"
 [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "$run_dir"
 echo "$SL_NAME: job $SLURM_JOB_ID restart $SLURM_RESTART_COUNT: $SLURM_NNODES node(s) x $gpus GPU(s), run dir $run_dir" >&2
 
+# Set per node inside the container: the first node hosts the rendezvous store (is_host), and each
+# agent names itself by its node (--local-addr). Left to guess, agents on nodes whose names resolve to
+# one address (the local test cluster) share an FQDN and, in --containall's PID namespaces, often a
+# PID too: the rendezvous takes them for one node and waits for ever.
 step_cmd=(srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
   "${SL_NODE_RUN[@]}" apptainer exec --nv --containall --cleanenv "${SL_BINDS[@]}" --bind "$config:/config/run.toml:ro" \
   "${SL_ENVS[@]}" "$image" \
-  sh -c 'echo "container env on $(uname -n): $(env | grep -E "^(SLURM_|MASTER_|OMP_NUM_THREADS|CUDA_VISIBLE)" | sort | tr "\n" " ")" >&2; trap "" USR2; exec "$@"' sh \
+  sh -c 'echo "container env on $(uname -n): $(env | grep -E "^(SLURM_|MASTER_|OMP_NUM_THREADS|CUDA_VISIBLE)" | sort | tr "\n" " ")" >&2; trap "" USR2; h=0; [ "$SLURM_NODEID" = 0 ] && h=1; cmd=$1; shift; exec "$cmd" --rdzv-conf="is_host=$h" --local-addr="$(uname -n)" "$@"' sh \
   torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$gpus" --rdzv-backend=c10d \
   --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" \
   -m app.emb.train --config /config/run.toml data.shards=/shards "run.dir=/runs/$run_name" "$@")

@@ -4,6 +4,7 @@ command), instead of being skipped and counted as a pass."""
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ def pytest_addoption(parser):
     )
 
 
-def _tier_unavailable(request, reason):
+def tier_unavailable(request, reason):
     if request.config.getoption("--require-tiers"):
         pytest.fail(f"tier prerequisite missing: {reason}", pytrace=False)
     pytest.skip(reason)
@@ -28,7 +29,7 @@ def _tier_unavailable(request, reason):
 def apptainer_bin(request):
     path = shutil.which("apptainer")
     if not path:
-        _tier_unavailable(request, "apptainer is not installed (scripts/install-apptainer.sh)")
+        tier_unavailable(request, "apptainer is not installed (scripts/install-apptainer.sh)")
     return path
 
 
@@ -36,11 +37,28 @@ def apptainer_bin(request):
 def slurm_cluster(request):
     """The local test cluster must answer sinfo."""
     if not shutil.which("sinfo"):
-        _tier_unavailable(request, "Slurm is not installed (scripts/slurm-local.sh start)")
+        tier_unavailable(request, "Slurm is not installed (scripts/slurm-local.sh start)")
     ok = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
     if not ok:
-        _tier_unavailable(request, "the local Slurm cluster is not running (scripts/slurm-local.sh start)")
+        tier_unavailable(request, "the local Slurm cluster is not running (scripts/slurm-local.sh start)")
     return True
+
+
+def _built_image(request, name):
+    path = os.path.join(ROOT, "build", f"{name}.sif")
+    if not os.path.isfile(path):
+        tier_unavailable(request, f"{path} is missing (python build.py {name})")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def sure2_sif(request, apptainer_bin) -> Path:
+    return _built_image(request, "sure2")
+
+
+@pytest.fixture(scope="session")
+def train_sif(request, apptainer_bin) -> Path:
+    return _built_image(request, "train")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -14,29 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 
 
-def _image(request, name: str) -> Path:
-    path = BUILD / f"{name}.sif"
-    if not path.is_file():
-        reason = f"{path} is missing (python build.py {name})"
-        if request.config.getoption("--require-tiers"):
-            pytest.fail(f"tier prerequisite missing: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
 @pytest.fixture(scope="session")
 def manifest() -> dict:
     return json.loads((BUILD / "manifest.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def sure2_sif(request, apptainer_bin) -> Path:
-    return _image(request, "sure2")
-
-
-@pytest.fixture(scope="session")
-def train_sif(request, apptainer_bin) -> Path:
-    return _image(request, "train")
 
 
 @pytest.fixture(scope="session")

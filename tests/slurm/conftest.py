@@ -11,29 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tier_unavailable(request, reason):
-    # Same policy as tests/conftest.py: skip normally, fail under --require-tiers.
-    if request.config.getoption("--require-tiers"):
-        pytest.fail(f"tier prerequisite missing: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def sure2_image(request, apptainer_bin):
-    path = ROOT / "build" / "sure2.sif"
-    if not path.is_file():
-        tier_unavailable(request, "build/sure2.sif is missing (python build.py sure2)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def train_image(request, apptainer_bin):
-    path = ROOT / "build" / "train.sif"
-    if not path.is_file():
-        tier_unavailable(request, "build/train.sif is missing (python build.py train)")
-    return path
-
-
 def submit(wrapper, env, *args):
     """`bash slurm/WRAPPER ARGS` (rule check, then sbatch) with the local profile; returns the job id."""
     full = {**os.environ, "CLUSTER_PROFILE": "local", **env}

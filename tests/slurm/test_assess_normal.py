@@ -80,8 +80,8 @@ def setup_batch(tmp_path, image, n):
     return fields, fields_file, out, env
 
 
-def test_fills_four_nodes_one_step_each_and_all_outputs_are_valid(tmp_path, sure2_image, jobs):
-    fields, fields_file, out, env = setup_batch(tmp_path, sure2_image, 12)
+def test_fills_four_nodes_one_step_each_and_all_outputs_are_valid(tmp_path, sure2_sif, jobs):
+    fields, fields_file, out, env = setup_batch(tmp_path, sure2_sif, 12)
     job = jobs.submit("assess_normal.sh", env, f"--output={tmp_path}/job-%j.out")
     info = jobs.wait_state(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"})
     log = (tmp_path / f"job-{job}.out").read_text()
@@ -101,7 +101,7 @@ def test_fills_four_nodes_one_step_each_and_all_outputs_are_valid(tmp_path, sure
         assert running <= 4
         assert busy[node] <= 1, f"two steps at once on {node}"
 
-    status = batch_status(sure2_image, out, fields_file)
+    status = batch_status(sure2_sif, out, fields_file)
     assert status["valid"] == 12 and status["todo"] == 0
     assert sorted(p.stem for p in out.glob("*.parquet")) == sorted(fields)
     assert set(ok_counts(out).values()) == {1}
@@ -109,8 +109,8 @@ def test_fills_four_nodes_one_step_each_and_all_outputs_are_valid(tmp_path, sure
     assert not list(Path("/dev/shm").glob(f"*/{job}"))  # per-job RAM temp removed on every node
 
 
-def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, sure2_image, jobs):
-    fields, fields_file, out, env = setup_batch(tmp_path, sure2_image, 16)
+def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, sure2_sif, jobs):
+    fields, fields_file, out, env = setup_batch(tmp_path, sure2_sif, 16)
     first = jobs.submit("assess_normal.sh", env, f"--output={tmp_path}/job-%j.out")
     jobs.wait_for("the first outputs", lambda: len(list(out.glob("*.parquet"))) >= 2, timeout=180, every=0.2)
     subprocess.run(["scancel", first], check=True)
@@ -121,7 +121,7 @@ def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, s
 
     assert not (out / f".slurm-{first}").exists()  # the cancelled job took its chunk lists along
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
-    valid_before = batch_status(sure2_image, out, fields_file)["valid"]
+    valid_before = batch_status(sure2_sif, out, fields_file)["valid"]
     assert 0 < valid_before < 16, "the cancel must land mid-way for this test to mean anything"
 
     second = jobs.submit("assess_normal.sh", env, f"--output={tmp_path}/job-%j.out")
@@ -132,7 +132,7 @@ def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, s
     assert f"assess_normal.sh: {16 - valid_before} field(s) in" in log
     # ... left finished outputs alone, and finished everything
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet") if p.name in done_before} == done_before
-    status = batch_status(sure2_image, out, fields_file)
+    status = batch_status(sure2_sif, out, fields_file)
     assert status["valid"] == 16 and status["todo"] == 0
     counts = ok_counts(out)
     assert sorted(counts) == sorted(fields) and set(counts.values()) == {1}, counts

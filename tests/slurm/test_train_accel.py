@@ -45,10 +45,10 @@ def container_env(log: str) -> list[dict]:
     return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in re.findall(r"^container env on \S+: (.*)$", log, re.M)]
 
 
-def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, train_image, jobs):
+def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, train_sif, jobs):
     runs = tmp_path / "runs dir"
     env = {
-        "TRAIN_IMAGE": str(train_image),
+        "TRAIN_IMAGE": str(train_sif),
         "EMB_CONFIG": str(ROOT / "app" / "emb" / "configs" / "smoke.toml"),
         "EMB_RUN": "smoke",
         "BIND_SHARDS": str(shards),
@@ -115,10 +115,10 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
     assert venv("-c", probe, str(run_dir)).split() == [str(STEPS), "4", "4"]
 
 
-def test_two_nodes_meet_through_the_rendezvous_on_the_first(tmp_path, shards, train_image, jobs):
+def test_two_nodes_meet_through_the_rendezvous_on_the_first(tmp_path, shards, train_sif, jobs):
     runs = tmp_path / "runs"
     env = {
-        "TRAIN_IMAGE": str(train_image),
+        "TRAIN_IMAGE": str(train_sif),
         "EMB_CONFIG": str(ROOT / "app" / "emb" / "configs" / "smoke.toml"),
         "EMB_RUN": "two-nodes",
         "BIND_SHARDS": str(shards),
