@@ -15,6 +15,7 @@ from scipy.linalg import solveh_banded
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from app.sure2._kernels import whittaker, zonal_stats  # noqa: E402
+from tests.sure2.references import zonal_numpy  # noqa: E402  (the tests check it against brute force)
 
 
 def whittaker_scipy(y, w, lam):
@@ -44,14 +45,6 @@ def whittaker_scipy_prebuilt(n, lam):
         return solveh_banded(ab, w * np.where(w > 0, y, 0.0), check_finite=False)
 
     return solve
-
-
-def zonal_numpy(stack, mask, nodata):
-    valid = (stack != nodata) & mask.astype(bool)[None]
-    counts = valid.sum(axis=(1, 2))
-    sums = np.where(valid, stack, 0).sum(axis=(1, 2), dtype=np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return counts, np.where(counts > 0, sums / counts / 1e4, np.nan)
 
 
 def per_call_us(fn, number):
