@@ -45,15 +45,20 @@ def container_env(log: str) -> list[dict]:
     return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in re.findall(r"^container env on \S+: (.*)$", log, re.M)]
 
 
-def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, train_sif, jobs):
-    runs = tmp_path / "runs dir"
-    env = {
+def train_env(train_sif, shards, runs, run_name) -> dict:
+    """What a user exports before `bash slurm/train_accel.sh`: image, smoke config, binds."""
+    return {
         "TRAIN_IMAGE": str(train_sif),
         "EMB_CONFIG": str(ROOT / "app" / "emb" / "configs" / "smoke.toml"),
-        "EMB_RUN": "smoke",
+        "EMB_RUN": run_name,
         "BIND_SHARDS": str(shards),
         "BIND_RUNS": str(runs),
     }
+
+
+def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, train_sif, jobs):
+    runs = tmp_path / "runs dir"
+    env = train_env(train_sif, shards, runs, "smoke")
     log_path = tmp_path / "train.out"
     job = jobs.submit(
         "train_accel.sh", env, "--cpus-per-task=4", "--mem=16G", f"--output={log_path}", "--",
@@ -117,13 +122,7 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
 
 def test_two_nodes_meet_through_the_rendezvous_on_the_first(tmp_path, shards, train_sif, jobs):
     runs = tmp_path / "runs"
-    env = {
-        "TRAIN_IMAGE": str(train_sif),
-        "EMB_CONFIG": str(ROOT / "app" / "emb" / "configs" / "smoke.toml"),
-        "EMB_RUN": "two-nodes",
-        "BIND_SHARDS": str(shards),
-        "BIND_RUNS": str(runs),
-    }
+    env = train_env(train_sif, shards, runs, "two-nodes")
     log_path = tmp_path / "train.out"
     job = jobs.submit("train_accel.sh", env, "--nodes=2", "--gpus-per-node=1", "--cpus-per-task=2", "--mem=8G",
                       f"--output={log_path}", "--", "train.steps=2", "train.ckpt_every=1000", "train.eval_every=1000")
