@@ -1,0 +1,152 @@
+"""One scene → NDVI (int16 × 10000) over the stack blocks it touches, reading only the COG blocks that
+intersect them.
+
+Reads are aligned to the red (or ndvi) asset's own internal blocks, so each compressed block is
+decoded once. SCL (20 m) is read over the same ground with `out_shape` at 10 m and nearest
+resampling (each 20 m class covers its 2 × 2 pixels exactly). A pixel is nodata when red or NIR is
+0 (the product's nodata), its SCL class is masked, or NIR + red ≤ 0 after the offset; NDVI is
+(NIR − red) / (NIR + red) of (DN − offset) × scale, clipped to [−1, 1]. The offset is decided after
+all blocks are read (app.season.offset), from the evidence they carry.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from app.season.offset import Evidence, decide
+from app.season.stack_plan import BLOCK, NODATA
+
+DEFAULT_MASKED = (0, 1, 3, 8, 9, 10)
+
+
+@dataclass
+class ScenePieces:
+    """What a scene contributes: pieces (block index, row slice, col slice, int16 NDVI) + its audit."""
+
+    scene_id: str
+    pieces: list
+    audit: dict
+
+
+def _blocks_to_read(plan, scene, block_shape):
+    """Scene-pixel windows (aligned to the COG's blocks) that intersect the plan's needed blocks."""
+    t = Affine(*scene.transform)
+    dc = round((plan.transform.c - t.c) / t.a)  # stack pixel (r, c) = scene pixel (r - dr, c - dc)
+    dr = round((t.f - plan.transform.f) / t.a)
+    bh, bw = block_shape
+    wanted = set()
+    for b in range(len(plan.blocks)):
+        r0, r1, c0, c1 = plan.block_window(b)
+        # in scene pixels
+        sr0, sr1, sc0, sc1 = max(0, r0 + dr), min(scene.height, r1 + dr), max(0, c0 + dc), min(scene.width, c1 + dc)
+        if sr1 <= sr0 or sc1 <= sc0:
+            continue
+        for rb in range(sr0 // bh, (sr1 - 1) // bh + 1):
+            for cb in range(sc0 // bw, (sc1 - 1) // bw + 1):
+                wanted.add((rb, cb))
+    windows = []
+    for rb, cb in sorted(wanted):
+        row0, col0 = rb * bh, cb * bw
+        windows.append((row0, min(scene.height, row0 + bh), col0, min(scene.width, col0 + bw)))
+    return windows, dr, dc
+
+
+def _scatter(plan, window, dr, dc, ndvi, pieces):
+    """Cut one decoded scene window into the stack blocks it overlaps."""
+    row0, row1, col0, col1 = window[0] - dr, window[1] - dr, window[2] - dc, window[3] - dc  # stack pixels
+    for br in range(max(0, row0) // BLOCK, (min(plan.height, row1) - 1) // BLOCK + 1):
+        for bc in range(max(0, col0) // BLOCK, (min(plan.width, col1) - 1) // BLOCK + 1):
+            b = plan.block_index.get((br, bc))
+            if b is None:
+                continue
+            r0, r1, c0, c1 = plan.block_window(b)
+            ir0, ir1, ic0, ic1 = max(r0, row0), min(r1, row1), max(c0, col0), min(c1, col1)
+            if ir1 > ir0 and ic1 > ic0:
+                part = ndvi[ir0 - row0:ir1 - row0, ic0 - col0:ic1 - col0]
+                pieces.append((b, slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0), part))
+
+
+def reflectance_ndvi(red, nir, scl, offset_dn: int, masked) -> np.ndarray:
+    """int16 NDVI × 10000 from uint16 DN (scale cancels out of the ratio), nodata where not usable."""
+    r = red.astype(np.float32) - offset_dn
+    n = nir.astype(np.float32) - offset_dn
+    total = n + r
+    ok = (red != 0) & (nir != 0) & (total > 0)
+    if scl is not None:
+        ok &= ~np.isin(scl, masked)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi = np.clip((n - r) / total, -1.0, 1.0)
+    return np.where(ok, np.rint(ndvi * 10000), NODATA).astype(np.int16)
+
+
+def ready_ndvi(values, nodata, scale: float, scl, masked) -> np.ndarray:
+    """int16 NDVI × 10000 from a ready ndvi asset (float NDVI, or integers × scale)."""
+    v = values.astype(np.float64)
+    ok = np.isfinite(v)
+    if nodata is not None and not np.isnan(nodata):
+        ok &= values != nodata
+    if scl is not None:
+        ok &= ~np.isin(scl, masked)
+    ndvi = np.clip(np.where(ok, v * scale, 0.0), -1.0, 1.0)
+    return np.where(ok, np.rint(ndvi * 10000), NODATA).astype(np.int16)
+
+
+def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
+    """Read, decide the offset, compute NDVI; raises rasterio/OS errors for an unreadable scene."""
+    grid = "red" if scene.kind == "reflectance" else "ndvi"
+    bands = [grid] + (["nir"] if grid == "red" else [])
+    with rasterio.Env(GDAL_CACHEMAX=64):
+        datasets = {b: rasterio.open(scene.assets[b].path) for b in bands}
+        scl_ds = rasterio.open(scene.assets["scl"].path) if "scl" in scene.assets else None
+        try:
+            windows, dr, dc = _blocks_to_read(plan, scene, datasets[grid].block_shapes[0])
+            t = datasets[grid].transform
+            raw, evidence = [], Evidence()
+            for w in windows:
+                row0, row1, col0, col1 = w
+                win = Window(col0, row0, col1 - col0, row1 - row0)
+                arrays = {b: ds.read(1, window=win) for b, ds in datasets.items()}
+                scl = None
+                if scl_ds is not None:
+                    x0, y1 = t * (col0, row0)
+                    x1, y0 = t * (col1, row1)
+                    sw = scl_ds.window(x0, y0, x1, y1)
+                    outside = (sw.col_off < 0 or sw.row_off < 0 or sw.col_off + sw.width > scl_ds.width + 1e-6
+                               or sw.row_off + sw.height > scl_ds.height + 1e-6)
+                    scl = scl_ds.read(1, window=sw, out_shape=(row1 - row0, col1 - col0),
+                                      resampling=Resampling.nearest, boundless=outside, fill_value=0)
+                if grid == "red":
+                    evidence.add(arrays["red"], scl)
+                raw.append((w, arrays, scl))
+            ndvi_nodata = datasets[grid].nodata
+        finally:
+            for ds in datasets.values():
+                ds.close()
+            if scl_ds is not None:
+                scl_ds.close()
+    audit = {"id": scene.id, "source": scene.source, "solar_day": scene.solar_day.isoformat(),
+             "acquired": scene.acquired.isoformat(), "kind": scene.kind, "catalogue": scene.catalogue,
+             "processing_baseline": scene.processing_baseline,
+             "boa_offset_applied_flag": scene.offset_applied_flag, "scl": "scl" in scene.assets,
+             "cog_blocks_read": len(windows), "files": {b: str(a.path) for b, a in scene.assets.items()}}
+    pieces = []
+    if grid == "red":
+        decision = decide(scene, evidence)
+        audit["offset"] = decision.record()
+        for w, arrays, scl in raw:
+            _scatter(plan, w, dr, dc, reflectance_ndvi(arrays["red"], arrays["nir"], scl, decision.offset_dn, masked),
+                     pieces)
+    else:
+        asset = scene.assets["ndvi"]
+        dtype_float = raw and raw[0][1]["ndvi"].dtype.kind == "f"
+        scale = asset.scale if asset.scale is not None else (1.0 if dtype_float else 1e-4)
+        nodata = asset.nodata if asset.nodata is not None else ndvi_nodata
+        audit["offset"] = {"offset_dn": 0, "reason": f"ready ndvi asset (scale {scale:g}): no BOA offset applies"}
+        for w, arrays, scl in raw:
+            _scatter(plan, w, dr, dc, ready_ndvi(arrays["ndvi"], nodata, scale, scl, masked), pieces)
+    audit["valid_pixels"] = int(sum(np.count_nonzero(p[3] != NODATA) for p in pieces))
+    return ScenePieces(scene.id, pieces, audit)
