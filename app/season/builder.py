@@ -123,13 +123,17 @@ def read_baseline_table(path) -> pa.Table:
 
 
 def _write_fields(path, fields, stack_of) -> None:
-    c = fields.contract
+    """fields.parquet, rows sorted by field_id: the same catalogue whatever order the source file has
+    (a FlatGeobuf, for one, stores its features in spatial-index order)."""
+    order = sorted(range(len(fields)), key=lambda i: fields.field_id[i])
+    pick = lambda values: [values[i] for i in order]
+    c = pick(fields.contract)
     column = lambda name: [row[name] for row in c]
     table = pa.table({
-        "field_id": pa.array(fields.field_id, pa.string()),
+        "field_id": pa.array(pick(fields.field_id), pa.string()),
         "crop": pa.array(column("crop"), pa.string()),
-        "geometry": pa.array([None if g is None else shapely.to_wkb(g) for g in fields.geometry], pa.binary()),
-        "area_ha": pa.array(fields.area_ha, pa.float64()),
+        "geometry": pa.array([None if g is None else shapely.to_wkb(g) for g in pick(fields.geometry)], pa.binary()),
+        "area_ha": pa.array(pick(fields.area_ha), pa.float64()),
         "sowing_date": pa.array(column("sowing_date"), pa.date32()),
         "harvest_date": pa.array(column("harvest_date"), pa.date32()),
         "region_id": pa.array(column("region_id"), pa.string()),
@@ -138,9 +142,9 @@ def _write_fields(path, fields, stack_of) -> None:
         "index": pa.array(column("index"), pa.string()),
         "trigger": pa.array(column("trigger"), pa.float64()),
         "exit": pa.array(column("exit"), pa.float64()),
-        "stack": pa.array(stack_of, pa.string()),
-        "note": pa.array([fields.note(i) for i in range(len(fields))], pa.string()),
-        "source_id": pa.array(fields.source_id, pa.string()),
+        "stack": pa.array(pick(stack_of), pa.string()),
+        "note": pa.array([fields.note(i) for i in order], pa.string()),
+        "source_id": pa.array(pick(fields.source_id), pa.string()),
     })
     types = sorted({g.geom_type for g in fields.geometry if g is not None})
     geo = {"version": "1.0.0", "primary_column": "geometry",

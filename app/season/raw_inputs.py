@@ -62,13 +62,14 @@ LAND_USE_CODE = "GRA"  # grassland: a land-use code among the crop codes, not in
 KOMMUNER = {"3401": "NO-Hedmarken", "3416": "NO-Romerike"}  # Kongsvinger (north), Eidskog (south)
 DAMAGE_SHARE = {"healthy": 0.6, "hail": 0.2, "drought": 0.2}
 TRIGGER, EXIT = 0.12, 0.5
-# Per-item quirks by (granule, date index): what the catalogue says vs what the DN really are.
+# Per-item quirks by (granule, dates after the first baseline-05.11 date): what the catalogue says vs
+# what the DN really are.
 #   flag_lies_applied: earthsearch says the offset was removed, the DN still carry it
 #   flag_lies_not_applied: earthsearch says it was not removed (and raster:bands offset -0.1), it was
 #   no_baseline: a Planetary-Computer item without s2:processing_baseline
 #   ndvi_asset: the item serves a ready NDVI (int16 x 10000) instead of red/nir
-SCENE_QUIRKS = {("A", 5): "flag_lies_applied", ("A", 9): "flag_lies_not_applied", ("B1", 7): "no_baseline",
-                ("B2", 7): "no_baseline", ("A", 12): "ndvi_asset"}
+SCENE_QUIRKS = {("A", 1): "flag_lies_applied", ("A", 3): "flag_lies_not_applied", ("B1", 2): "no_baseline",
+                ("B2", 2): "no_baseline", ("A", 5): "ndvi_asset"}
 OLD_BASELINE_SHARE = 0.25  # the first quarter of the dates: products of baseline 03.01 (no offset)
 
 
@@ -106,9 +107,9 @@ def granules(tile_px: int, second_b: bool = True) -> list:
     return out
 
 
-def orbit_dates(orbit: int, n_dates: int) -> list:
+def orbit_dates(orbit: int, n_dates: int, year: int = YEAR) -> list:
     """Acquisitions every 5 days from April; the two orbits are two days apart."""
-    first = dt.date(YEAR, 4, 1) + dt.timedelta(days=0 if orbit == 65 else 2)
+    first = dt.date(year, 4, 1) + dt.timedelta(days=0 if orbit == 65 else 2)
     return [first + dt.timedelta(days=5 * k) for k in range(n_dates)]
 
 
@@ -182,18 +183,20 @@ def awkward_rows(grans: list, regular: list) -> list:
         ("KV-0099", dup[1], "duplicate id: refused"),
         ("KV 0100", collide[0], "collides with KV_0100 after id mapping: refused"),
         ("KV_0100", collide[1], "collides with 'KV 0100' after id mapping: refused"),
-        ("NO/2025/0042", free(shapely.box(east - 500, cy - 150, east - 380, cy - 50)), "id with '/': mapped"),
-        ("Ås-7", free(shapely.box(east - 500, cy + 50, east - 380, cy + 150)), "id with 'Å': mapped"),
+        ("NO/2025/0042", free(shapely.box(east + 1000, cy - 150, east + 1120, cy - 50)), "id with '/': mapped"),
+        ("Ås-7", free(shapely.box(east + 1000, cy + 50, east + 1120, cy + 150)), "id with 'Å': mapped"),
         ("KV-GRASS", landuse, "land-use code: crop null"),
     ]
 
 
 def _free_spot_finder(regular: list):
-    """Checks that a designed row does not overlap a regular field (the layout must stay readable)."""
+    """Checks that a designed row keeps 20 m from every field placed so far (truth stays per field)."""
+    taken = list(regular)
+
     def check(geom):
-        for other in regular:
-            if shapely.dwithin(geom, other, 20.0):
-                raise ValueError("an awkward row overlaps a regular field: change the seed or the tile size")
+        if any(shapely.dwithin(geom, other, 20.0) for other in taken):
+            raise ValueError("an awkward row overlaps another field: change the seed or the tile size")
+        taken.append(geom)
         return geom
     return check
 
@@ -258,8 +261,8 @@ def _doy(dates) -> np.ndarray:
     return np.array([d.timetuple().tm_yday for d in dates], dtype=np.float64)
 
 
-def _date_of_doy(doy: float) -> dt.date:
-    return dt.date(YEAR, 1, 1) + dt.timedelta(days=int(round(doy)) - 1)
+def _date_of_doy(doy: float, year: int = YEAR) -> dt.date:
+    return dt.date(year, 1, 1) + dt.timedelta(days=int(round(doy)) - 1)
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -460,13 +463,13 @@ exit = {{ value = {exit} }}
 """
 
 
-def mapping_text() -> str:
-    sowing = {c: _date_of_doy(p["sow"]).strftime("%m-%d") if p["sow"] > 0 else
-              (dt.date(YEAR, 1, 1) + dt.timedelta(days=int(p["sow"]) - 1)).strftime("%m-%d")
+def mapping_text(year: int = YEAR) -> str:
+    sowing = {c: _date_of_doy(p["sow"], year).strftime("%m-%d") if p["sow"] > 0 else
+              (dt.date(year, 1, 1) + dt.timedelta(days=int(p["sow"]) - 1)).strftime("%m-%d")
               for c, p in ph.CROPS.items()}
     fmt = lambda d: ", ".join(f'{k} = {json.dumps(v)}' if k.isidentifier() else f'{json.dumps(k)} = {json.dumps(v)}'
                               for k, v in d.items())
-    return MAPPING_TOML.format(year=YEAR, crops=fmt(CROP_CODES), regions=fmt(KOMMUNER), sowing=fmt(sowing),
+    return MAPPING_TOML.format(year=year, crops=fmt(CROP_CODES), regions=fmt(KOMMUNER), sowing=fmt(sowing),
                                per_ha=fmt(INSURED_PER_HA), trigger=TRIGGER, exit=EXIT)
 
 
@@ -487,7 +490,7 @@ def baseline_rows(rng) -> list:
 # --- the whole set ---------------------------------------------------------------------------------------
 
 def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37, seed: int = 0,
-             block: int = 256, second_b: bool = True, awkward: bool = True) -> dict:
+             block: int = 256, second_b: bool = True, awkward: bool = True, year: int = YEAR) -> dict:
     """Write the raw inputs and their truth to out_dir; returns a summary."""
     if block % 32 or tile_px % 2:
         raise ValueError("the COG block must be a multiple of 32 (SCL's, half of it, of 16) and the tile even")
@@ -515,7 +518,7 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
         by_zone.setdefault(g.crs, []).append(g)
     pixel_rows, scene_rows, items = [], [], []
     for crs, zone_grans in by_zone.items():
-        dates = orbit_dates(zone_grans[0].orbit, n_dates)
+        dates = orbit_dates(zone_grans[0].orbit, n_dates, year)
         doy = _doy(dates)
         field_curves = curves(doy)
         zone_box = shapely.union_all([g.box for g in zone_grans])
@@ -536,8 +539,9 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
             lake10 = np.repeat(np.repeat(lake20, 2, 0), 2, 1) & (labels == 0)
             present = np.unique(labels[labels > 0]) - 1
             for k, date in enumerate(dates):
-                quirk = SCENE_QUIRKS.get((g.name, k))
-                baseline = "03.01" if k < OLD_BASELINE_SHARE * n_dates else "05.11"
+                first_new = math.ceil(OLD_BASELINE_SHARE * n_dates)
+                quirk = SCENE_QUIRKS.get((g.name, k - first_new))
+                baseline = "03.01" if k < first_new else "05.11"
                 carries = baseline >= "04.00"
                 if quirk == "flag_lies_not_applied":
                     carries = False  # the catalogue removed it and says it did not
@@ -589,14 +593,14 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     crop_code = {v: k for k, v in CROP_CODES.items()}
     rows = []
     for i in range(n):
-        sow_col = _date_of_doy(truth["sow"][i]) if i % 3 and truth["sow"][i] > 0 else None
+        sow_col = _date_of_doy(truth["sow"][i], year) if i % 3 and truth["sow"][i] > 0 else None
         rows.append({"skifte_id": source_ids[i], "vekstkode": LAND_USE_CODE if source_ids[i] == "KV-GRASS"
                      else crop_code[truth["crop"][i]], "kommune": kommune[i], "saadato": sow_col,
-                     "hostedato": _date_of_doy(truth["harvest"][i]), "forsikring": insured_col[i],
+                     "hostedato": _date_of_doy(truth["harvest"][i], year), "forsikring": insured_col[i],
                      "terskel": 0.1 if i % 4 == 1 else None, "areal_daa": round(shapely.area(geoms[i]) / 1e3, 1),
                      "geometry": geoms[i]})
     write_fields_files(out, rows)
-    (out / "mapping.toml").write_text(mapping_text())
+    (out / "mapping.toml").write_text(mapping_text(year))
     base = baseline_rows(rng)
     with open(out / "baseline_table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(base[0]))
@@ -613,7 +617,7 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     for i in range(n):
         crop = truth["crop"][i]
         zone_crs = assessed_zone(geoms[i], grans)
-        dates = orbit_dates(by_zone[zone_crs or "EPSG:32633"][0].orbit, n_dates)
+        dates = orbit_dates(by_zone[zone_crs or "EPSG:32633"][0].orbit, n_dates, year)
         doy = _doy(dates)
         days = np.array([d.toordinal() for d in dates], dtype=np.float64)
         to_day = days[0] - doy[0]
