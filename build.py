@@ -16,7 +16,7 @@ Inputs, all staged under build/stage/: Debian bookworm .debs for the offline bas
 a throwaway apt configuration, so it works on a Debian 12 or 13 host); the wheelhouse (default
 build/wheelhouse, filled on first use; pip installs from it with --no-index, bound at /wheelhouse);
 the app wheel (setup.py bdist_wheel: app.sure2 compiled, no sources); the season for sure2.sif
-(--data DIR, default a demo season made by `python -m app.sure2 synth --fields 200 --seed 1`).
+(--data DIR, default a demo season made by `python -m app.season synth --fields 200 --seed 1`).
 Exit status: 0 built or up to date, 2 bad usage, 3 missing tool or a failed build (the failing
 section's output is shown; the full log is in build/logs/NAME.log).
 """
@@ -305,8 +305,9 @@ def stage_season(data: str | None) -> Path:
             raise BuildError(f"--data {season} is not a season directory (no season.json)")
         return season
     season = STAGE / "season"
-    # regenerated when the generator's code (app/sure2 sources) or its parameters change
-    generator = sha256_json([DEMO_SEASON, sha256_tree_of(ROOT / "app" / "sure2", ("*.py", "*.pyx"))])
+    # regenerated when the generator's code (app/season, app/sure2 sources) or its parameters change
+    generator = sha256_json([DEMO_SEASON, *(sha256_tree_of(ROOT / "app" / pkg, ("*.py", "*.pyx"))
+                                            for pkg in ("season", "sure2"))])
     stamp = STAGE / "season.generator"
     if not season.is_dir() or not stamp.is_file() or stamp.read_text() != generator:
         partial = STAGE / "season.partial"  # renamed when complete: a killed synth leaves no half season
@@ -315,7 +316,7 @@ def stage_season(data: str | None) -> Path:
         print(f"build: synthesising the demo season ({DEMO_SEASON['fields']} fields)", flush=True)
         # the generator uses the compiled kernels: make sure the in-place build exists (setup.sh does it too)
         run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT)
-        run([sys.executable, "-m", "app.sure2", "synth", "--fields", DEMO_SEASON["fields"],
+        run([sys.executable, "-m", "app.season", "synth", "--fields", DEMO_SEASON["fields"],
              "--seed", DEMO_SEASON["seed"], "--out", partial], cwd=ROOT)
         os.replace(partial, season)
         stamp.write_text(generator)
@@ -333,6 +334,17 @@ def stage_train_app() -> Path:
 
 def code_version() -> str:
     return run([sys.executable, "-c", "import app; print(app.__version__)"], cwd=ROOT).stdout.strip()
+
+
+def sure2_code_version(wheel: Path) -> str:
+    """The code version sure2.sif's outputs record: the digest of the wheel's compiled app.sure2 modules,
+    by the rule app.sure2.version applies at run time to the installed files."""
+    from app.sure2.version import digest_of, version_string
+
+    with zipfile.ZipFile(wheel) as z:
+        modules = [(Path(n).name, z.read(n)) for n in z.namelist()
+                   if n.startswith("app/sure2/") and n.count("/") == 2 and n.endswith(".so")]
+    return version_string(digest_of(modules))
 
 
 # --- images --------------------------------------------------------------------------------------------
@@ -357,7 +369,7 @@ def build_sure2(args, force=False) -> dict:
     wheel = build_app_wheel()
     season = stage_season(args.data)
     fingerprint = json.loads((season / "season.json").read_text()).get("fingerprint", "unknown")
-    version = code_version()
+    version = sure2_code_version(wheel)
     inputs = {"base": base["sha256"], "wheel": wheel_content_hash(wheel), "season": sha256_tree(season)}
     build_args = {"BASE": BUILD / "base.sif", "WHEEL": wheel, "DATA": season,
                   "CODE_VERSION": version, "DATA_FINGERPRINT": fingerprint}

@@ -8,6 +8,7 @@ modules as well as the .pyx kernels; build_py leaves their sources out of the wh
 """
 
 import os
+import sysconfig
 from pathlib import Path
 
 from Cython.Build import cythonize
@@ -47,6 +48,17 @@ class ParallelBuildExt(build_ext):
     def initialize_options(self):
         super().initialize_options()
         self.parallel = max(1, len(os.sched_getaffinity(0)))
+
+    def run(self):
+        super().run()
+        # A module that moved or was deleted leaves its old .so behind, which would still import and
+        # would count in the code version (app.sure2.version hashes every compiled module): prune it.
+        target = ROOT if self.inplace else Path(self.build_lib)
+        wanted = {Path(src).stem for src in compiled_sources()}
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        for so in (target / COMPILED_PACKAGE).glob(f"*{suffix}"):
+            if so.name[: -len(suffix)] not in wanted:
+                so.unlink()
 
 
 def _is_compiled(path: str) -> bool:

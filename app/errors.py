@@ -7,9 +7,13 @@
 | 2    | bad input or usage: unknown/malformed ID, bad config; nothing was written |
 | 3    | environment or IO failure: missing data, disk full, quota, unusable temp dir |
 | 130  | interrupted (SIGINT) |
+
+`guarded(prog, main)` is the one error boundary every CLI runs inside: a user or environment error
+becomes one stderr line and its exit code, never a traceback.
 """
 
 import errno
+import os
 import sys
 
 EXIT_OK = 0
@@ -17,6 +21,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130
+DEBUG_ENV = "APP_DEBUG"  # set to 1 to see the traceback of an internal error
 
 # errnos that mean "the storage said no": they stop a batch instead of being retried per item.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
@@ -49,3 +54,43 @@ def exit_status(exc: BaseException, prog: str, storage_message=str) -> int:
         raise exc
     print(f"{prog}: {message}", file=sys.stderr)
     return code
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message with whitespace collapsed, or its type's name."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def guarded(prog: str, main, *args, storage_message=None) -> int:
+    """Run main(*args) and turn every failure into one stderr line and an exit code.
+
+    BadInput → 2; EnvironmentFailure, OSError (storage, missing or unreadable files), MemoryError → 3;
+    KeyboardInterrupt → 130; anything else is an internal error → 1, still one line (the traceback
+    only with APP_DEBUG=1). SystemExit (argparse's usage errors, already one line) passes through.
+    """
+    try:
+        return main(*args)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (BadInput, EnvironmentFailure) as exc:
+        return exit_status(exc, prog)
+    except OSError as exc:
+        if is_storage_error(exc) and storage_message is not None:
+            print(f"{prog}: {storage_message(exc)}", file=sys.stderr)
+        else:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            print(f"{prog}: {where}{exc.strerror or one_line(exc)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except MemoryError:
+        print(f"{prog}: out of memory", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV) == "1":
+            import traceback
+
+            traceback.print_exc()
+        print(f"{prog}: internal error: {type(exc).__name__}: {one_line(exc)} "
+              f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return EXIT_FAILED

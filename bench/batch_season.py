@@ -34,7 +34,7 @@ def season_dir(args, work: Path) -> Path:
     season = work / f"season-{args.fields}"
     if not (season / "season.json").exists():
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "app.sure2", "synth", "--fields", str(args.fields), "--seed", "1",
+        subprocess.run([sys.executable, "-m", "app.season", "synth", "--fields", str(args.fields), "--seed", "1",
                         "--out", str(season)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         print(f"generated {args.fields} fields in {time.monotonic() - t0:.0f} s: {season}", flush=True)
     return season

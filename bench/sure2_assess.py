@@ -63,7 +63,7 @@ def main():
     with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         data = args.data
         if not data:
-            from app.sure2.synth import generate
+            from app.season.synth import generate
 
             t = time.perf_counter()
             generate(args.fields, 1, tmp)

@@ -35,11 +35,11 @@ def storage_message(exc: OSError, out_dir) -> str:
 
 
 class InprocBackend:
-    def __init__(self, data_dir, out_dir):
+    def __init__(self, data_dir, out_dir, settings):
         from app.sure2.assess import assess_to_file
         from app.sure2.season import Season
 
-        self.out = out_dir
+        self.out, self.settings = out_dir, settings
         self._assess = assess_to_file
         self.season = Season.open(data_dir)
 
@@ -47,7 +47,7 @@ class InprocBackend:
         for fid in fields:
             t0 = time.perf_counter()
             try:
-                summary = self._assess(self.season, fid, self.out)
+                summary = self._assess(self.season, fid, self.out, self.settings)
             except BadInput as exc:
                 yield {"bad": fid, "why": str(exc)}
             except EnvironmentFailure as exc:
@@ -116,7 +116,9 @@ def _json_lines(stdout: str) -> dict:
 
 def _summary(line: dict) -> dict:
     """What the journal keeps of an assessment's summary line (the report sums payouts)."""
-    return {k: line[k] for k in ("payout", "currency", "index_value", "n_events") if k in line}
+    from app.sure2.output import SUMMARY_KEYS
+
+    return {k: line[k] for k in SUMMARY_KEYS if k in line}
 
 
 def _one_line(exc) -> str:

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from app.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, EnvironmentFailure, exit_status
+from app.errors import EXIT_BAD_INPUT, guarded
 
 DEFAULT_CHUNK = 16  # fields per claim: one journal transaction and (apptainer) one container each
 DEFAULT_LEASE_S = 120.0  # a silent owner on another node/container is dead after this long
@@ -27,10 +27,21 @@ def _common(p, out_only=False):
     p.add_argument("--lease", type=float, default=DEFAULT_LEASE_S, help="claim lease seconds (other nodes)")
 
 
+def _settings(p):
+    """The assessment's settings (they are part of an output's validity) and what to do about others."""
+    from app.batch.plan import SETTINGS_CHANGE
+    from app.sure2 import settings
+
+    settings.add_arguments(p)
+    p.add_argument("--settings-change", choices=SETTINGS_CHANGE, default="refuse",
+                   help="outputs made with other settings: refuse to run (default), redo them, or keep them")
+
+
 def _selection(p):
     p.add_argument("--fields", help="file with one field ID per line ('-' = stdin); default: the whole season")
     p.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help="give a field up after this many")
     p.add_argument("--retry-failed", action="store_true", help="forget earlier failures and given-up fields")
+    _settings(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker")  # started by `run`, one per worker process; not for people
     _common(p)
+    _settings(p)
     for name in ("--backend", "--image", "--tmp", "--apptainer"):
         p.add_argument(name)
     p.add_argument("--chunk", type=int, required=True)
@@ -90,27 +102,27 @@ def _check_args(ap, args) -> None:
         ap.error("--lease must be > 0")
 
 
+def _command(args) -> int:
+    from app.sure2.settings import from_args
+
+    args.settings = from_args(args)  # BadInput (exit 2) for an invalid value, before anything is touched
+    if args.cmd == "worker":
+        from app.batch.worker import worker_main
+
+        return worker_main(args)
+    if args.cmd == "run":
+        from app.batch.run import run_batch
+
+        return run_batch(args)
+    from app.batch import overview
+
+    return getattr(overview, f"{args.cmd}_command")(args)
+
+
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     _check_args(ap, args)
-    try:
-        if args.cmd == "worker":
-            from app.batch.worker import worker_main
+    from app.batch.backends import storage_message
 
-            return worker_main(args)
-        if not os.path.isdir(args.out):
-            raise EnvironmentFailure(f"output dir {args.out} does not exist")
-        if args.cmd == "run":
-            from app.batch.run import run_batch
-
-            return run_batch(args)
-        from app.batch import overview
-
-        return getattr(overview, f"{args.cmd}_command")(args)
-    except (BadInput, EnvironmentFailure, OSError) as exc:
-        from app.batch.backends import storage_message
-
-        return exit_status(exc, "batch", lambda e: storage_message(e, args.out))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return guarded("batch", _command, args, storage_message=lambda e: storage_message(e, args.out))

@@ -2,8 +2,9 @@
 
   journal.log        claims, heartbeats, attempts and outcomes of every run (see state.py)
   invalid/           invalid outputs moved aside for inspection: FIELD.parquet.<UTC stamp>
-  report.json        the last run's (or `report`'s) report; report.txt the same as a table
-  payout_map.png     the fields coloured by payout
+  report.json        the season's report (every field, all runs so far); report.txt the same for people
+  payout_map.png     the fields coloured by payout and outcome
+  season_result.parquet / .gpkg   the season's result as a vector layer (GeoParquet; GeoPackage where possible)
 """
 
 import os
@@ -24,6 +25,8 @@ class BatchLayout:
         self.report_json = self.root / "report.json"
         self.report_txt = self.root / "report.txt"
         self.payout_map = self.root / "payout_map.png"
+        self.result_parquet = self.root / "season_result.parquet"
+        self.result_gpkg = self.root / "season_result.gpkg"
 
     def create(self) -> None:
         self.invalid.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The commands that look rather than run: `plan`, `status`, `report`."""
 
 import json
+import os
 import sys
 import time
 
@@ -8,29 +9,37 @@ from app.batch.claims import ClaimBoard
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list
-from app.batch.report import build_report, write_report
-from app.errors import EXIT_FAILED, EXIT_OK
-from app.hpc.cores import physical_cores
+from app.batch.report import season_report
+from app.errors import EXIT_FAILED, EXIT_OK, EnvironmentFailure
 
 
-def _open(args, tidy: bool):
+def _open(args, looking: bool):
+    """(season, journal, board, layout); looking (status, report) needs an output dir that exists."""
     from app.sure2.season import Season
 
-    ids = read_id_list(args.fields) if args.fields else None
-    failures_since = time.time() if args.retry_failed else 0.0
+    if looking and not os.path.isdir(args.out):
+        raise EnvironmentFailure(f"output dir {args.out} does not exist (nothing has run there yet)")
     season = Season.open(args.data)  # before anything is written: a bad --data writes nothing
     layout = BatchLayout(args.out)
     layout.create()
     journal = Journal(layout.journal)
-    board = ClaimBoard(journal, lease_s=args.lease)
-    plan = make_plan(season, layout, board, ids, args.max_failures, failures_since, tidy=tidy)
-    return season, journal, board, layout, plan
+    return season, journal, ClaimBoard(journal, lease_s=args.lease), layout
+
+
+def _plan(args, season, layout, board, tidy: bool):
+    ids = read_id_list(args.fields) if args.fields else None
+    failures_since = time.time() if args.retry_failed else 0.0
+    # looking only, outputs of other settings are counted as to do: nothing to refuse
+    change = args.settings_change if tidy or args.settings_change != "refuse" else "redo"
+    return make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since, tidy=tidy,
+                     settings_change=change)
 
 
 def plan_command(args) -> int:
     """Planned IDs on stdout (one a line, feed them to `run --fields -`), counts on stderr."""
-    season, journal, _board, _layout, plan = _open(args, tidy=True)
+    season, journal, board, layout = _open(args, looking=False)
     with season, journal:
+        plan = _plan(args, season, layout, board, tidy=True)
         sys.stdout.write("".join(f + "\n" for f in plan.todo))
         counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in plan.counts().items())
         print(f"batch: plan {counts}", file=sys.stderr)
@@ -42,8 +51,9 @@ def plan_command(args) -> int:
 
 
 def status_command(args) -> int:
-    season, journal, board, _layout, plan = _open(args, tidy=False)
+    season, journal, board, layout = _open(args, looking=True)
     with season, journal:
+        plan = _plan(args, season, layout, board, tidy=False)
         now = time.time()
         live = board.state.live_owners(board.liveness, now)
         held = sum(len(board.state.held[o]) for o in live)
@@ -68,10 +78,9 @@ def status_command(args) -> int:
 
 
 def report_command(args) -> int:
-    """The report over all runs so far."""
-    season, journal, board, layout, plan = _open(args, tidy=False)
+    """The season's report over all runs so far. Exit 1 if a field failed or was given up."""
+    season, journal, board, layout = _open(args, looking=True)
     with season, journal:
-        # No run: fields without a valid output are "remaining", whatever earlier runs recorded.
-        report = build_report(season, layout, board.state, plan, time.time(), None, physical_cores(), "-")
-        write_report(report, layout, args.data)
-    return EXIT_FAILED if report["failures"] or report["bad_ids"] else EXIT_OK
+        failures_since = time.time() if args.retry_failed else 0.0
+        rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since)
+    return EXIT_FAILED if any(r["state"] in ("failed", "given_up") for r in rows.values()) else EXIT_OK

@@ -1,60 +1,142 @@
-"""PNG map of the season's fields coloured by payout (matplotlib, Agg backend).
+"""PNG map of the season: each field coloured by its payout, or by why it has none.
 
-matplotlib is optional (it is not in the runtime image's requirements): without it the map is
-skipped with a clear note and the rest of the report stands.
+Drawn with Pillow (in every image, the sealed sure2.sif included, so the map is made where the batch
+runs). Coordinates are lon/lat scaled by cos(latitude), so metres look square. The view is the extent
+of the bulk of the fields (centroids within OUTLIER_FACTOR times the 90th-percentile distance from the
+median centroid, padded): one field far from the others does not shrink the season to a dot; fields
+outside the view are drawn as markers on the frame's edge and counted in the legend. A field smaller
+than a pixel is drawn as a 3-pixel dot.
 """
 
-from pathlib import Path
+import math
 
-FIELDS_FILE = "fields.parquet"
+import numpy as np
+import shapely
+
+WIDTH = 1000  # map panel, pixels (the height follows the view's aspect, capped)
+MAX_HEIGHT = 1200
+LEGEND_W = 300
+MARGIN = 12
+OUTLIER_FACTOR = 4.0
+BACKGROUND, FRAME, TEXT = (255, 255, 255), (90, 90, 90), (20, 20, 20)
+STATE_COLOURS = {
+    "unpaid": (205, 222, 198),  # assessed, no payout
+    "not_assessable": (224, 123, 57),
+    "insufficient_data": (240, 194, 75),
+    "failed": (192, 57, 43),
+    "given_up": (120, 30, 20),
+    "remaining": (190, 190, 190),
+}
+RAMP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]  # viridis stops
 
 
-def draw_payout_map(data_dir, payouts: dict, target: Path) -> str:
-    """Draw the map; return a one-line note saying where it went (or why not)."""
-    try:
-        import matplotlib
+def ramp_colour(t: float) -> tuple:
+    """Colour of a payout at position t in [0, 1] of the paid range."""
+    t = min(1.0, max(0.0, t)) * (len(RAMP) - 1)
+    i = min(int(t), len(RAMP) - 2)
+    f = t - i
+    return tuple(round(a + (b - a) * f) for a, b in zip(RAMP[i], RAMP[i + 1]))
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.collections import PolyCollection
-    except ImportError:
-        return "payout map skipped: matplotlib is not installed (pip install matplotlib)"
-    import numpy as np
-    import pyarrow.parquet as pq
-    import shapely
+
+def field_colour(row: dict, top: float) -> tuple:
+    if row["state"] == "assessed":
+        cents = row.get("amount_cents") or 0
+        return ramp_colour(cents / top) if cents > 0 else STATE_COLOURS["unpaid"]
+    return STATE_COLOURS[row["state"]]
+
+
+def view_box(centroids: np.ndarray) -> tuple:
+    """(x0, y0, x1, y1) holding the bulk of the centroids, padded by 5 % (at least a few hundred metres)."""
+    distance = np.hypot(*(centroids - np.median(centroids, axis=0)).T)
+    bulk = centroids[distance <= OUTLIER_FACTOR * np.quantile(distance, 0.9)]
+    lo, hi = bulk.min(axis=0), bulk.max(axis=0)
+    pad = np.maximum((hi - lo) * 0.05, 0.003)
+    return (*(lo - pad), *(hi + pad))
+
+
+def draw_payout_map(season, rows: dict, target) -> str:
+    """Draw the map to `target` (atomically); return a one-line note."""
+    from PIL import Image, ImageDraw, ImageFont
 
     from app.hpc.atomic import atomic_path
 
-    table = pq.read_table(Path(data_dir) / FIELDS_FILE, columns=["field_id", "geometry"]).to_pydict()
-    shapes = shapely.from_wkb(table["geometry"])
-    done, done_vals, missing = [], [], []
-    for fid, shape in zip(table["field_id"], shapes):
-        for ring in _exteriors(shape):
-            (done if fid in payouts else missing).append(ring)
-            if fid in payouts:
-                done_vals.append(payouts[fid])
+    geoms = shapely.from_wkb([g for g in season.columns(["geometry"])["geometry"]])
+    ids = [fid for fid, g in zip(season.field_ids, geoms) if g is not None and not g.is_empty]
+    geoms = np.array([g for g in geoms if g is not None and not g.is_empty], dtype=object)
+    if not len(geoms):
+        return "payout map skipped: no field has a geometry"
+    mid_lat = float(np.median(shapely.get_coordinates(shapely.centroid(geoms))[:, 1]))
+    kx = math.cos(math.radians(mid_lat))
+    flat = shapely.transform(geoms, lambda xy: np.column_stack([xy[:, 0] * kx, xy[:, 1]]))
+    centroids = shapely.get_coordinates(shapely.centroid(flat))
+    x0, y0, x1, y1 = view_box(centroids)
+    scale = (WIDTH - 2 * MARGIN) / (x1 - x0)
+    height = int(min(MAX_HEIGHT, max(300, (y1 - y0) * scale + 2 * MARGIN)))
+    scale = min(scale, (height - 2 * MARGIN) / (y1 - y0))
+    to_px = lambda xy: np.column_stack([MARGIN + (xy[:, 0] - x0) * scale, height - MARGIN - (xy[:, 1] - y0) * scale])
 
-    fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
-    if missing:
-        ax.add_collection(PolyCollection(missing, facecolor="#dddddd", edgecolor="none", label="no output"))
-    if done:
-        coll = PolyCollection(done, array=np.asarray(done_vals, float), cmap="viridis", edgecolor="none")
-        ax.add_collection(coll)
-        fig.colorbar(coll, ax=ax, shrink=0.7, label="payout")
-    ax.autoscale_view()
-    mid_lat = sum(ax.get_ylim()) / 2
-    ax.set_aspect(1 / max(0.05, np.cos(np.radians(mid_lat))))  # metres look square at this latitude
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
-    ax.set_title(f"Payout per field ({len(payouts)} assessed, grey: no valid output)")
+    paid = [rows[f].get("amount_cents") or 0 for f in ids if rows[f]["state"] == "assessed"]
+    top = max(paid, default=0) or 1
+    image = Image.new("RGB", (int(MARGIN + (x1 - x0) * scale) + 24 + LEGEND_W, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    outside = 0
+    for fid, geom, c in zip(ids, flat, centroids):
+        colour = field_colour(rows[fid], top)
+        if not (x0 <= c[0] <= x1 and y0 <= c[1] <= y1):
+            outside += 1  # a marker where it would enter the view
+            px = to_px(np.array([[min(max(c[0], x0), x1), min(max(c[1], y0), y1)]]))[0]
+            draw.regular_polygon((float(px[0]), float(px[1]), 6), 3, fill=colour, outline=FRAME)
+            continue
+        parts = getattr(geom, "geoms", [geom])
+        drawn = False
+        for part in parts:
+            ring = to_px(np.asarray(part.exterior.coords))
+            if np.ptp(ring[:, 0]) >= 2 or np.ptp(ring[:, 1]) >= 2:
+                draw.polygon([tuple(p) for p in ring], fill=colour)
+                drawn = True
+        if not drawn:
+            px, py = to_px(c[None, :])[0]
+            draw.rectangle((px - 1, py - 1, px + 1, py + 1), fill=colour)
+    right = MARGIN + (x1 - x0) * scale
+    draw.rectangle((MARGIN - 1, MARGIN - 1, right + 1, height - MARGIN + 1), outline=FRAME)
+    _legend(draw, ImageFont, rows, top, outside, int(right) + 24, height)
     with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
+        image.save(tmp, format="PNG", optimize=True)
     return f"payout map {target}"
 
 
-def _exteriors(shape):
-    import numpy as np
-
-    parts = getattr(shape, "geoms", [shape])
-    return [np.asarray(p.exterior.coords) for p in parts if not p.is_empty] if shape is not None else []
+def _legend(draw, image_font, rows: dict, top: float, outside: int, x: int, height: int) -> None:
+    font = image_font.load_default(size=14)
+    small = image_font.load_default(size=12)
+    states = {}
+    for r in rows.values():
+        key = "unpaid" if r["state"] == "assessed" and not r.get("amount_cents") else r["state"]
+        states[key] = states.get(key, 0) + 1
+    paid = states.pop("assessed", 0)
+    currency = next((r["currency"] for r in rows.values() if r.get("amount_cents")), "")
+    total = sum(r.get("amount_cents") or 0 for r in rows.values()) / 100
+    y = MARGIN
+    draw.text((x, y), "Season payouts", fill=TEXT, font=font)
+    y += 22
+    draw.text((x, y), f"{len(rows)} fields, {paid} paid", fill=TEXT, font=small)
+    y += 18
+    draw.text((x, y), f"total {total:,.0f} {currency}", fill=TEXT, font=small)
+    y += 28
+    if paid:
+        for i in range(160):  # the payout ramp, low to high
+            draw.line((x + i, y, x + i, y + 14), fill=ramp_colour(i / 159))
+        y += 18
+        draw.text((x, y), f"> 0 … {top / 100:,.0f} {currency}", fill=TEXT, font=small)
+        y += 26
+    labels = {"unpaid": "assessed, no payout", "not_assessable": "not assessable", "insufficient_data":
+              "insufficient data", "failed": "failed (will retry)", "given_up": "given up", "remaining": "not done yet"}
+    for key, label in labels.items():
+        if key in states:
+            draw.rectangle((x, y + 2, x + 14, y + 14), fill=STATE_COLOURS[key], outline=FRAME)
+            draw.text((x + 22, y), f"{label}: {states[key]}", fill=TEXT, font=small)
+            y += 20
+    if outside:
+        y += 8
+        draw.regular_polygon((x + 7, y + 8, 6), 3, fill=(255, 255, 255), outline=FRAME)
+        draw.text((x + 22, y), f"{outside} field(s) far outside this view,", fill=TEXT, font=small)
+        draw.text((x + 22, y + 16), "marked at the frame's edge", fill=TEXT, font=small)

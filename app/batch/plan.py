@@ -1,29 +1,41 @@
 """Planning: the requested fields minus those that already have a VALID output.
 
-Valid = footer reads, row count = the season's date count, metadata names the field, the code
-version and the data fingerprint (app.sure2.output.check_output). Existence alone proves nothing.
-Invalid outputs are moved aside to OUT/.batch/invalid/ and planned again; temp files left by dead
-writers are removed. Both happen under the journal lock and only for fields no live worker holds,
-because a worker claims (under that lock) before it writes.
+Valid = the whole file reads with matching page checksums, its row count is the field's promised one,
+its metadata names the field, the code version, the data fingerprint and this run's settings
+(app.sure2.output.check_output). Existence alone proves nothing; a file the batch itself recorded as
+valid is trusted while its identity and context still match (app.batch.outputs). Invalid outputs are
+moved aside to OUT/.batch/invalid/ and planned again; temp files left by dead writers are removed. Both
+happen under the journal lock and only for fields no live worker holds, because a worker claims
+(under that lock) before it writes.
+
+Outputs made with other settings (λ, coverage thresholds) are a decision for the user, not a repair:
+`--settings-change refuse` (default) stops with one line naming the difference before anything is
+touched; `redo` treats them as invalid; `keep` counts them as done.
 """
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.batch.claims import ClaimBoard
 from app.batch.layout import BatchLayout, field_of_temp
+from app.batch.outputs import OutputChecker, OutputIndex, context_of, is_settings_problem
 from app.errors import BadInput
+
+SETTINGS_CHANGE = ("refuse", "redo", "keep")
 
 
 @dataclass
 class Plan:
     todo: list  # fields to assess, in catalogue (spatial) order
     requested: int  # distinct IDs asked for
+    index: OutputIndex  # validity and summaries of outputs, as the plan found them
     valid: list = field(default_factory=list)  # already valid: skipped
     bad_ids: dict = field(default_factory=dict)  # id -> reason (not a field of this season)
     given_up: dict = field(default_factory=dict)  # field -> last failure reason
     moved: list = field(default_factory=list)  # (field, reason, moved-to path)
+    kept: list = field(default_factory=list)  # made with other settings, kept (--settings-change keep)
     swept: int = 0  # temp files of dead writers removed
 
     def counts(self) -> dict:
@@ -32,35 +44,23 @@ class Plan:
             "valid": len(self.valid),
             "todo": len(self.todo),
             "moved_aside": len(self.moved),
+            "kept_other_settings": len(self.kept),
             "given_up": len(self.given_up),
             "bad_ids": len(self.bad_ids),
             "temp_swept": self.swept,
         }
 
 
-class OutputChecker:
-    """Checks one field's output against the season (footer only)."""
-
-    def __init__(self, season, out_dir):
-        from app import __version__
-        from app.sure2.output import check_output, output_path
-
-        self._check, self._path = check_output, output_path
-        self.season, self.out, self.version = season, Path(out_dir), __version__
-
-    def path(self, fid: str) -> Path:
-        return Path(self._path(self.out, fid))
-
-    def problem(self, fid: str) -> str | None:
-        """None when the output is valid, else why not."""
-        return self._check(self.path(fid), fid, self.season.n_dates, self.version, self.season.fingerprint)
-
-
 def read_id_list(path) -> list[str]:
     """IDs from a file ('-' = stdin), one per line; blank lines and '#' comments ignored."""
-    import sys
-
-    text = sys.stdin.read() if str(path) == "-" else Path(path).read_text()
+    if str(path) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+            raise BadInput(f"cannot read the field list {path}: {why}") from None
     return [s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#")]
 
 
@@ -80,35 +80,53 @@ def requested_fields(season, ids: list[str] | None) -> tuple[list[str], dict]:
 
 
 def make_plan(
-    season, layout: BatchLayout, board: ClaimBoard, ids=None, max_failures=3, failures_since=0.0, tidy=True
+    season, layout: BatchLayout, board: ClaimBoard, settings, ids=None, max_failures=3, failures_since=0.0,
+    tidy=True, settings_change="refuse", verify_all=False,
 ) -> Plan:
-    """tidy=False (status) looks only: nothing is moved aside or swept."""
-    checker = OutputChecker(season, layout.out)
+    """tidy=False (status, report) looks only: nothing is moved aside, swept or recorded.
+
+    Raises BadInput (before touching anything) when outputs were made with other settings and
+    settings_change is "refuse". verify_all checks every output in full, trusting no record.
+    """
+    keep = settings_change == "keep"
     fields, bad = requested_fields(season, ids)
-    plan = Plan(todo=[], requested=len(fields) + len(bad), bad_ids=bad)
     with board.journal.locked():
         state = board.sync()
+    context = context_of(season, settings)
+    index = OutputIndex(OutputChecker(season, layout.out, settings), state, context, full=verify_all)
+    plan = Plan(todo=[], requested=len(fields) + len(bad), index=index, bad_ids=bad)
     present = {entry.name for entry in os.scandir(layout.out)}
+    problems = {fid: index.problem(fid) for fid in fields if index.checker.path(fid).name in present}
+    if settings_change == "refuse":
+        other = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
+        if other:
+            raise BadInput(f"{len(other)} output(s) were {problems[other[0]].split(': ', 1)[1]} (e.g. {other[0]}): "
+                           "rerun with --settings-change redo to redo them, or keep to keep them")
+    if keep:  # counted as done, and checked in full again next time (their record is for other settings)
+        plan.kept = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
+        for fid in plan.kept:
+            problems[fid] = None
     for fid in fields:
         fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
         if len(fails) >= max_failures or (fails and fails[-1].kind == "bad"):
             plan.given_up[fid] = fails[-1].why
             continue
-        path = checker.path(fid)
-        if path.name in present:
-            reason = checker.problem(fid)
+        if fid in problems:
+            reason = problems[fid]
             if reason is None:
                 plan.valid.append(fid)
                 continue
-            moved = _move_aside_if_unheld(board, layout, checker, fid) if tidy else None
+            moved = _move_aside_if_unheld(board, layout, index.checker, fid) if tidy else None
             if moved is None:  # looking only, a live worker holds it, or it became valid meanwhile
-                if tidy and checker.problem(fid) is None:
+                if tidy and index.problem(fid) is None:
                     plan.valid.append(fid)
                     continue
             else:
                 plan.moved.append((fid, reason, str(moved)))
         plan.todo.append(fid)
-    plan.swept = sweep_dead_temp_files(board, layout, present) if tidy else 0
+    if tidy:
+        plan.swept = sweep_dead_temp_files(board, layout, present)
+        board.record(index.records())
     return plan
 
 

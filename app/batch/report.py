@@ -1,124 +1,134 @@
-"""The end-of-run report: JSON (machines), a table (people), a PNG map of payouts (payout_map.py).
+"""The season's report, over every field of the season and every run and step so far.
 
-Counts are over the requested fields; "this run" numbers come from journal records since the run
-began. Payouts of every field with a valid output are summed: from the journal when this or an
-earlier run recorded the summary, else from the output's own footer (a run killed between the
-rename and its journal record).
+Each field is in one state: assessed, not_assessable, insufficient_data (its valid output says so),
+failed (an attempt raised; it will be retried), given_up (failed --max-failures times), or remaining
+(no valid output yet). Written to OUT/.batch/: report.json (machines), report.txt (people: counts,
+payout total, explained fields grouped by reason for a claims adjuster, failures), payout_map.png and
+season_result.parquet, the season's result as a GeoParquet layer for QGIS (season_result.gpkg too
+where a vector driver is installed). A run's own numbers (what it did, wall time, overhead) are the
+report's "run" section; `python -m app.batch report` writes the same report without a run.
 """
 
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 
+from app.batch.outputs import OutputChecker, OutputIndex, context_of
 from app.batch.payout_map import draw_payout_map
-from app.batch.plan import OutputChecker
+from app.batch.result_layer import write_result_layer
 from app.hpc.atomic import atomic_write_bytes
+from app.sure2.outcome import STATUSES
 
+FIELD_STATES = (*STATUSES, "failed", "given_up", "remaining")
 SLOWEST = 10
+LISTED_PER_REASON = 20  # fields named per reason in report.txt (all are in report.json)
 
 
-def build_report(season, layout, state, plan, since: float, wall_s, workers: int, backend: str) -> dict:
-    from app.sure2.output import read_blobs  # pyarrow: imported where needed, not by the workers
+def field_states(season, index: OutputIndex, state, max_failures: int, failures_since: float) -> dict:
+    """field -> row: "state" plus what its valid output says (outcome, payout, coverage, ...)."""
+    rows = {}
+    for fid in season.field_ids:
+        if index.problem(fid) is None:
+            summary = index.summary(fid)
+            rows[fid] = {**summary, "state": summary["outcome"]}
+            continue
+        fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
+        given_up = len(fails) >= max_failures or (fails and fails[-1].kind == "bad")
+        rows[fid] = {"state": "given_up" if given_up else "failed" if fails else "remaining",
+                     "reason": fails[-1].why if fails else "", "failures": len(fails)}
+    return rows
 
-    checker = OutputChecker(season, layout.out)
-    ran = {}  # field -> last outcome kind since the run began
-    for fid in plan.todo:
-        out = state.outcome.get(fid)
-        if out is not None and out.t >= since:
-            ran[fid] = out.kind
-    failed = {fid: state.outcome[fid].why for fid, k in ran.items() if k == "fail"}
-    bad = dict(plan.bad_ids)
-    bad.update({fid: state.outcome[fid].why for fid, k in ran.items() if k == "bad"})
-    valid = list(plan.valid) + [fid for fid, k in ran.items() if k in ("ok", "skip")]
 
-    totals, payouts, unknown = defaultdict(float), {}, 0
-    for fid in valid:
-        summary = state.summary.get(fid)
-        if summary is None:
-            try:
-                p = read_blobs(checker.path(fid))["payout"]
-                summary = {"payout": p["amount"], "currency": p["currency"]}
-            except (OSError, KeyError, ValueError):
-                unknown += 1
-                continue
-        payouts[fid] = summary["payout"]
-        totals[summary.get("currency", "?")] += summary["payout"]
+def build_report(season, rows: dict, settings, run: dict | None) -> dict:
+    from app.sure2.version import code_version
 
-    this_run = {fid: state.seconds[fid] for fid, k in ran.items() if k == "ok" and fid in state.seconds}
-    compute_s = sum(this_run.values())
-    slowest = sorted(this_run.items(), key=lambda kv: -kv[1])[:SLOWEST]
-    ideal = compute_s / workers if workers else 0.0
+    counts = Counter(r["state"] for r in rows.values())
+    explained = defaultdict(list)
+    totals, paid = defaultdict(int), 0
+    for fid, r in rows.items():
+        if r["state"] in STATUSES[1:]:
+            explained[r["reason"]].append({"field_id": fid, "status": r["state"], "detail": r.get("detail", "")})
+        if r.get("amount_cents"):
+            totals[r["currency"]] += r["amount_cents"]
+            paid += 1
+    failures = [{"field_id": fid, "reason": r["reason"], "failures": r["failures"], "given_up": r["state"] == "given_up"}
+                for fid, r in rows.items() if r["state"] in ("failed", "given_up")]
     return {
-        "counts": {
-            "requested": plan.requested,
-            "valid_outputs": len(valid),
-            "already_valid": len(plan.valid),
-            "done": sum(1 for k in ran.values() if k == "ok"),
-            "skipped_after_claim": sum(1 for k in ran.values() if k == "skip"),
-            "failed": len(failed),
-            "given_up": len(plan.given_up),
-            "bad_ids": len(bad),
-            "moved_aside": len(plan.moved) + sum(1 for r in state.invalid if r.get("t", 0) >= since),
-            "remaining": len(plan.todo) - len(ran),
-        },
-        "failures": _failures(state, plan, ran),
-        "bad_ids": bad,
-        "payout_total": {cur: round(v, 2) for cur, v in sorted(totals.items())},
-        "payout_unknown": unknown,
-        "payouts": payouts,
-        "slowest": [{"field_id": fid, "seconds": s} for fid, s in slowest],
-        "timing": {
-            "wall_s": None if wall_s is None else round(wall_s, 3),
-            "workers": workers,
-            "backend": backend,
-            "compute_s": round(compute_s, 3),
-            "overhead": round(wall_s / ideal, 4) if wall_s and ideal else None,
-        },
+        "season": {"fingerprint": season.fingerprint, "fields": len(rows), "code_version": code_version(),
+                   "settings": settings.as_dict()},
+        "counts": {state: counts.get(state, 0) for state in FIELD_STATES},
+        "payout_total": {cur: cents / 100 for cur, cents in sorted(totals.items())},
+        "paid_fields": paid,
+        "explained": {reason: sorted(v, key=lambda e: e["field_id"]) for reason, v in sorted(explained.items())},
+        "failures": sorted(failures, key=lambda f: f["field_id"]),
+        "run": run,
     }
 
 
-def _failures(state, plan, ran) -> list:
-    """Given-up fields, and planned fields not done in this run that have failed at least once."""
-    rows = [
-        {"field_id": fid, "reason": why, "failures": len(state.failures.get(fid, ())), "given_up": True}
-        for fid, why in plan.given_up.items()
-    ]
-    for fid in plan.todo:
-        fails = state.failures.get(fid)
-        if fails and ran.get(fid) not in ("ok", "skip"):
-            rows.append({"field_id": fid, "reason": fails[-1].why, "failures": len(fails), "given_up": False})
-    return sorted(rows, key=lambda r: r["field_id"])
+def run_section(plan, state, since: float, wall_s: float, workers: int, backend: str) -> dict:
+    """What one run did: its requested fields' outcomes since it began, and its timing."""
+    ran = {fid: state.outcome[fid].kind for fid in plan.todo
+           if fid in state.outcome and state.outcome[fid].t >= since}
+    seconds = {fid: state.seconds[fid] for fid, kind in ran.items() if kind == "ok" and fid in state.seconds}
+    compute_s = sum(seconds.values())
+    ideal = compute_s / workers if workers else 0.0
+    kinds = Counter(ran.values())
+    return {
+        "requested": plan.requested, "already_valid": len(plan.valid), "done": kinds["ok"],
+        "skipped_after_claim": kinds["skip"], "failed": kinds["fail"] + kinds["bad"],
+        "given_up": len(plan.given_up), "bad_ids": plan.bad_ids,
+        "moved_aside": len(plan.moved) + sum(1 for r in state.invalid if r.get("t", 0) >= since),
+        "remaining": len(plan.todo) - len(ran),
+        "wall_s": round(wall_s, 3), "workers": workers, "backend": backend, "compute_s": round(compute_s, 3),
+        "overhead": round(wall_s / ideal, 4) if wall_s and ideal else None,
+        "slowest": [{"field_id": f, "seconds": s} for f, s in sorted(seconds.items(), key=lambda kv: -kv[1])[:SLOWEST]],
+    }
 
 
 def render_table(report: dict) -> str:
-    c, t = report["counts"], report["timing"]
-    rows = [(k.replace("_", " "), str(v)) for k, v in c.items()]
-    rows += [(f"total payout {cur}", f"{v:,.2f}") for cur, v in report["payout_total"].items()]
-    if t["wall_s"] is not None:
-        rows += [("wall time", f"{t['wall_s']:.1f} s on {t['workers']} workers ({t['backend']})"),
-                 ("compute (sum)", f"{t['compute_s']:.1f} s")]
-        if t["overhead"] is not None:
-            rows.append(("overhead", f"{t['overhead']:.3f} (wall / (compute / workers))"))
+    c = report["counts"]
+    rows = [("fields", str(report["season"]["fields"]))] + [(k.replace("_", " "), str(v)) for k, v in c.items()]
+    rows += [(f"total payout {cur}", f"{v:,.2f} ({report['paid_fields']} fields paid)")
+             for cur, v in report["payout_total"].items()]
+    run = report["run"]
+    if run:
+        rows += [("this run", f"{run['done']} assessed of {run['requested']} requested, {run['already_valid']} "
+                              f"already valid, {run['failed']} failed, {run['remaining']} left"),
+                 ("wall time", f"{run['wall_s']:.1f} s on {run['workers']} workers ({run['backend']})"),
+                 ("compute (sum)", f"{run['compute_s']:.1f} s")]
+        if run["overhead"] is not None:
+            rows.append(("overhead", f"{run['overhead']:.3f} (wall / (compute / workers))"))
     width = max(len(k) for k, _ in rows)
-    lines = ["Batch report", "-" * (width + 20)] + [f"{k:<{width}}  {v}" for k, v in rows]
+    lines = ["Season report", "-" * (width + 30)] + [f"{k:<{width}}  {v}" for k, v in rows]
+    for reason, fields in report["explained"].items():
+        lines += ["", f"{fields[0]['status'].replace('_', ' ')}: {reason} ({len(fields)} fields)"]
+        lines += [f"  {e['field_id']}  {e['detail']}" for e in fields[:LISTED_PER_REASON]]
+        if len(fields) > LISTED_PER_REASON:
+            lines.append(f"  ... {len(fields) - LISTED_PER_REASON} more in report.json")
     if report["failures"]:
         lines += ["", "Failures (field, failures, last reason):"]
-        lines += [
-            f"  {f['field_id']}  {f['failures']}{' (given up)' if f['given_up'] else ''}  {f['reason']}"
-            for f in report["failures"]
-        ]
-    if report["bad_ids"]:
-        lines += ["", "Bad IDs:"] + [f"  {i!r}  {why}" for i, why in report["bad_ids"].items()]
-    if report["slowest"]:
-        lines += ["", "Slowest fields (s):"] + [f"  {s['field_id']}  {s['seconds']:.3f}" for s in report["slowest"]]
+        lines += [f"  {f['field_id']}  {f['failures']}{' (given up)' if f['given_up'] else ''}  {f['reason']}"
+                  for f in report["failures"]]
+    if run and run["bad_ids"]:
+        lines += ["", "Bad IDs:"] + [f"  {i!r}  {why}" for i, why in run["bad_ids"].items()]
+    if run and run["slowest"]:
+        lines += ["", "Slowest fields (s):"] + [f"  {s['field_id']}  {s['seconds']:.3f}" for s in run["slowest"]]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, layout, data_dir, quiet: bool = False) -> None:
+def season_report(season, layout, board, settings, max_failures, failures_since, run=None, quiet=False) -> dict:
+    """Build and write the whole report (journal records for outputs verified on the way included);
+    return the per-field rows (field -> state and what its output says)."""
+    state = board.sync()
+    index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings))
+    rows = field_states(season, index, state, max_failures, failures_since)
+    board.record(index.records())
+    report = build_report(season, rows, settings, run)
     table = render_table(report)
     atomic_write_bytes(layout.report_json, json.dumps(report, indent=1, sort_keys=True).encode())
     atomic_write_bytes(layout.report_txt, table.encode())
-    map_note = draw_payout_map(data_dir, report["payouts"], layout.payout_map)
+    notes = [write_result_layer(season, rows, layout), draw_payout_map(season, rows, layout.payout_map)]
     if not quiet:
         sys.stdout.write(table)
-    print(f"batch: report {layout.report_json}, {layout.report_txt}; {map_note}", file=sys.stderr)
+    print(f"batch: report {layout.report_json}, {layout.report_txt}; {'; '.join(notes)}", file=sys.stderr)
+    return rows

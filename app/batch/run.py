@@ -1,9 +1,11 @@
 """`run`: plan, start the workers, watch the journal for progress, stop everything on storage
-failure, then sweep, report and choose the exit code.
+failure, then sweep, write the season's report and choose the exit code.
 
-Exit codes: 0 every requested field has a valid output; 1 some field failed or was given up, an ID
-in the list was not a field, or work is left (a worker crashed); 3 storage/environment (disk full,
-quota, missing data, unusable temp dir); 130 interrupted. Usage errors are 2 (cli.py).
+Exit codes: 0 every requested field has a valid output: assessed, or explained (not_assessable,
+insufficient_data: a field's own problem is its result, not a failure); 1 some field failed or was
+given up, an ID in the list was not a field, or work is left (a worker crashed); 2 usage or a settings
+change refused; 3 storage/environment (disk full, quota, missing or unreadable season files, unusable
+temp dir); 130 interrupted.
 """
 
 import os
@@ -18,8 +20,9 @@ from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
 from app.batch.progress import Progress
-from app.batch.report import build_report, write_report
+from app.batch.report import run_section, season_report
 from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from app.sure2.outcome import STATUSES
 from app.hpc.cores import physical_cores
 from app.hpc.tempdir import TEMP_ENV, pick_temp_dir
 from app.hpc.threads import cap_threads
@@ -45,7 +48,8 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
     since = time.time()
     failures_since = since if args.retry_failed else 0.0
     board = ClaimBoard(journal, lease_s=args.lease)
-    plan = make_plan(season, layout, board, ids, args.max_failures, failures_since)
+    plan = make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since,
+                     settings_change=args.settings_change)
     print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
     progress = Progress(len(plan.todo), every_s=args.progress_every)
     t0 = time.monotonic()
@@ -57,16 +61,16 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
         return EXIT_INTERRUPTED
     try:
         sweep_dead_temp_files(board, layout)
-        board.sync()
-        report = build_report(season, layout, board.state, plan, since, wall, workers, args.backend)
-        write_report(report, layout, args.data, quiet=args.quiet)
+        run = run_section(plan, board.sync(), since, wall, workers, args.backend)
+        rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since, run,
+                             quiet=args.quiet)
     except OSError as exc:  # the disk that just filled up may refuse the report too
         print(f"batch: report not written: {exc}", file=sys.stderr)
         return stopped or EXIT_ENVIRONMENT
     if stopped:
         return stopped
-    c = report["counts"]
-    if c["failed"] or c["given_up"] or c["bad_ids"] or c["remaining"]:
+    requested = plan.todo + plan.valid + list(plan.given_up)
+    if plan.bad_ids or any(rows[fid]["state"] not in STATUSES for fid in requested):
         return EXIT_FAILED
     return EXIT_OK
 
@@ -90,7 +94,8 @@ def _start_workers(args, n, todo, since, failures_since, tmp) -> list:
         "--data", str(args.data), "--out", str(args.out), "--backend", args.backend,
         "--chunk", str(args.chunk), "--lease", str(args.lease), "--max-failures", str(args.max_failures),
         "--since", repr(since), "--failures-since", repr(failures_since), "--parent-pid", str(os.getpid()),
-        "--tmp", str(tmp), "--apptainer", args.apptainer,
+        "--tmp", str(tmp), "--apptainer", args.apptainer, "--settings-change", args.settings_change,
+        *args.settings.cli_args(),
     ]
     if args.image:
         cmd += ["--image", str(args.image)]

@@ -4,8 +4,14 @@ Record kinds (every record also has "t" and "o" = owner):
   claim [ids] / release [ids] / exit          who holds which fields (exit releases all)
   hb                                           heartbeat: the owner is alive
   start [ids]                                  an assessment is about to run (the attempt log)
-  ok id sec s | skip id | fail id why | bad id why   outcomes (skip: found valid after claiming)
+  ok id sec s f c | skip id f c | fail id why | bad id why   outcomes (skip: found valid after claiming)
+  verified [[id, s, f], ...] c                 outputs a planner checked in full and found valid
   invalid id why moved                         an invalid output was moved aside
+
+`s` is the assessment's summary (outcome, payout, ...); `f` the output file's identity when it was
+known valid ([size, mtime_ns, inode]); `c` the validity context it was valid in (code version, data
+fingerprint and settings, hashed): the planner trusts a file whose identity and context still match
+(app.batch.outputs) and checks every other file in full.
 """
 
 from collections import defaultdict
@@ -31,6 +37,7 @@ class BatchState:
     starts: dict = field(default_factory=lambda: defaultdict(int))  # field -> attempts started
     summary: dict = field(default_factory=dict)  # field -> latest assessment summary
     seconds: dict = field(default_factory=dict)  # field -> latest assessment compute time
+    files: dict = field(default_factory=dict)  # field -> (context, size, mtime_ns, inode) known valid
     invalid: list = field(default_factory=list)  # records of outputs moved aside
 
     def apply(self, records: list[dict]) -> None:
@@ -57,11 +64,18 @@ class BatchState:
                     self.outcome[fid] = out
                     if kind in ("fail", "bad"):
                         self.failures[fid].append(out)
+                    if "s" in r:
+                        self.summary[fid] = r["s"]
                     if kind == "ok":
-                        self.summary[fid] = r.get("s", {})
                         self.seconds[fid] = r.get("sec", 0.0)
+                    if "f" in r:
+                        self.files[fid] = (r.get("c"), *r["f"])
+            for fid, summary, identity in r.get("verified", ()):
+                self.summary[fid] = summary
+                self.files[fid] = (r.get("c"), *identity)
             if "invalid" in r:
                 self.invalid.append(r)
+                self.files.pop(r["invalid"], None)
 
     def _release(self, owner: str, fid: str) -> None:
         if self.claim_of.get(fid) == owner:

@@ -17,7 +17,7 @@ from app.batch.backends import sure2_cli_prefix
 from app.batch.claims import ClaimBoard, Picker
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
-from app.batch.plan import OutputChecker
+from app.batch.outputs import OutputChecker, context_of, identity
 from app.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, is_storage_error
 from app.hpc.threads import cap_threads
 
@@ -60,6 +60,7 @@ def _work(args) -> int:
     picker = Picker(fields, since=args.since, max_failures=args.max_failures, failures_since=args.failures_since)
     backend = _make_backend(args)  # the season opens here, after the thread cap
     checker = _checker(backend, args)
+    context = context_of(checker.season, args.settings)
     stop_heartbeat = board.heartbeat_every(args.lease / 4)
     pending, chunk = [], []
     try:
@@ -71,10 +72,12 @@ def _work(args) -> int:
                     time.sleep(min(1.0, args.lease / 8))
                     continue
                 return 0
-            todo = _recheck(chunk, checker, layout, pending)
+            todo = _recheck(chunk, checker, layout, pending, context)
             board.record(pending + [{"start": todo}] if todo else pending)
             pending = []
             for outcome in backend.run(todo):
+                if "ok" in outcome:  # the file as written: later plans trust it while it stays so
+                    outcome.update(f=identity(checker.path(outcome["ok"])), c=context)
                 pending.append(outcome)
     except StopBatch as exc:
         print(f"batch: {exc}", file=sys.stderr)
@@ -95,12 +98,12 @@ def _work(args) -> int:
 
 def _make_backend(args):
     if args.backend == "inproc":
-        return InprocBackend(args.data, args.out)
+        return InprocBackend(args.data, args.out, args.settings)
     if args.backend == "apptainer":
         prefix = apptainer_prefix(args.image, args.out, args.tmp, args.apptainer)
     else:  # "cli": the image's runscript command from this Python, for tests without the image
         prefix = sure2_cli_prefix(args.data, args.out)
-    return CommandBackend(prefix, args.out)
+    return CommandBackend(prefix + args.settings.cli_args(), args.out)
 
 
 def _checker(backend, args):
@@ -109,16 +112,19 @@ def _checker(backend, args):
         from app.sure2.season import Season
 
         season = Season.open(args.data)
-    return OutputChecker(season, args.out)
+    return OutputChecker(season, args.out, args.settings, keep_other_settings=args.settings_change == "keep")
 
 
-def _recheck(chunk, checker, layout, pending) -> list:
+def _recheck(chunk, checker, layout, pending, context) -> list:
     """Fields of a fresh claim that still need work; valid ones are recorded as skipped."""
+    from app.sure2.output import footer_summary
+
     todo = []
     for fid in chunk:
         reason = checker.problem(fid)
         if reason is None:
-            pending.append({"skip": fid})
+            path = checker.path(fid)
+            pending.append({"skip": fid, "s": footer_summary(path), "f": identity(path), "c": context})
             continue
         path = checker.path(fid)
         if path.exists():

@@ -1,4 +1,8 @@
-"""One field's assessment: polygon → window → inner mask → zonal means → smooth → metrics → payout."""
+"""One field's assessment: contract → polygon → window → masks → coverage → zonal means → smooth →
+metrics → payout. A problem that belongs to the field raises FieldOutcome (see app.sure2.outcome) and
+is written as the field's explained outcome; only the environment (season files, storage) raises
+EnvironmentFailure / OSError.
+"""
 
 import datetime as dt
 import math
@@ -9,123 +13,220 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
-import app
-from app.errors import EnvironmentFailure
 from app.sure2 import science
 from app.sure2._kernels import zonal_stats
-from app.sure2.output import output_path, write_output
-from app.sure2.payout import loss_index, payout_amount, payout_fraction
+from app.sure2.outcome import ASSESSED, FieldOutcome
+from app.sure2.output import Expected, output_path, summary_of, write_output
+from app.sure2.payout import INDEX_KINDS, loss_index, payout
+from app.sure2.settings import Settings
+from app.sure2.version import code_version
 
 MIN_INNER_PIXELS = 4  # below this the field is too small for an inner mask: use pixel centres
+MIN_SMOOTH_DATES = 3  # the Whittaker system needs at least 3 observed dates
+CONTRACT_COLUMNS = ("crop", "region_id", "sowing_date", "harvest_date", "insured_sum", "currency", "index",
+                    "trigger", "exit")
 
 
-class Settings:
-    """Run-time knobs; their values are recorded in every output."""
-
-    def __init__(self, lam=science.DEFAULT_LAMBDA, min_coverage=science.DEFAULT_MIN_COVERAGE):
-        if not lam >= 0:
-            raise ValueError("lambda must be >= 0")
-        if not 0 < min_coverage <= 1:
-            raise ValueError("coverage threshold must be in (0, 1]")
-        self.lam = float(lam)
-        self.min_coverage = float(min_coverage)
+def expected(season, field_id, settings: Settings) -> Expected:
+    return Expected(field_id, season.n_rows(field_id), code_version(), season.fingerprint, settings)
 
 
-def field_window(season, polygon):
-    """Pixel window (clipped to the raster) covering the projected polygon, and its transform."""
+def check_contract(f: dict) -> None:
+    """FieldOutcome("bad_contract") unless the field's contract terms can be paid on."""
+    missing = [c for c in CONTRACT_COLUMNS if f.get(c) is None]
+    if missing:
+        note = f"; import note: {f['note']}" if f.get("note") else ""
+        raise FieldOutcome("bad_contract", f"missing {', '.join(missing)}{note}")
+    problems = []
+    if f["index"] not in INDEX_KINDS:
+        problems.append(f"index {f['index']!r} is not one of {', '.join(INDEX_KINDS)}")
+    trigger, exit_, insured = f["trigger"], f["exit"], f["insured_sum"]
+    if not (math.isfinite(trigger) and math.isfinite(exit_) and 0 <= trigger < exit_):
+        problems.append(f"trigger {trigger} and exit {exit_} must satisfy 0 <= trigger < exit")
+    if not (math.isfinite(insured) and insured > 0):
+        problems.append(f"insured sum {insured} must be > 0")
+    if _day(f["sowing_date"]) >= _day(f["harvest_date"]):
+        problems.append(f"sowing {f['sowing_date']} is not before harvest {f['harvest_date']}")
+    if problems:
+        raise FieldOutcome("bad_contract", "; ".join(problems))
+
+
+def field_polygon(season, f, stack):
+    """The field's polygon in its stack's CRS; FieldOutcome for a missing stack or bad geometry."""
+    if stack is None:
+        raise FieldOutcome("no_stack", f.get("note") or "no NDVI stack covers the field")
+    if f["geometry"] is None:
+        raise FieldOutcome("invalid_geometry", f.get("note") or "no geometry")
+    try:
+        lonlat = shapely.from_wkb(f["geometry"])
+    except shapely.errors.GEOSException as exc:
+        raise FieldOutcome("invalid_geometry", f"unreadable WKB: {exc}") from None
+    if lonlat.is_empty or lonlat.geom_type not in ("Polygon", "MultiPolygon"):
+        raise FieldOutcome("invalid_geometry", f"{'empty' if lonlat.is_empty else lonlat.geom_type} geometry")
+    if not lonlat.is_valid:
+        raise FieldOutcome("invalid_geometry", shapely.is_valid_reason(lonlat))
+    polygon = shapely.transform(lonlat, lambda xy: np.column_stack(stack.to_raster.transform(xy[:, 0], xy[:, 1])))
+    if not np.isfinite(shapely.get_coordinates(polygon)).all():
+        raise FieldOutcome("invalid_geometry", f"coordinates outside the domain of {stack.crs}")
+    return polygon
+
+
+def field_window(stack, polygon):
+    """The polygon's whole pixel window (it may reach past the raster), its transform, and the part of
+    it inside the raster as (window, row offset, column offset); FieldOutcome if nothing is inside."""
     minx, miny, maxx, maxy = polygon.bounds
-    inv = ~season.transform
+    inv = ~stack.transform
     c0, r0 = inv @ (minx, maxy)
     c1, r1 = inv @ (maxx, miny)
-    col0, row0 = max(0, math.floor(c0)), max(0, math.floor(r0))
-    col1 = min(season.dataset.width, math.ceil(c1))
-    row1 = min(season.dataset.height, math.ceil(r1))
-    if col1 <= col0 or row1 <= row0:
-        raise EnvironmentFailure("field lies outside the NDVI raster")
-    t = season.transform
-    window_transform = Affine(t.a, t.b, t.c + col0 * t.a + row0 * t.b, t.d, t.e, t.f + col0 * t.d + row0 * t.e)
-    return Window(col0, row0, col1 - col0, row1 - row0), window_transform
+    col0, row0, col1, row1 = math.floor(c0), math.floor(r0), max(math.ceil(c1), math.floor(c0) + 1), \
+        max(math.ceil(r1), math.floor(r0) + 1)
+    in_col0, in_row0 = max(0, col0), max(0, row0)
+    in_col1, in_row1 = min(stack.width, col1), min(stack.height, row1)
+    if in_col1 <= in_col0 or in_row1 <= in_row0:
+        raise FieldOutcome("outside_raster", f"the field lies outside NDVI stack {stack.name}")
+    t = stack.transform
+    transform = Affine(t.a, t.b, t.c + col0 * t.a + row0 * t.b, t.d, t.e, t.f + col0 * t.d + row0 * t.e)
+    inside = Window(in_col0, in_row0, in_col1 - in_col0, in_row1 - in_row0)
+    return (row1 - row0, col1 - col0), transform, (inside, in_row0 - row0, in_col0 - col0)
 
 
-def inner_mask(polygon, transform, shape):
-    """Pixels wholly inside the polygon: centres inside the polygon shrunk by half a pixel diagonal.
+def pixel_masks(polygon, transform, shape):
+    """(centre mask, inner mask, inner kind) over the window, uint8.
 
-    Mixed edge pixels would blend field and neighbour; fields too small to keep MIN_INNER_PIXELS
-    fall back to pixels whose centre is inside. Returns (uint8 mask, "inner" | "centre").
+    Centre: pixel centres inside the polygon (the field's pixels). Inner: centres inside the polygon
+    shrunk by half a pixel diagonal, i.e. pixels wholly inside (mixed edge pixels blend field and
+    neighbour); fields too small to keep MIN_INNER_PIXELS use the centre mask ("centre").
     """
     h, w = shape
     xs = transform.c + transform.a * (np.arange(w) + 0.5)
     ys = transform.f + transform.e * (np.arange(h) + 0.5)
     gx, gy = np.meshgrid(xs, ys)
+    centre = shapely.contains_xy(polygon, gx, gy)
     half_diagonal = math.hypot(transform.a, transform.e) / 2
     shrunk = shapely.buffer(polygon, -half_diagonal)
-    mask = shapely.contains_xy(shrunk, gx, gy) if not shrunk.is_empty else np.zeros(shape, bool)
+    inner = shapely.contains_xy(shrunk, gx, gy) if not shrunk.is_empty else np.zeros(shape, bool)
     kind = "inner"
-    if np.count_nonzero(mask) < MIN_INNER_PIXELS:
-        mask, kind = shapely.contains_xy(polygon, gx, gy), "centre"
-    return np.ascontiguousarray(mask, dtype=np.uint8), kind
+    if np.count_nonzero(inner) < MIN_INNER_PIXELS:
+        inner, kind = centre, "centre"
+    as_u8 = lambda m: np.ascontiguousarray(m, dtype=np.uint8)
+    return as_u8(centre), as_u8(inner), kind
 
 
-def assess(season, field_id, settings=None) -> dict:
-    """Assess one field in memory: {"columns": ..., "season_metrics", "events", "payout"}."""
+def read_window(stack, shape, inside):
+    """All dates over the whole window; pixels outside the raster are nodata (never observed)."""
+    window, dr, dc = inside
+    part = stack.read(window)
+    if part.shape[1:] == tuple(shape):
+        return np.ascontiguousarray(part)
+    full = np.full((stack.n_dates, *shape), stack.nodata, dtype=part.dtype)
+    full[:, dr:dr + part.shape[1], dc:dc + part.shape[2]] = part
+    return full
+
+
+def assess(season, field_id, settings: Settings | None = None) -> dict:
+    """Assess one field in memory: {"columns", "season_metrics", "events", "payout", "coverage"}.
+
+    Raises FieldOutcome for a problem of this field (its `partial` holds what was measured so far).
+    """
     settings = settings or Settings()
     f = season.field(field_id)
-    lonlat = shapely.from_wkb(f["geometry"])
-    polygon = shapely.transform(lonlat, lambda xy: np.column_stack(season.to_raster.transform(xy[:, 0], xy[:, 1])))
-    window, transform = field_window(season, polygon)
-    stack = season.dataset.read(window=window)  # (n_dates, h, w): one call, all dates per tile
-    mask, mask_kind = inner_mask(polygon, transform, stack.shape[1:])
-    n_mask = int(mask.sum())
-    if n_mask == 0:
-        raise EnvironmentFailure(f"field {field_id} covers no pixel centre of the NDVI raster")
-    counts, means = zonal_stats(stack, mask, season.nodata)
+    check_contract(f)
+    stack = season.stack_of(field_id)
+    polygon = field_polygon(season, f, stack)
+    shape, transform, inside = field_window(stack, polygon)
+    centre, mask, mask_kind = pixel_masks(polygon, transform, shape)
+    n_centre, n_mask = int(centre.sum()), int(mask.sum())
+    if n_centre == 0:
+        raise FieldOutcome("no_pixel", f"no pixel centre inside the field ({shapely.area(polygon):.0f} m²)")
+    data = read_window(stack, shape, inside)
+    observed_ever = (data != stack.nodata).any(axis=0)
+    covered = int(np.count_nonzero(observed_ever & (centre > 0)))
+    counts, means = zonal_stats(data, mask, stack.nodata)
     valid_fraction = counts / n_mask
     weights = science.observation_weights(valid_fraction, settings.min_coverage)
     observed = weights > 0
     ndvi_mean = np.where(observed, means, np.nan)
-    smoothed = science.smooth(ndvi_mean, weights, settings.lam)
-    base_mean, base_std = season.baseline(f["region_id"], f["crop"])
-    if len(base_mean) != season.n_dates:
-        raise EnvironmentFailure(f"baseline has {len(base_mean)} dates, the NDVI stack {season.n_dates}")
-    z = science.z_scores(smoothed, base_mean, base_std)
-    days = season.day_numbers
+    coverage = {"stack": stack.name, "n_field_pixels": n_centre, "n_mask_pixels": n_mask, "mask": mask_kind,
+                "raster_coverage": round(covered / n_centre, 6), "area_ha": float(f["area_ha"]),
+                "observed_share": None}
+    columns = {"date": stack.dates, "n_pixels": counts, "valid_fraction": valid_fraction,
+               "ndvi_mean": ndvi_mean, "ndvi_smooth": None, "baseline_mean": None, "z": None}
+    partial = {"columns": columns, "coverage": coverage}
+    if coverage["raster_coverage"] < settings.min_field_coverage:
+        raise FieldOutcome("partial_coverage", f"the NDVI stack covers {coverage['raster_coverage']:.1%} of the "
+                           f"field's pixels (< {settings.min_field_coverage:.0%})", partial)
+    base = season.baseline(f["region_id"], f["crop"], stack)
+    days = stack.day_numbers
     sowing, harvest = _day(f["sowing_date"]), _day(f["harvest_date"])
+    in_season = science.in_window(days, sowing, harvest)
+    if base is None:
+        raise FieldOutcome("no_baseline", f"no baseline for region {f['region_id']} × crop {f['crop']}", partial)
+    base_mean, base_std = base
+    if np.isnan(base_mean[in_season]).any() or np.isnan(base_std[in_season]).any():
+        raise FieldOutcome("no_baseline", f"the baseline of region {f['region_id']} × crop {f['crop']} does not "
+                           "cover the field's sowing→harvest dates", partial)
+    columns["baseline_mean"] = base_mean
+    n_season, n_seen = int(in_season.sum()), int((observed & in_season).sum())
+    coverage["observed_share"] = round(n_seen / n_season, 6) if n_season else 0.0
+    needed = max(MIN_SMOOTH_DATES, math.ceil(settings.min_observed_share * n_season))
+    if n_seen < needed or observed.sum() < MIN_SMOOTH_DATES:
+        raise FieldOutcome("too_few_observations", f"{n_seen} of {n_season} sowing→harvest acquisitions observed "
+                           f"(needs {needed})", partial)
 
-    metrics = science.season_metrics(days, smoothed, sowing, harvest, season.dates)
-    metrics.update({"n_mask_pixels": n_mask, "mask": mask_kind, "n_observed_dates": int(observed.sum()),
-                    "n_dates": season.n_dates, "lambda": settings.lam, "min_coverage": settings.min_coverage})
-    events = science.abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, season.dates)
-    if not np.isnan(smoothed).all():
-        events += science.sustained_anomalies(days, z, sowing, harvest, season.dates)
-        index = loss_index(f["index"], days, smoothed, base_mean, sowing, harvest)
-    else:
-        index = 0.0  # nothing observed: no evidence of loss, and the output says so (n_observed_dates)
-    payout = {"index": f["index"], "index_value": round(index, 6), "trigger": f["trigger"],
-              "exit": f["exit"], "fraction": round(payout_fraction(index, f["trigger"], f["exit"]), 6),
-              "amount": payout_amount(index, f["trigger"], f["exit"], f["insured_sum"]),
-              "insured_sum": f["insured_sum"], "currency": f["currency"]}
-    columns = {"date": season.dates, "n_pixels": counts, "valid_fraction": valid_fraction,
-               "ndvi_mean": [None if math.isnan(v) else float(v) for v in ndvi_mean],
-               "ndvi_smooth": smoothed, "baseline_mean": base_mean, "z": z}
-    return {"columns": columns, "season_metrics": metrics, "events": events, "payout": payout}
+    smoothed = science.smooth(ndvi_mean, weights, settings.lam)
+    z = science.z_scores(smoothed, base_mean, base_std)
+    metrics = science.season_metrics(days, smoothed, sowing, harvest, stack.dates)
+    metrics.update({"n_observed_dates": int(observed.sum()), "n_dates": stack.n_dates})
+    events = science.abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, stack.dates)
+    events += science.sustained_anomalies(days, z, sowing, harvest, stack.dates)
+    index = loss_index(f["index"], days, smoothed, base_mean, sowing, harvest)
+    money = payout(index, f["trigger"], f["exit"], f["insured_sum"])
+    record = {"index": f["index"], "index_value": round(index, 6), "trigger": f["trigger"], "exit": f["exit"],
+              **money, "insured_sum": f["insured_sum"], "currency": f["currency"]}
+    columns.update(ndvi_smooth=smoothed, z=z)
+    return {"columns": columns, "season_metrics": metrics, "events": events, "payout": record,
+            "coverage": coverage}
 
 
 def _day(value) -> float:
     return float(value.toordinal() if isinstance(value, dt.date) else dt.date.fromisoformat(value).toordinal())
 
 
-def assess_to_file(season, field_id, out_dir, settings=None) -> dict:
+def _column_values(columns: dict, n_rows: int) -> dict:
+    """Arrays for the output table: NaN → null, a column not measured (None) → all null."""
+    out = {}
+    for name, values in columns.items():
+        if values is None:
+            out[name] = [None] * n_rows
+        elif name in ("date", "n_pixels"):
+            out[name] = list(values)
+        else:
+            out[name] = [None if v is None or math.isnan(v) else float(v) for v in values]
+    return out
+
+
+def assess_to_file(season, field_id, out_dir, settings: Settings | None = None) -> dict:
     """Validate, assess, write out_dir/<field_id>.parquet atomically; return the CLI's summary line.
 
-    Raises BadInput (bad/unknown id), EnvironmentFailure, or OSError (ENOSPC/EDQUOT unchanged).
+    A FieldOutcome is written as the field's explained outcome (status not_assessable or
+    insufficient_data). Raises BadInput (bad/unknown id), EnvironmentFailure or OSError (ENOSPC/EDQUOT).
     """
     t0 = time.perf_counter()
+    settings = settings or Settings()
     season.require(field_id)
     path = output_path(out_dir, field_id)
-    result = assess(season, field_id, settings)
-    write_output(path, result["columns"], field_id, app.__version__, season.fingerprint, result)
-    payout = result["payout"]
-    return {"field_id": field_id, "status": "ok", "path": str(path), "payout": payout["amount"],
-            "currency": payout["currency"], "index_value": payout["index_value"],
-            "n_events": len(result["events"]), "n_observed_dates": result["season_metrics"]["n_observed_dates"],
-            "seconds": round(time.perf_counter() - t0, 4)}
+    want = expected(season, field_id, settings)
+    try:
+        result = assess(season, field_id, settings)
+        status, reason = ASSESSED, ""
+    except FieldOutcome as outcome:
+        stack = season.stack_of(field_id)
+        empty = {name: None for name in ("n_pixels", "valid_fraction", "ndvi_mean", "ndvi_smooth",
+                                         "baseline_mean", "z")}
+        columns = {"date": stack.dates if stack else [], **empty, **outcome.partial.get("columns", {})}
+        result = {"columns": columns, "season_metrics": None, "events": [], "payout": None,
+                  "coverage": {**outcome.partial.get("coverage", {}), "detail": outcome.detail}}
+        status, reason = outcome.status, outcome.reason
+    write_output(path, _column_values(result["columns"], want.n_rows), want, status, reason, result)
+    return {"field_id": field_id, "status": "ok", "path": str(path), "seconds": round(time.perf_counter() - t0, 4),
+            **summary_of(status, reason, result["payout"], result["events"], result["coverage"])}

@@ -1,9 +1,11 @@
-"""Command line: `python -m app.sure2 assess ...` and `python -m app.sure2 synth ...`.
+"""Command line: `python -m app.sure2 assess ...` (the sealed image's runscript).
 
 assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order;
 bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
 storage failed (processing stops at the first ENOSPC/EDQUOT/EROFS/EIO), else 1 if an assessment raised, else 2 if
-any id was bad, else 0. A missing --out directory is created (only when there is a valid id to assess).
+any id was bad, else 0. A field whose problem is its own (outside the raster, no baseline, ...) is not an
+error: its explained outcome is written (app.sure2.outcome) and its line says so. A missing --out
+directory is created (only when there is a valid id to assess). Generated seasons: `python -m app.season synth`.
 """
 
 import argparse
@@ -13,7 +15,8 @@ import sys
 from pathlib import Path
 
 from app.errors import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput,
-                        EnvironmentFailure, is_storage_error)
+                        EnvironmentFailure, guarded, is_storage_error, one_line)
+from app.sure2 import settings as run_settings
 from app.sure2.ids import validate_field_id
 
 DATA_ENV, OUT_ENV = "SURE2_DATA", "SURE2_OUT"
@@ -33,23 +36,13 @@ def build_parser():
     a.add_argument("--ids-from", metavar="FILE|-", help="read more ids, one per line, from a file or stdin")
     a.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"season directory (default ${DATA_ENV})")
     a.add_argument("--out", default=os.environ.get(OUT_ENV), help=f"output directory (default ${OUT_ENV})")
-    a.add_argument("--lambda", dest="lam", type=float, default=None, help="Whittaker smoothing strength")
-    a.add_argument("--min-coverage", type=float, default=None, help="valid-pixel fraction below which a date is missing")
-    s = sub.add_parser("synth", help="generate a season with ground truth")
-    s.add_argument("--fields", type=int, required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    run_settings.add_arguments(a)
     return p
 
 
 def _emit(line: dict) -> None:
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
-
-
-def _one_line(exc) -> str:
-    text = str(exc).strip().replace("\n", " ")
-    return text or type(exc).__name__
 
 
 def _read_ids(args) -> list:
@@ -61,19 +54,17 @@ def _read_ids(args) -> list:
             else:
                 text = Path(args.ids_from).read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read ids from {args.ids_from}: {_one_line(exc)}") from exc
+            raise BadInput(f"cannot read ids from {args.ids_from}: {one_line(exc)}") from exc
         ids += [line.strip() for line in text.splitlines() if line.strip()]
     return ids
 
 
 def assess_command(args) -> int:
-    from app.sure2.assess import Settings
-
     try:
         ids = _read_ids(args)
-        settings = Settings(**{k: v for k, v in (("lam", args.lam), ("min_coverage", args.min_coverage)) if v is not None})
-    except (BadInput, ValueError) as exc:
-        sys.stderr.write(f"sure2: {_one_line(exc)}\n")
+        settings = run_settings.from_args(args)
+    except BadInput as exc:
+        sys.stderr.write(f"sure2: {one_line(exc)}\n")
         return EXIT_BAD_INPUT
     if not ids:
         sys.stderr.write("sure2: no field ids given\n")
@@ -87,8 +78,8 @@ def assess_command(args) -> int:
     def reject(fid, exc):
         nonlocal bad
         bad = True
-        sys.stderr.write(f"sure2: {_one_line(exc)}\n")
-        _emit({"field_id": fid, "status": "bad_input", "reason": _one_line(exc)})
+        sys.stderr.write(f"sure2: {one_line(exc)}\n")
+        _emit({"field_id": fid, "status": "bad_input", "reason": one_line(exc)})
 
     well_formed = []
     for fid in dict.fromkeys(ids):  # de-duplicated, first occurrence kept
@@ -102,7 +93,7 @@ def assess_command(args) -> int:
     try:
         season = Season.open(args.data)
     except EnvironmentFailure as exc:
-        sys.stderr.write(f"sure2: {_one_line(exc)}\n")
+        sys.stderr.write(f"sure2: {one_line(exc)}\n")
         return EXIT_ENVIRONMENT
     with season:
         known = []
@@ -122,7 +113,7 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            sys.stderr.write(f"sure2: cannot create output directory {out_dir}: {_one_line(exc)}\n")
+            sys.stderr.write(f"sure2: cannot create output directory {out_dir}: {one_line(exc)}\n")
             return EXIT_ENVIRONMENT
     position = {fid: i for i, fid in enumerate(season.field_ids)}
     ordered = sorted(ids, key=position.__getitem__)  # neighbours share decompressed tiles
@@ -130,7 +121,7 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
         try:
             _emit(assess_to_file(season, fid, out_dir, settings))
         except (EnvironmentFailure, OSError) as exc:
-            reason = _one_line(exc)
+            reason = one_line(exc)
             _emit({"field_id": fid, "status": "error", "reason": reason})
             sys.stderr.write(f"sure2: {fid}: {reason}\n")
             env_failed = True
@@ -139,7 +130,7 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
                     _emit({"field_id": rest, "status": "error", "reason": f"not attempted: {reason}"})
                 break
         except Exception as exc:  # one field's science failing must not stop the others
-            reason = f"{type(exc).__name__}: {_one_line(exc)}"
+            reason = f"{type(exc).__name__}: {one_line(exc)}"
             _emit({"field_id": fid, "status": "error", "reason": reason})
             sys.stderr.write(f"sure2: {fid}: assessment failed: {reason}\n")
             failed = True
@@ -150,26 +141,6 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
     return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
-def synth_command(args) -> int:
-    from app.sure2.synth import generate
-
-    if not 1 <= args.fields <= 1_000_000:
-        sys.stderr.write("sure2: --fields must be between 1 and 1000000\n")
-        return EXIT_BAD_INPUT
-    try:
-        summary = generate(args.fields, args.seed, args.out)
-    except OSError as exc:
-        sys.stderr.write(f"sure2: synth failed: {_one_line(exc)}\n")
-        return EXIT_ENVIRONMENT
-    _emit(summary)
-    return EXIT_OK
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "assess":
-            return assess_command(args)
-        return synth_command(args)
-    except KeyboardInterrupt:
-        return 130
+    return guarded("sure2", assess_command, args)

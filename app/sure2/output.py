@@ -1,11 +1,17 @@
-"""The per-field output file: OUT/<field_id>.parquet, one row per acquisition date.
+"""The per-field output file: OUT/<field_id>.parquet, one row per acquisition date of the field's stack.
 
-"Done means valid": a file counts only if its footer reads, its row count equals the season's
-number of dates and its key-value metadata names the same field, code version and data fingerprint.
-The check reads the footer alone.
+"Done means valid": a file counts only if its footer reads, its row count is the one the assessment
+promises, its key-value metadata names the same field, code version, data fingerprint and settings,
+and (full check) every data page reads back with a matching checksum, so bit rot under an intact
+footer is caught. Pages are written with CRC checksums; the whole (small) file is read to verify.
+
+Footer key-value metadata: field_id, code_version, data_fingerprint, settings (JSON), status
+(assessed | not_assessable | insufficient_data), reason (empty when assessed), and JSON blobs:
+season_metrics, events, payout (null unless assessed), coverage.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,59 +19,132 @@ import pyarrow.parquet as pq
 
 from app.hpc.atomic import atomic_path
 from app.sure2.ids import validate_field_id
+from app.sure2.outcome import STATUSES
 
 SCHEMA = pa.schema([
     ("date", pa.date32()),
     ("n_pixels", pa.int32()),  # valid (cloud-free) inner pixels on this date
-    ("valid_fraction", pa.float64()),  # n_pixels / inner-mask pixels
+    ("valid_fraction", pa.float64()),  # n_pixels / inner-mask pixels (pixels outside the stack count as unobserved)
     ("ndvi_mean", pa.float64()),  # null where the date is missing (below the coverage threshold)
     ("ndvi_smooth", pa.float64()),
     ("baseline_mean", pa.float64()),
     ("z", pa.float64()),
 ])
-JSON_KEYS = ("season_metrics", "events", "payout")
+JSON_KEYS = ("season_metrics", "events", "payout", "coverage")
+SUMMARY_KEYS = ("outcome", "reason", "detail", "raster_coverage", "observed_share", "events", "payout", "amount_cents",
+                "currency", "index_value")  # see summary_of
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a valid output of one field must say, for this season, this code and these settings."""
+
+    field_id: str
+    n_rows: int
+    code_version: str
+    fingerprint: str
+    settings: object  # app.sure2.settings.Settings
 
 
 def output_path(out_dir, field_id) -> Path:
     return Path(out_dir) / f"{validate_field_id(field_id)}.parquet"
 
 
-def write_output(path, columns: dict, field_id, code_version, fingerprint, blobs: dict) -> None:
-    """Write atomically (temp name in the same directory, fsync, rename)."""
-    meta = {b"field_id": field_id.encode(), b"code_version": code_version.encode(),
-            b"data_fingerprint": fingerprint.encode()}
+def write_output(path, columns: dict, expected: Expected, status: str, reason: str, blobs: dict) -> None:
+    """Write atomically (temp name in the same directory, fsync, rename), with page checksums."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    meta = {b"field_id": expected.field_id, b"code_version": expected.code_version,
+            b"data_fingerprint": expected.fingerprint, b"settings": expected.settings.canonical(),
+            b"status": status, b"reason": reason}
+    meta = {k: v.encode() for k, v in meta.items()}
     for key in JSON_KEYS:
-        meta[key.encode()] = json.dumps(blobs[key], separators=(",", ":")).encode()
+        meta[key.encode()] = json.dumps(blobs.get(key), separators=(",", ":")).encode()
     table = pa.table(columns, schema=SCHEMA.with_metadata(meta))
+    if table.num_rows != expected.n_rows:
+        raise ValueError(f"{expected.field_id}: {table.num_rows} rows, the output promises {expected.n_rows}")
     with atomic_path(path) as tmp:
         # Small files: no statistics, one row group; snappy is the cheapest codec to write.
-        pq.write_table(table, tmp, compression="snappy", write_statistics=False)
+        pq.write_table(table, tmp, compression="snappy", write_statistics=False, write_page_checksum=True)
 
 
-def check_output(path, field_id, n_rows, code_version, fingerprint):
-    """None when `path` is a valid output for this field/season/code, else a short reason."""
+def check_output(path, expected: Expected, full: bool = True):
+    """None when `path` is a valid output for `expected`, else a short reason.
+
+    The reason starts with a kind (app.batch.plan acts on it): "missing", "unreadable", "corrupt",
+    "row count", "field_id", "code version", "fingerprint", "settings", "status".
+    full=False reads the footer only (the batch uses it for files it verified itself before).
+    """
     path = Path(path)
-    if not path.is_file():
-        return "missing"
     try:
-        meta = pq.read_metadata(path)
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+    except FileNotFoundError:
+        return "missing"
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for torn or foreign files
-        return f"unreadable footer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    if meta.num_rows != n_rows:
-        return f"row count {meta.num_rows} != {n_rows}"
-    kv = meta.metadata or {}
-    if kv.get(b"field_id", b"").decode(errors="replace") != field_id:
-        return "field_id mismatch"
-    got = kv.get(b"code_version", b"").decode(errors="replace")
-    if got != code_version:
-        return f"code version {got or '?'} != {code_version}"
-    got = kv.get(b"data_fingerprint", b"").decode(errors="replace")
-    if got != fingerprint:
-        return f"fingerprint {got[:12] or '?'} != {fingerprint[:12]}"
+        return f"unreadable footer: {_first_line(exc)}"
+    with parquet:
+        meta = parquet.metadata
+        kv = meta.metadata or {}
+        text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in kv.items()}
+        if meta.num_rows != expected.n_rows:
+            return f"row count {meta.num_rows} != {expected.n_rows}"
+        if text.get("field_id") != expected.field_id:
+            return f"field_id {text.get('field_id', '?')!r} is another field's"
+        if text.get("code_version") != expected.code_version:
+            return f"code version {text.get('code_version') or '?'} != {expected.code_version}"
+        if text.get("data_fingerprint") != expected.fingerprint:
+            return f"fingerprint {text.get('data_fingerprint', '?')[:12]} != {expected.fingerprint[:12]}"
+        difference = expected.settings.difference(text.get("settings", ""))
+        if difference:
+            return f"settings: {difference}"
+        if text.get("status") not in STATUSES:
+            return f"status {text.get('status')!r} unknown"
+        if full:
+            try:
+                table = parquet.read()
+            except Exception as exc:  # a checksum mismatch or an undecodable page
+                return f"corrupt data page: {_first_line(exc)}"
+            if table.num_rows != expected.n_rows:
+                return f"corrupt: {table.num_rows} rows read, footer says {expected.n_rows}"
     return None
 
 
-def read_blobs(path) -> dict:
-    """The JSON metadata blobs (season_metrics, events, payout) of an output, from its footer."""
+def summary_of(status: str, reason: str, payout: dict | None, events: list, coverage: dict | None) -> dict:
+    """What a batch keeps of one output (its report and result layer): the same keys whether it comes
+    from an assessment just made or from an output's footer."""
+    coverage = coverage or {}
+    out = {"outcome": status, "reason": reason, "detail": coverage.get("detail", ""),
+           "raster_coverage": coverage.get("raster_coverage"),
+           "observed_share": coverage.get("observed_share"), "events": _events_text(events or [])}
+    if payout is not None:
+        out.update(payout=payout["amount"], amount_cents=payout["amount_cents"], currency=payout["currency"],
+                   index_value=payout["index_value"])
+    return out
+
+
+def _events_text(events: list) -> str:
+    """Events as one short text: "abrupt_drop 2025-07-05; sustained_anomaly 2025-06-20..2025-07-10"."""
+    parts = []
+    for e in events:
+        when = e.get("date") or f"{e.get('start_date')}..{e.get('end_date')}"
+        parts.append(f"{e['type']} {when}")
+    return "; ".join(parts)
+
+
+def footer_summary(path) -> dict:
+    footer = read_footer(path)
+    return summary_of(footer["status"], footer["reason"], footer["payout"], footer["events"], footer["coverage"])
+
+
+def read_footer(path) -> dict:
+    """status, reason and the JSON blobs of an output, from its footer."""
     kv = pq.read_metadata(path).metadata
-    return {key: json.loads(kv[key.encode()]) for key in JSON_KEYS}
+    out = {key: json.loads(kv[key.encode()]) for key in JSON_KEYS}
+    out["status"] = kv[b"status"].decode()
+    out["reason"] = kv[b"reason"].decode()
+    return out
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,15 +1,29 @@
-"""Index insurance: a loss index from the season, paid linearly between trigger and exit."""
+"""Index insurance: a loss index from the season, paid linearly between trigger and exit.
+
+The money path is exact and reproducible from what an output records:
+  fraction     = clip((index − trigger) / (exit − trigger), 0, 1), rounded to FRACTION_DIGITS decimals
+                 ROUND_HALF_UP (the recorded `fraction`, a JSON number whose text is those digits);
+  insured      = the insured sum in integer cents (ROUND_HALF_UP of sum × 100);
+  amount_cents = insured × fraction, rounded ROUND_HALF_UP to a whole cent (decimal arithmetic, no float).
+So `payout_cents(insured_sum_cents, recorded fraction)` reproduces `amount_cents` exactly.
+"""
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
 
 from app.sure2.science import window_integral
 
 INDEX_KINDS = ("ndvi_integral", "ndvi_peak")
+FRACTION_DIGITS = 6
+_FRACTION_QUANTUM = Decimal(1).scaleb(-FRACTION_DIGITS)
 
 
 def loss_index(kind, days, smoothed, base_mean, sowing, harvest) -> float:
     """Relative shortfall against the baseline over the field's sowing→harvest window (0 = normal).
 
     ndvi_integral: 1 − ∫NDVI / ∫baseline;  ndvi_peak: 1 − peak NDVI / baseline peak.
-    Never negative: a better-than-normal season is index 0.
+    Never negative: a better-than-normal season is index 0. A NaN index (NaN in the curves) raises:
+    it must never pass as "no loss".
     """
     if kind == "ndvi_integral":
         field = window_integral(days, smoothed, sowing, harvest)
@@ -21,18 +35,36 @@ def loss_index(kind, days, smoothed, base_mean, sowing, harvest) -> float:
         field, normal = float(smoothed[win].max()), float(base_mean[win].max())
     else:
         raise ValueError(f"unknown index {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
+    if math.isnan(field) or math.isnan(normal):
+        raise ValueError(f"{kind} index is NaN (a NaN in the smoothed series or the baseline)")
     if normal <= 0:
         return 0.0
     return max(0.0, 1.0 - field / normal)
 
 
 def payout_fraction(index, trigger, exit) -> float:
-    """0 up to trigger, 1 from exit on, linear between."""
+    """0 up to trigger, 1 from exit on, linear between; rounded to FRACTION_DIGITS (ROUND_HALF_UP)."""
     if not exit > trigger:
         raise ValueError(f"contract exit ({exit}) must exceed trigger ({trigger})")
-    return min(1.0, max(0.0, (index - trigger) / (exit - trigger)))
+    if math.isnan(index):
+        raise ValueError("loss index is NaN")
+    raw = min(1.0, max(0.0, (index - trigger) / (exit - trigger)))
+    return float(Decimal(repr(float(raw))).quantize(_FRACTION_QUANTUM, ROUND_HALF_UP))
 
 
-def payout_amount(index, trigger, exit, insured_sum) -> float:
-    """Payout in the contract currency, capped at the insured sum, rounded to cents."""
-    return round(insured_sum * payout_fraction(index, trigger, exit), 2)
+def to_cents(amount) -> int:
+    """An amount in currency units as integer cents (ROUND_HALF_UP)."""
+    return int((Decimal(repr(float(amount))) * 100).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def payout_cents(insured_sum_cents: int, fraction: float) -> int:
+    """insured × fraction in whole cents, ROUND_HALF_UP, in decimal arithmetic."""
+    return int((Decimal(int(insured_sum_cents)) * Decimal(repr(float(fraction)))).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def payout(index, trigger, exit, insured_sum) -> dict:
+    """The payout record of an output: fraction, amounts in cents and currency units."""
+    fraction = payout_fraction(index, trigger, exit)
+    insured = to_cents(insured_sum)
+    cents = payout_cents(insured, fraction)
+    return {"fraction": fraction, "insured_sum_cents": insured, "amount_cents": cents, "amount": cents / 100}

@@ -7,9 +7,6 @@ import numpy as np
 
 from app.sure2._kernels import whittaker
 
-# Defaults an analyst can override per run (recorded in every output's season_metrics).
-DEFAULT_LAMBDA = 10.0  # Whittaker smoothing strength for 5-day acquisitions
-DEFAULT_MIN_COVERAGE = 0.5  # a date with fewer valid inner pixels than this fraction is missing
 DROP_THRESHOLD = 0.12  # NDVI fall of the anomaly between two observations that counts as abrupt
 DROP_MAX_GAP = 4  # acquisitions between the two clear views that bracket a drop, at most (20 days)
 HARVEST_GUARD_DAYS = 10  # drops this close to harvest are the harvest, not damage

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from app import __version__
 from app.hpc.atomic import is_temp_name
+from app.sure2.assess import expected
 from app.sure2.output import check_output
+from app.sure2.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 N_FIELDS = 60  # small: the fault tests run the whole season a dozen times on 2 busy cores
@@ -31,7 +32,7 @@ def season_dir(tmp_path_factory) -> Path:
         return Path(given)
     out = tmp_path_factory.mktemp("season")
     subprocess.run(
-        [sys.executable, "-m", "app.sure2", "synth", "--fields", str(N_FIELDS), "--seed", "7", "--out", str(out)],
+        [sys.executable, "-m", "app.season", "synth", "--fields", str(N_FIELDS), "--seed", "7", "--out", str(out)],
         check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
     )
     return out
@@ -94,7 +95,7 @@ def output_problems(season, out: Path) -> dict:
         if fid not in known or not entry.name.endswith(".parquet"):
             problems[entry.name] = "not an output"
             continue
-        why = check_output(entry.path, fid, season.n_dates, __version__, season.fingerprint)
+        why = check_output(entry.path, expected(season, fid, Settings()))
         if why:
             problems[entry.name] = why
     return problems

@@ -4,6 +4,7 @@ image: the same `python -m app.sure2 assess --ids-from -`), and the apptainer co
 import pytest
 
 from app.batch.backends import CommandBackend, InprocBackend, StopBatch, apptainer_prefix, sure2_cli_prefix
+from app.sure2.settings import Settings
 
 
 def test_apptainer_command_is_contained_and_binds_out_and_tmp():
@@ -32,7 +33,7 @@ def test_command_backend_stops_the_batch_when_the_data_is_missing(tmp_path):
 def test_inproc_backend_matches_the_command_backend(season, season_dir, tmp_path):
     fid = season.field_ids[5]
     (tmp_path / "a").mkdir()
-    inproc = InprocBackend(season_dir, tmp_path / "a")
+    inproc = InprocBackend(season_dir, tmp_path / "a", Settings())
     try:
         (mine,) = inproc.run([fid])
     finally:

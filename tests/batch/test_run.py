@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.hpc.cores import physical_cores
-from app.sure2.output import read_blobs
+from app.sure2.output import read_footer
 from tests.batch.conftest import ROOT, assert_complete, attempts, batch_cmd, run_batch, valid_fields
 
 
@@ -30,14 +30,19 @@ def test_report_counts_payouts_and_map(season, finished):
     out, done = finished
     report = json.loads((out / ".batch" / "report.json").read_text())
     n = len(season.field_ids)
-    assert report["counts"]["requested"] == n and report["counts"]["done"] == n
-    assert report["counts"]["remaining"] == report["counts"]["failed"] == 0
-    # the total is the sum of what the outputs themselves say
-    amounts = [read_blobs(out / f"{fid}.parquet")["payout"]["amount"] for fid in season.field_ids]
-    assert report["payout_total"] == {"NOK": pytest.approx(round(sum(amounts), 2))}
-    assert sum(amounts) > 0  # the generated season has damaged fields that pay
-    assert report["timing"]["workers"] == physical_cores()
-    assert len(report["slowest"]) == 10 and report["slowest"][0]["seconds"] >= report["slowest"][-1]["seconds"]
+    run = report["run"]
+    assert run["requested"] == n and run["done"] == n and run["remaining"] == run["failed"] == 0
+    counts = report["counts"]
+    assert report["season"]["fields"] == n == sum(counts.values())
+    assert counts["remaining"] == counts["failed"] == counts["given_up"] == 0
+    # the total is the sum, in cents, of what the outputs themselves say
+    footers = [read_footer(out / f"{fid}.parquet") for fid in season.field_ids]
+    cents = [f["payout"]["amount_cents"] for f in footers if f["payout"]]
+    assert report["payout_total"] == {"NOK": sum(cents) / 100} and sum(cents) > 0  # damaged fields pay
+    assert report["paid_fields"] == sum(c > 0 for c in cents)
+    assert counts["assessed"] == sum(f["status"] == "assessed" for f in footers)
+    assert run["workers"] == physical_cores()
+    assert len(run["slowest"]) == 10 and run["slowest"][0]["seconds"] >= run["slowest"][-1]["seconds"]
     table = (out / ".batch" / "report.txt").read_text()
     assert "total payout NOK" in table and "Slowest fields" in table
     png = (out / ".batch" / "payout_map.png").read_bytes()
@@ -75,14 +80,13 @@ def test_bad_ids_in_a_list_are_reported_and_the_rest_done(season, season_dir, tm
     assert valid_fields(season, out) == set(good)
     assert sorted(p.name for p in out.iterdir()) == sorted([".batch"] + [f"{g}.parquet" for g in good])
     report = json.loads((out / ".batch" / "report.json").read_text())
-    assert set(report["bad_ids"]) == set(bad)
-    assert report["counts"]["requested"] == 7 and report["counts"]["done"] == 3
+    assert set(report["run"]["bad_ids"]) == set(bad)
+    assert report["run"]["requested"] == 7 and report["run"]["done"] == 3
 
 
 @pytest.fixture
 def broken_season(season_dir, season, tmp_path):
-    """A copy of the season whose first field has an impossible contract (exit == trigger):
-    its assessment raises every time, the others are fine."""
+    """A copy of the season whose first field has an impossible contract (exit == trigger)."""
     copy = tmp_path / "season"
     shutil.copytree(season_dir, copy)
     table = pq.read_table(copy / "fields.parquet")
@@ -94,26 +98,23 @@ def broken_season(season_dir, season, tmp_path):
     return copy, victim
 
 
-def test_a_failing_field_is_recorded_and_given_up(season, broken_season, tmp_path):
+def test_an_impossible_contract_is_the_fields_explained_outcome_not_a_failure(season, broken_season, tmp_path):
+    from app.sure2.output import read_footer
+
     data, victim = broken_season
     out = tmp_path / "out"
-    out.mkdir()
     first = run_batch(data, out, "--max-failures", 2)
-    assert first.returncode == 1, first.stderr
-    assert valid_fields(season, out) == set(season.field_ids) - {victim}
-    assert attempts(out)[victim] == 2  # retried up to the limit, then left alone
+    assert first.returncode == 0, first.stderr  # every field ended assessed or explained
+    footer = read_footer(out / f"{victim}.parquet")
+    assert (footer["status"], footer["reason"]) == ("not_assessable", "bad_contract")
+    assert "must satisfy 0 <= trigger < exit" in footer["coverage"]["detail"] and footer["payout"] is None
+    assert attempts(out)[victim] == 1  # assessed once: a durable outcome, never retried
     report = json.loads((out / ".batch" / "report.json").read_text())
-    (failure,) = report["failures"]
-    assert failure["field_id"] == victim and "exit" in failure["reason"] and failure["failures"] == 2
+    assert report["failures"] == [] and report["counts"]["failed"] == 0
+    assert [e["field_id"] for e in report["explained"]["bad_contract"]] == [victim]
 
     second = run_batch(data, out, "--max-failures", 2)
-    assert second.returncode == 1
-    assert attempts(out)[victim] == 2  # given up: not retried forever
-    assert json.loads((out / ".batch" / "report.json").read_text())["failures"][0]["given_up"]
-
-    third = run_batch(data, out, "--max-failures", 2, "--retry-failed")
-    assert third.returncode == 1
-    assert attempts(out)[victim] == 4
+    assert second.returncode == 0 and attempts(out)[victim] == 1
 
 
 def test_usage_errors_exit_2_with_one_line_and_write_nothing(season_dir, tmp_path):
@@ -135,8 +136,8 @@ def test_environment_failures_exit_3_and_write_nothing(season_dir, tmp_path):
                               env={**__import__("os").environ, "APP_TMPDIR": str(tmp_path / "nowhere")})
     assert bad_temp.returncode == 3 and "temp dir" in bad_temp.stderr
     assert list(out.iterdir()) == []
-    no_out = cli("run", season_dir, tmp_path / "no-out")
-    assert no_out.returncode == 3 and "output dir" in no_out.stderr
+    assert cli("status", season_dir, tmp_path / "no-out").returncode == 3  # looks only: nothing created
+    assert not (tmp_path / "no-out").exists()
 
 
 def test_report_command_over_all_runs(season, season_dir, tmp_path):
@@ -148,9 +149,9 @@ def test_report_command_over_all_runs(season, season_dir, tmp_path):
     r = cli("report", season_dir, out)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / ".batch" / "report.json").read_text())
-    assert report["counts"]["valid_outputs"] == 5
     assert report["counts"]["remaining"] == len(season.field_ids) - 5
-    assert "Batch report" in r.stdout
+    assert sum(report["counts"][s] for s in ("assessed", "not_assessable", "insufficient_data")) == 5
+    assert "Season report" in r.stdout
 
 
 def test_whole_season_resume_after_partial_list(season, season_dir, tmp_path):

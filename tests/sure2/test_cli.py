@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-import app
 from app.hpc.atomic import is_temp_name
+from app.sure2.assess import expected
 from app.sure2.output import check_output
 from app.sure2.season import Season
+from app.sure2.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,12 +26,11 @@ def run_cli(*args, stdin=None, env=None):
 @pytest.fixture(scope="module")
 def catalogue(season_dir):
     with Season.open(season_dir) as s:
-        return s.field_ids, s.n_dates, s.fingerprint
+        return s.field_ids, {fid: expected(s, fid, Settings()) for fid in s.field_ids}
 
 
 def _valid(out, fid, catalogue):
-    _, n_dates, fingerprint = catalogue
-    return check_output(out / f"{fid}.parquet", fid, n_dates, app.__version__, fingerprint) is None
+    return check_output(out / f"{fid}.parquet", catalogue[1][fid]) is None
 
 
 @pytest.mark.parametrize("bad", ["../x", "/abs", "", "x" * 65, "a b", "NO25-99999"])
@@ -162,14 +162,29 @@ def test_disk_full_stops_with_exit_3_and_only_valid_files(season_dir, tiny_tmpfs
     assert all(_valid(out, n.removesuffix(".parquet"), catalogue) for n in written)
 
 
-def test_smoothing_options_are_checked_and_recorded(season_dir, tmp_path, catalogue):
-    from app.sure2.output import read_blobs
+@pytest.mark.parametrize("flags,why", [
+    (["--lambda", "-1"], "--lambda must be > 0"),
+    (["--lambda", "0"], "cannot fill the cloudy"),
+    (["--lambda", "nan"], "finite number"),
+    (["--lambda", "inf"], "finite number"),
+    (["--min-coverage", "0"], "--min-coverage must be in (0, 1]"),
+    (["--min-field-coverage", "1.5"], "--min-field-coverage must be in (0, 1]"),
+    (["--min-observed-share", "-0.1"], "--min-observed-share must be in [0, 1]"),
+])
+def test_invalid_settings_exit_2_with_one_line_and_write_nothing(season_dir, tmp_path, catalogue, flags, why):
+    out = tmp_path / "out"
+    r = run_cli("assess", catalogue[0][0], *flags, "--data", str(season_dir), "--out", str(out))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and why in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_settings_are_recorded_and_part_of_validity(season_dir, tmp_path, catalogue):
+    import pyarrow.parquet as pq
 
     fid = catalogue[0][0]
     out = tmp_path / "out"
-    r = run_cli("assess", fid, "--lambda", "-1", "--data", str(season_dir), "--out", str(out))
-    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and not out.exists()
     r = run_cli("assess", fid, "--lambda", "50", "--min-coverage", "0.8", "--data", str(season_dir), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    metrics = read_blobs(out / f"{fid}.parquet")["season_metrics"]
-    assert metrics["lambda"] == 50.0 and metrics["min_coverage"] == 0.8
+    recorded = json.loads(pq.read_metadata(out / f"{fid}.parquet").metadata[b"settings"])
+    assert recorded["lam"] == 50.0 and recorded["min_coverage"] == 0.8
+    assert not _valid(out, fid, catalogue)  # made with other settings than the defaults

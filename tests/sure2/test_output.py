@@ -6,10 +6,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-import app
-from app.sure2.assess import assess_to_file
-from app.sure2.output import check_output, output_path, read_blobs
+from app.sure2.assess import assess_to_file, expected
+from app.sure2.output import check_output, output_path, read_footer
 from app.sure2.season import Season
+from app.sure2.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def written(season, tmp_path):
     return fid, output_path(tmp_path, fid), summary
 
 
-def _check(season, path, fid):
-    return check_output(path, fid, season.n_dates, app.__version__, season.fingerprint)
+def _check(season, path, fid, settings=Settings()):
+    return check_output(path, expected(season, fid, settings))
 
 
 def test_valid_output(season, written):
@@ -34,17 +34,18 @@ def test_valid_output(season, written):
     assert summary["status"] == "ok" and summary["path"] == str(path)
     assert _check(season, path, fid) is None
     table = pq.read_table(path)
-    assert table.num_rows == season.n_dates == 37
+    assert table.num_rows == season.n_rows(fid) == 37
     assert table.column_names == ["date", "n_pixels", "valid_fraction", "ndvi_mean", "ndvi_smooth",
                                   "baseline_mean", "z"]
-    blobs = read_blobs(path)
+    blobs = read_footer(path)
+    assert blobs["status"] == "assessed" and blobs["reason"] == ""
     assert blobs["payout"]["amount"] == summary["payout"]
     assert blobs["season_metrics"]["n_dates"] == 37
     assert os.listdir(path.parent) == [path.name]  # no temp file left
 
 
 def test_missing(season, tmp_path):
-    assert _check(season, tmp_path / "x.parquet", "x") == "missing"
+    assert _check(season, tmp_path / "x.parquet", season.field_ids[1]) == "missing"
 
 
 def test_truncated(season, written):
@@ -65,13 +66,18 @@ def test_wrong_field(season, written):
     fid, path, _ = written
     other = path.with_name("someone-else.parquet")
     shutil.copy(path, other)
-    assert _check(season, other, "someone-else") == "field_id mismatch"
+    assert _check(season, other, season.field_ids[1]).startswith("field_id")
 
 
-def test_wrong_code_version_and_fingerprint(season, written):
+def test_wrong_code_version_fingerprint_and_settings(season, written):
+    from dataclasses import replace
+
     fid, path, _ = written
-    assert check_output(path, fid, 37, "0.0.0", season.fingerprint).startswith("code version")
-    assert check_output(path, fid, 37, app.__version__, "0" * 64).startswith("fingerprint")
+    want = expected(season, fid, Settings())
+    assert check_output(path, replace(want, code_version="0.0.0+000000000000")).startswith("code version")
+    assert check_output(path, replace(want, fingerprint="0" * 64)).startswith("fingerprint")
+    why = _check(season, path, fid, Settings(lam=5))
+    assert why == "settings: made with --lambda 10.0 (now 5.0)"
 
 
 def test_output_path_refuses_escaping_ids(tmp_path):

@@ -10,7 +10,9 @@ from app.sure2.season import Season, hilbert_key
 def test_open_reads_catalogue_dates_and_fingerprint(season_dir):
     manifest = json.loads((season_dir / "season.json").read_text())
     with Season.open(season_dir) as s:
-        assert s.n_dates == 37 and s.dates[0].isoformat() == "2025-04-01"
+        stack = s.stacks["ndvi"]
+        assert stack.n_dates == 37 and stack.dates[0].isoformat() == "2025-04-01"
+        assert s.n_rows(s.field_ids[0]) == 37 and s.stack_of(s.field_ids[0]) is stack
         assert s.fingerprint == manifest["fingerprint"]
         assert sorted(s.field_ids) == sorted(f"NO25-{k:05d}" for k in range(manifest["n_fields"]))
         with pytest.raises(BadInput, match="unknown field id"):
@@ -42,15 +44,45 @@ def test_hilbert_key_is_a_continuous_bijection():
     assert (np.abs(np.diff(pts, axis=0)).sum(axis=1) == 1).all()
 
 
+def _copy_season(season_dir, target, stack_bytes=None):
+    target.mkdir()
+    for name in ("season.json", "fields.parquet", "baseline.parquet"):
+        (target / name).write_bytes((season_dir / name).read_bytes())
+    if stack_bytes is not None:
+        (target / "ndvi.tif").write_bytes(stack_bytes)
+    return target
+
+
 def test_missing_or_broken_season_is_an_environment_failure(tmp_path, season_dir):
     with pytest.raises(EnvironmentFailure):
         Season.open(tmp_path / "nope")
     with pytest.raises(EnvironmentFailure):
         Season.open(tmp_path)  # exists, but no manifest
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("season.json", "fields.parquet", "baseline.parquet"):
-        (broken / name).write_bytes((season_dir / name).read_bytes())
-    (broken / "ndvi.tif").write_bytes(b"not a tiff")
-    with pytest.raises(EnvironmentFailure):
-        Season.open(broken)
+    with pytest.raises(EnvironmentFailure, match="ndvi.tif"):
+        Season.open(_copy_season(season_dir, tmp_path / "no-stack"))
+    # a stack is opened at its first read: a broken one fails the read, as the environment
+    with Season.open(_copy_season(season_dir, tmp_path / "broken", b"not a tiff")) as s:
+        with pytest.raises(EnvironmentFailure, match="ndvi.tif is not usable"):
+            s.stack_of(s.field_ids[0]).dataset
+
+
+def test_a_stack_that_differs_from_its_manifest_is_refused(tmp_path, season_dir):
+    import rasterio
+
+    with rasterio.open(season_dir / "ndvi.tif") as src:
+        profile, data = src.profile, src.read()
+    target = _copy_season(season_dir, tmp_path / "other-dates")
+    with rasterio.open(target / "ndvi.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(ACQUISITION_DATES=",".join(["2024-01-01"] * profile["count"]))
+    with Season.open(target) as s:
+        with pytest.raises(EnvironmentFailure, match="does not match season.json"):
+            s.stack_of(s.field_ids[0]).dataset
+
+
+def test_a_season_of_the_old_format_is_refused_with_advice(tmp_path, season_dir):
+    target = _copy_season(season_dir, tmp_path / "old", (season_dir / "ndvi.tif").read_bytes())
+    manifest = json.loads((target / "season.json").read_text())
+    (target / "season.json").write_text(json.dumps({**manifest, "format": "sure2-season/1"}))
+    with pytest.raises(EnvironmentFailure, match="rebuild the season"):
+        Season.open(target)

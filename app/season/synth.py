@@ -1,6 +1,7 @@
-"""Deterministic season generator with ground truth: `python -m app.sure2 synth --fields N --seed S --out DIR`.
+"""Deterministic season generator with ground truth: `python -m app.season synth --fields N --seed S --out DIR`.
 
-Writes the season contract (fields.parquet, ndvi.tif, baseline.parquet, season.json) plus truth.parquet.
+Writes the season contract (fields.parquet, one NDVI stack ndvi.tif, baseline.parquet, season.json)
+plus truth.parquet.
 Fields are irregular polygons shelf-packed on a 10 m UTM 32N canvas with gaps between them; each date
 has spatially coherent cloud blobs (nodata), sensor noise, and mixed edge pixels that blend a field with
 its surroundings by the exact share of the pixel it covers. Damage (hail, drought of 3 levels) is
@@ -25,17 +26,18 @@ from rasterio.features import rasterize
 import app
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.hpc.cores import physical_cores
-from app.sure2 import phenology as ph
+from app.season import phenology as ph
 from app.sure2._kernels import whittaker
-from app.sure2.payout import loss_index, payout_amount
-from app.sure2.science import DEFAULT_LAMBDA
-from app.sure2.season import BASELINE, DATES_TAG, FIELDS, MANIFEST, NDVI
+from app.sure2.payout import loss_index, payout
+from app.sure2.settings import DEFAULT_LAMBDA
+from app.sure2.season import BASELINE, DATES_TAG, FIELDS, FORMAT, MANIFEST, stack_entry
 
 YEAR = 2025
 FIRST_DATE = dt.date(YEAR, 4, 1)
 N_DATES = 37  # every 5 days, 1 April – 27 September
 STEP_DAYS = 5
 CRS = "EPSG:32632"  # UTM 32N: south-eastern Norway
+STACK, NDVI = "ndvi", "ndvi.tif"  # the one NDVI stack of a generated season
 ORIGIN = (560_000.0, 6_760_000.0)  # upper-left corner of the canvas (easting, northing)
 PIXEL = 10.0
 TILE = 128
@@ -217,7 +219,8 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     true_index = np.array([
         loss_index(index_kind[i], days, true_smooth[i], base_mean[(regions[i], crops[i])],
                    sow[i] + to_day, harvest[i] + to_day) for i in range(n_fields)])
-    true_payout = np.array([payout_amount(true_index[i], trigger[i], exit_[i], insured[i]) for i in range(n_fields)])
+    true_payout = np.array([payout(true_index[i], trigger[i], exit_[i], insured[i])["amount"]
+                            for i in range(n_fields)])
 
     # Raster: labels (touched pixels), wholly-inside pixels, exact edge shares.
     shapes = list(zip(polys, range(1, n_fields + 1)))
@@ -238,7 +241,8 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
         "area_ha": np.round(shapely.area(polys) / 1e4, 4), "sowing_date": [_date_of_doy(s) for s in sow],
         "harvest_date": [_date_of_doy(h) for h in harvest], "region_id": regions.tolist(),
         "insured_sum": insured, "currency": ["NOK"] * n_fields, "index": index_kind.tolist(),
-        "trigger": trigger, "exit": exit_,
+        "trigger": trigger, "exit": exit_, "stack": [STACK] * n_fields,
+        "note": pa.nulls(n_fields, pa.string()), "source_id": field_ids,
     })
     geo = {"version": "1.0.0", "primary_column": "geometry",
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}  # no crs = OGC:CRS84
@@ -258,9 +262,10 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
             pq.write_table(table, tmp)
     files = {name: _sha256(out / name) for name in (FIELDS, NDVI, BASELINE)}
     fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    manifest = {"format": "sure2-season/1", "generator": f"app.sure2.synth {app.__version__}",
-                "seed": seed, "n_fields": n_fields, "n_dates": N_DATES, "crs": CRS,
-                "raster_size": [width, height], "files": files, "fingerprint": fingerprint}
+    stacks = {STACK: stack_entry(NDVI, CRS, transform, width, height, TILE, NODATA, dates)}
+    manifest = {"format": FORMAT, "generator": f"app.season.synth {app.__version__}",
+                "seed": seed, "n_fields": n_fields, "n_dates": N_DATES, "stacks": stacks,
+                "files": files, "fingerprint": fingerprint}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return {"out": str(out), "n_fields": n_fields, "n_dates": N_DATES, "raster_size": [width, height],
             "bytes": sum((out / n).stat().st_size for n in files), "fingerprint": fingerprint}

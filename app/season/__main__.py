@@ -1,0 +1,5 @@
+import sys
+
+from app.season.cli import main
+
+sys.exit(main())
