@@ -138,9 +138,9 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
     n_centre, n_mask = int(centre.sum()), int(mask.sum())
     if n_centre == 0:
         raise FieldOutcome("no_pixel", f"no pixel centre inside the field ({shapely.area(polygon):.0f} m²)")
+    window, dr, dc = inside
+    covered = int(centre[dr:dr + window.height, dc:dc + window.width].sum())  # field pixels inside the stack
     data = read_window(stack, shape, inside)
-    observed_ever = (data != stack.nodata).any(axis=0)
-    covered = int(np.count_nonzero(observed_ever & (centre > 0)))
     counts, means = zonal_stats(data, mask, stack.nodata)
     valid_fraction = counts / n_mask
     weights = science.observation_weights(valid_fraction, settings.min_coverage)

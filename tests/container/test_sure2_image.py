@@ -9,13 +9,15 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from app import __version__
+from app.sure2.assess import expected
 from app.sure2.output import check_output
+from app.sure2.settings import Settings
+from app.sure2.version import code_version
 from tests.container.conftest import ROOT, apptainer, contained
 
 pytestmark = pytest.mark.container
 
-COMPILED_MODULES = ("assess", "cli", "ids", "output", "payout", "phenology", "science", "season", "synth")
+COMPILED_MODULES = ("assess", "cli", "ids", "outcome", "output", "payout", "science", "season", "settings", "version")
 COMPILER_NAMES = ("cc", "gcc", "c++", "g++", "clang", "tcc", "cc1", "cc1plus", "x86_64-linux-gnu-gcc")
 
 
@@ -37,7 +39,7 @@ def test_several_ids_in_one_run_match_the_venv_exactly(sure2_sif, season, embedd
     assert sorted(os.listdir(tmp_path / "img")) == sorted(f"{i}.parquet" for i in ids)
     for fid in ids:
         got = tmp_path / "img" / f"{fid}.parquet"
-        assert check_output(got, fid, season.n_dates, __version__, season.fingerprint) is None
+        assert check_output(got, expected(season, fid, Settings())) is None
         want = pq.read_table(tmp_path / "venv" / f"{fid}.parquet")
         assert pq.read_table(got).equals(want, check_metadata=True)  # data and payout blobs alike
 
@@ -58,6 +60,8 @@ names = os.listdir(pkg)
 for m in {COMPILED_MODULES!r}:
     assert not any(n in (m + ".py", m + ".pyx", m + ".c") for n in names), m
     assert any(n.startswith(m + ".cpython-") and n.endswith(".so") for n in names), m
+import importlib.util
+assert importlib.util.find_spec("app.season") is None, "the build side is in the sealed image"
 found = [os.path.join(d, f) for top in ("/usr", "/opt", "/bin") for d, _, fs in os.walk(top)
          for f in fs if f in {COMPILER_NAMES!r} or f.startswith(("gcc-", "clang-"))]
 print("compilers:", found)
@@ -109,7 +113,7 @@ def test_only_out_is_writable(sure2_sif, season, tmp_path):
 def test_embedded_season_is_the_labelled_one(sure2_sif, season):
     proc = apptainer("inspect", "--labels", sure2_sif)
     assert f"data.fingerprint: {season.fingerprint}" in proc.stdout
-    assert f"code.version: {__version__}" in proc.stdout
+    assert f"code.version: {code_version()}" in proc.stdout  # the venv's compiled modules are the image's
 
 
 def test_whole_season_batch_runs_inside_the_image(sure2_sif, season, tmp_path):
@@ -121,7 +125,12 @@ def test_whole_season_batch_runs_inside_the_image(sure2_sif, season, tmp_path):
     outputs = sorted(n for n in os.listdir(tmp_path) if n.endswith(".parquet"))
     assert outputs == sorted(f"{fid}.parquet" for fid in season.field_ids)
     for fid in season.field_ids:
-        assert check_output(tmp_path / f"{fid}.parquet", fid, season.n_dates, __version__, season.fingerprint) is None
+        assert check_output(tmp_path / f"{fid}.parquet", expected(season, fid, Settings())) is None
+    report = __import__("json").loads((tmp_path / ".batch" / "report.json").read_text())
+    assert report["season"]["fields"] == len(season.field_ids) == report["counts"]["assessed"] + \
+        report["counts"]["not_assessable"] + report["counts"]["insufficient_data"]
+    assert (tmp_path / ".batch" / "payout_map.png").read_bytes()[:4] == b"\x89PNG"  # drawn inside the image
+    assert (tmp_path / ".batch" / "season_result.parquet").is_file()
 
 
 @pytest.mark.slow
