@@ -2,7 +2,7 @@
 """Build the Apptainer images: build/base.sif, then build/sure2.sif and build/train.sif on it.
 
     python build.py wheelhouse DIR [--torch-variant cu130|cu128]   # pinned wheels, for offline builds
-    python build.py base|sure2|train|all [--data DIR] [--wheelhouse DIR] [--torch-variant V] [--force]
+    python build.py base|sure2|train|season|all [--data DIR] [--wheelhouse DIR] [--torch-variant V] [--force]
         [--bootstrap scratch|docker --from IMAGE]
 
 Each build goes through spython's Client.build (never its recipe writer: the def files in apptainer/
@@ -48,7 +48,7 @@ TORCH_VARIANTS = {"cu130": "train.txt", "cu128": "train-cu128.txt"}
 # train.sif is 3 GB of mostly incompressible CUDA libraries, where level 3 saves a minute. Blocks stay
 # at the default 128 KiB: every run mounts the image afresh and decompresses each block it touches,
 # so 1 MiB blocks (-6 % size) cost ≈0.15 s CPU more per container start (measured on sure2.sif).
-SQUASHFS_LEVEL = {"base": 9, "sure2": 9, "train": 3}
+SQUASHFS_LEVEL = {"base": 9, "sure2": 9, "train": 3, "season": 9}
 SECTION_MARK = re.compile(r"INFO:\s+(Running (setup|post) scriptlet|Running testscript|Copying .*|Adding .*)")
 
 
@@ -220,35 +220,35 @@ def build_image(name: str, inputs: dict, build_args: dict, binds: dict, versions
 
 # --- staging -------------------------------------------------------------------------------------------
 
-def requirement_files(torch_variant: str | None) -> list[Path]:
-    files = [REQUIREMENTS / "image.txt", REQUIREMENTS / "runtime.txt"]
+def requirement_files(torch_variant: str | None, extra=()) -> list[Path]:
+    files = [REQUIREMENTS / "image.txt", REQUIREMENTS / "runtime.txt", *extra]
     if torch_variant:
         files.append(REQUIREMENTS / TORCH_VARIANTS[torch_variant])
     return files
 
 
-def fill_wheelhouse(directory: Path, torch_variant: str | None) -> None:
+def fill_wheelhouse(directory: Path, torch_variant: str | None, extra=()) -> None:
     """pip download of the pinned requirements (binary wheels only): a later build needs no network."""
     directory.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "--dest", directory]
-    for req in requirement_files(torch_variant):
+    for req in requirement_files(torch_variant, extra):
         cmd += ["-r", req]
-    print(f"build: wheelhouse {directory} <- {', '.join(p.name for p in requirement_files(torch_variant))}",
+    print(f"build: wheelhouse {directory} <- {', '.join(p.name for p in requirement_files(torch_variant, extra))}",
           flush=True)
     run(cmd)
 
 
-def wheelhouse_for(args, torch_variant: str | None) -> Path:
+def wheelhouse_for(args, torch_variant: str | None, extra=()) -> Path:
     """The wheelhouse to bind; the default one is filled (or topped up) here, an explicit one is trusted."""
     if args.wheelhouse:
         directory = Path(args.wheelhouse).resolve()
         if not any(directory.glob("pip-*.whl")):
             raise BuildError(f"wheelhouse {directory} has no pip wheel: fill it with `python build.py wheelhouse {directory}`")
         return directory
-    stamp = DEFAULT_WHEELHOUSE / f".filled-{sha256_json([sha256_file(p) for p in requirement_files(torch_variant)])[:16]}"
+    stamp = DEFAULT_WHEELHOUSE / f".filled-{sha256_json([sha256_file(p) for p in requirement_files(torch_variant, extra)])[:16]}"
     if not stamp.exists():
-        fill_wheelhouse(DEFAULT_WHEELHOUSE, torch_variant)
+        fill_wheelhouse(DEFAULT_WHEELHOUSE, torch_variant, extra)
         stamp.touch()
     return DEFAULT_WHEELHOUSE
 
@@ -392,11 +392,25 @@ def build_train(args, force=False) -> dict:
     return build_image("train", inputs, build_args, {wheelhouse: "/wheelhouse"}, versions, force)
 
 
+def build_season(args, force=False) -> dict:
+    """season.sif: the season build side (app.season with pyogrio), never sealed into sure2.sif."""
+    base = build_base(args)
+    requirements = REQUIREMENTS / "vector.txt"
+    wheelhouse = wheelhouse_for(args, None, (requirements,))
+    wheel = build_app_wheel()
+    version = code_version()
+    inputs = {"base": base["sha256"], "wheel": wheel_content_hash(wheel), "requirements": sha256_file(requirements)}
+    build_args = {"BASE": BUILD / "base.sif", "WHEEL": wheel, "REQUIREMENTS": requirements, "CODE_VERSION": version}
+    versions = {"code": version, "vector": [l for l in requirements.read_text().splitlines() if "==" in l]}
+    return build_image("season", inputs, build_args, {wheelhouse: "/wheelhouse"}, versions, force)
+
+
 def build_all(args, force=False) -> None:
     if force:
         build_base(args, force=True)  # the images on it follow: their input is the base's sha256
     build_sure2(args, force)
     build_train(args, force)
+    build_season(args, force)
 
 
 def exclusive_build_dir():
@@ -413,7 +427,7 @@ def exclusive_build_dir():
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=["wheelhouse", "base", "sure2", "train", "all"])
+    parser.add_argument("target", choices=["wheelhouse", "base", "sure2", "train", "season", "all"])
     parser.add_argument("directory", nargs="?", help="wheelhouse: where to download the pinned wheels")
     parser.add_argument("--data", help="season directory to embed in sure2.sif (default: the demo season)")
     parser.add_argument("--wheelhouse", help=f"pinned wheels to install from (default {DEFAULT_WHEELHOUSE.relative_to(ROOT)}, filled on first use)")
@@ -430,12 +444,13 @@ def main(argv=None) -> int:
         parser.error("--bootstrap docker needs --from IMAGE")
     try:
         if args.target == "wheelhouse":
-            fill_wheelhouse(Path(args.directory).resolve(), args.torch_variant)
+            fill_wheelhouse(Path(args.directory).resolve(), args.torch_variant, (REQUIREMENTS / "vector.txt",))
         else:
             apptainer_path()  # fail first, before minutes of staging
             lock = exclusive_build_dir()  # noqa: F841 (held open until the process exits)
             # --force rebuilds the named image; what it stands on is rebuilt only if its inputs changed
-            builders = {"base": build_base, "sure2": build_sure2, "train": build_train, "all": build_all}
+            builders = {"base": build_base, "sure2": build_sure2, "train": build_train, "season": build_season,
+                        "all": build_all}
             builders[args.target](args, force=args.force)
     except BuildError as exc:
         print(f"build: ERROR: {exc}", file=sys.stderr)

@@ -103,6 +103,22 @@ sl_bind_args() {
   done
 }
 
+# sl_bind_input VAR TARGET [dir]: binds the host file named by $VAR read-only at TARGET (with `dir`, its
+# directory at TARGET: files with sidecars, like a Shapefile) and sets SL_INPUT to the file's path inside.
+sl_bind_input() {
+  local var=$1 target=$2 how=${3:-file} host src
+  host=${!var:-}
+  [ -f "$host" ] || sl_die 2 "$var $host does not exist"
+  host=$(realpath "$host")
+  src=$host
+  [ "$how" = dir ] && src=$(dirname "$host")
+  [[ $src != *[:,]* ]] || sl_die 2 "$var path '$src' contains ':' or ',', which apptainer --bind cannot express"
+  SL_BINDS+=(--bind "$src:$target:ro")
+  SL_INPUT=$target
+  [ "$how" = dir ] && SL_INPUT=$target/$(basename "$host")
+  return 0
+}
+
 # sl_env_args NAME...: appends --env NAME=VALUE to the array SL_ENVS for each variable that is set:
 # under --cleanenv the container sees only what is forwarded. For job-level values (the same on every
 # node); values that exist only inside a step go through sl_node_run's FORWARD list.
@@ -137,11 +153,8 @@ sl_sure2_setup() {
   sl_bind_args out
   SL_FIELDS=()
   if [ -n "$fields" ]; then
-    [ -f "$fields" ] || sl_die 2 "ASSESS_FIELDS $fields does not exist"
-    fields=$(realpath "$fields")
-    [[ $fields != *[:,]* ]] || sl_die 2 "ASSESS_FIELDS path '$fields' contains ':' or ',', which apptainer --bind cannot express"
-    SL_BINDS+=(--bind "$fields:/in/fields.txt:ro")
-    SL_FIELDS=(--fields /in/fields.txt)
+    sl_bind_input ASSESS_FIELDS /in/fields.txt
+    SL_FIELDS=(--fields "$SL_INPUT")
   fi
   [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[out]}"
   sl_env_args SLURM_JOB_ID

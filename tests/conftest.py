@@ -61,6 +61,11 @@ def train_sif(request, apptainer_bin) -> Path:
     return _built_image(request, "train")
 
 
+@pytest.fixture(scope="session")
+def season_sif(request, apptainer_bin) -> Path:
+    return _built_image(request, "season")
+
+
 def pytest_sessionfinish(session, exitstatus):
     # A run that collected nothing must not look green.
     if session.testscollected == 0 and exitstatus == 0:

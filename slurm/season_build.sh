@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=season-build
+#SBATCH --partition=preproc
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=16
+#SBATCH --mem-per-cpu=1900M
+#SBATCH --time=12:00:00
+#SBATCH --open-mode=append
+#SBATCH --output=season-build-%j.out
+#
+# A Sure2 season from the insurer's field file and Sentinel-2 L2A scenes (STAC + local COGs), built
+# inside season.sif: `python -m app.season build` (the host needs only bash, Apptainer and Slurm).
+#
+#   SEASON_IMAGE=build/season.sif SEASON_FIELDS=fields.gpkg SEASON_MAPPING=mapping.toml \
+#     [SEASON_BASELINE=baseline.parquet] bash slurm/season_build.sh [--array=1-4] [SBATCH_OPTION...]
+#
+# Run with bash (not sbatch) to check the profile's partition rules first, then submit.
+#
+#   SEASON_IMAGE      season.sif (required)
+#   SEASON_FIELDS     the field file on the host (its directory is bound: a Shapefile's sidecars come along)
+#   SEASON_MAPPING    mapping.toml;  SEASON_BASELINE: baseline.parquet from `app.season baseline` (optional)
+#   BIND_SCENES       the scenes directory (STAC item JSONs or an ItemCollection + COGs; hrefs relative
+#                     to the JSONs), default: the profile's `scenes` bind
+#   BIND_SEASON       the season directory to write (default: the profile's `season` bind)
+#   SEASON_STAC       the STAC file or directory inside the scenes directory (default: all of it)
+#   CLUSTER_PROFILE, BIND_TMP: see slurm/common.sh and bind_maps/
+#
+# Parallel over zones and dates: an array (`--array=1-N`, one node each on preproc) divides the season's
+# NDVI stacks (one per UTM zone) among its tasks (`--part K/N`); inside a task the scenes (dates,
+# granules) are read on every physical core, with temp files on RAM (the `tmp` bind). A finished stack
+# is skipped when valid, so a resubmission after a cancel or the time limit does only what is left.
+# Whichever task finds every stack valid writes fields.parquet, baseline.parquet and, last, season.json.
+set -euo pipefail
+SL_NAME=season_build.sh
+
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+  sl_submit "${BASH_SOURCE[0]}" "$@"
+  exit
+fi
+source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
+
+image=${SEASON_IMAGE:-}
+[ -n "$image" ] || sl_die 2 "set SEASON_IMAGE to the season.sif to run"
+[ -f "$image" ] || sl_die 3 "SEASON_IMAGE $image does not exist"
+[ -n "${SEASON_FIELDS:-}" ] || sl_die 2 "set SEASON_FIELDS to the insurer's field file"
+[ -n "${SEASON_MAPPING:-}" ] || sl_die 2 "set SEASON_MAPPING to the mapping.toml"
+sl_bind_args scenes season
+[ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[season]}"
+sl_bind_input SEASON_FIELDS /in/fields dir
+args=(build --fields "$SL_INPUT")
+sl_bind_input SEASON_MAPPING /in/mapping.toml
+args+=(--mapping "$SL_INPUT" --scenes "/scenes${SEASON_STAC:+/$SEASON_STAC}" --out /season)
+if [ -n "${SEASON_BASELINE:-}" ]; then
+  sl_bind_input SEASON_BASELINE /in/baseline.parquet
+  args+=(--baseline "$SL_INPUT")
+fi
+# Array task K of N builds stacks K, K+N, ... (task ids need not start at 1)
+if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
+  args+=(--part "$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-1} + 1))/${SLURM_ARRAY_TASK_COUNT:-1}")
+fi
+SL_EXEC=(apptainer run --containall --cleanenv "${SL_BINDS[@]}" "$(realpath "$image")")
+sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
+sl_run srun --nodes=1 --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
+  "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" "${args[@]}"
