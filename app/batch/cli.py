@@ -41,6 +41,9 @@ def _selection(p):
     p.add_argument("--fields", help="file with one field ID per line ('-' = stdin); default: the whole season")
     p.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, help="give a field up after this many")
     p.add_argument("--retry-failed", action="store_true", help="forget earlier failures and given-up fields")
+    p.add_argument("--verify", choices=("trusted", "full"), default="trusted",
+                   help="trusted (default): read in full only outputs the batch has not recorded as valid as they "
+                        "are now (same size, mtime, inode, code, data, settings); full: read every output in full")
     _settings(p)
 
 

@@ -34,23 +34,19 @@ def identity(path) -> list | None:
 class OutputChecker:
     """Checks one field's output in full against the season, this code and these settings."""
 
-    def __init__(self, season, out_dir, settings, keep_other_settings: bool = False):
+    def __init__(self, season, out_dir, settings):
         from app.sure2.assess import expected
         from app.sure2.output import check_output, output_path
 
         self._check, self._path, self._expected = check_output, output_path, expected
         self.season, self.out, self.settings = season, Path(out_dir), settings
-        self.keep_other_settings = keep_other_settings
 
     def path(self, fid: str) -> Path:
         return Path(self._path(self.out, fid))
 
     def problem(self, fid: str) -> str | None:
-        """None when the output is valid (or only its settings differ and those are kept), else why not."""
-        why = self._check(self.path(fid), self._expected(self.season, fid, self.settings))
-        if why is not None and self.keep_other_settings and is_settings_problem(why):
-            return None
-        return why
+        """None when the output is valid, else why not."""
+        return self._check(self.path(fid), self._expected(self.season, fid, self.settings))
 
 
 def is_settings_problem(why: str) -> bool:
@@ -60,8 +56,10 @@ def is_settings_problem(why: str) -> bool:
 class OutputIndex:
     """Validity of outputs from the journal's records where they still hold, else from a full check."""
 
-    def __init__(self, checker: OutputChecker, state, context: str, full: bool = False):
+    def __init__(self, checker: OutputChecker, state, context: str, full: bool = False, keep_other_settings=False):
         self.checker, self.state, self.context, self.full = checker, state, context, full
+        self.keep_other_settings = keep_other_settings
+        self.kept = []  # valid but for their settings, counted as done (--settings-change keep): never recorded
         self.verified = []  # (field, summary, identity) checked in full here and valid: to record
         self.fresh = {}  # field -> summary read from its footer here
         self.trusted = 0  # outputs taken as valid on their recorded identity
@@ -76,12 +74,15 @@ class OutputIndex:
             self.trusted += 1
             return None
         why = self.checker.problem(fid)
-        if why is None:
+        if why is None or (self.keep_other_settings and is_settings_problem(why)):
             from app.sure2.output import footer_summary  # pyarrow: after the workers' thread cap
 
             self.fresh[fid] = footer_summary(path)
-            self.verified.append((fid, self.fresh[fid], ident))
-        return why
+            if why is None:
+                self.verified.append((fid, self.fresh[fid], ident))
+            else:
+                self.kept.append(fid)
+        return None if fid in self.fresh else why
 
     def summary(self, fid: str) -> dict:
         """What a valid output says (read here, else the journal's record, else its footer)."""

@@ -32,7 +32,7 @@ def _plan(args, season, layout, board, tidy: bool):
     # looking only, outputs of other settings are counted as to do: nothing to refuse
     change = args.settings_change if tidy or args.settings_change != "refuse" else "redo"
     return make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since, tidy=tidy,
-                     settings_change=change)
+                     settings_change=change, verify_all=args.verify == "full")
 
 
 def plan_command(args) -> int:
@@ -82,5 +82,6 @@ def report_command(args) -> int:
     season, journal, board, layout = _open(args, looking=True)
     with season, journal:
         failures_since = time.time() if args.retry_failed else 0.0
-        rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since)
+        rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since,
+                             keep_other_settings=args.settings_change == "keep")
     return EXIT_FAILED if any(r["state"] in ("failed", "given_up") for r in rows.values()) else EXIT_OK

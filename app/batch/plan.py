@@ -88,24 +88,20 @@ def make_plan(
     Raises BadInput (before touching anything) when outputs were made with other settings and
     settings_change is "refuse". verify_all checks every output in full, trusting no record.
     """
-    keep = settings_change == "keep"
     fields, bad = requested_fields(season, ids)
     with board.journal.locked():
         state = board.sync()
-    context = context_of(season, settings)
-    index = OutputIndex(OutputChecker(season, layout.out, settings), state, context, full=verify_all)
+    index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings),
+                        full=verify_all, keep_other_settings=settings_change == "keep")
     plan = Plan(todo=[], requested=len(fields) + len(bad), index=index, bad_ids=bad)
     present = {entry.name for entry in os.scandir(layout.out)}
     problems = {fid: index.problem(fid) for fid in fields if index.checker.path(fid).name in present}
+    plan.kept = index.kept
     if settings_change == "refuse":
         other = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
         if other:
             raise BadInput(f"{len(other)} output(s) were {problems[other[0]].split(': ', 1)[1]} (e.g. {other[0]}): "
                            "rerun with --settings-change redo to redo them, or keep to keep them")
-    if keep:  # counted as done, and checked in full again next time (their record is for other settings)
-        plan.kept = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
-        for fid in plan.kept:
-            problems[fid] = None
     for fid in fields:
         fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
         if len(fails) >= max_failures or (fails and fails[-1].kind == "bad"):

@@ -116,11 +116,13 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def season_report(season, layout, board, settings, max_failures, failures_since, run=None, quiet=False) -> dict:
+def season_report(season, layout, board, settings, max_failures, failures_since, run=None, quiet=False,
+                  keep_other_settings=False) -> dict:
     """Build and write the whole report (journal records for outputs verified on the way included);
     return the per-field rows (field -> state and what its output says)."""
     state = board.sync()
-    index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings))
+    index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings),
+                        keep_other_settings=keep_other_settings)
     rows = field_states(season, index, state, max_failures, failures_since)
     board.record(index.records())
     report = build_report(season, rows, settings, run)

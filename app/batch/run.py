@@ -49,7 +49,7 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
     failures_since = since if args.retry_failed else 0.0
     board = ClaimBoard(journal, lease_s=args.lease)
     plan = make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since,
-                     settings_change=args.settings_change)
+                     settings_change=args.settings_change, verify_all=args.verify == "full")
     print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
     progress = Progress(len(plan.todo), every_s=args.progress_every)
     t0 = time.monotonic()
@@ -63,7 +63,7 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
         sweep_dead_temp_files(board, layout)
         run = run_section(plan, board.sync(), since, wall, workers, args.backend)
         rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since, run,
-                             quiet=args.quiet)
+                             quiet=args.quiet, keep_other_settings=args.settings_change == "keep")
     except OSError as exc:  # the disk that just filled up may refuse the report too
         print(f"batch: report not written: {exc}", file=sys.stderr)
         return stopped or EXIT_ENVIRONMENT

@@ -17,7 +17,7 @@ from app.batch.backends import sure2_cli_prefix
 from app.batch.claims import ClaimBoard, Picker
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
-from app.batch.outputs import OutputChecker, context_of, identity
+from app.batch.outputs import OutputChecker, context_of, identity, is_settings_problem
 from app.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, is_storage_error
 from app.hpc.threads import cap_threads
 
@@ -72,7 +72,7 @@ def _work(args) -> int:
                     time.sleep(min(1.0, args.lease / 8))
                     continue
                 return 0
-            todo = _recheck(chunk, checker, layout, pending, context)
+            todo = _recheck(chunk, checker, layout, pending, context, args.settings_change == "keep")
             board.record(pending + [{"start": todo}] if todo else pending)
             pending = []
             for outcome in backend.run(todo):
@@ -112,21 +112,24 @@ def _checker(backend, args):
         from app.sure2.season import Season
 
         season = Season.open(args.data)
-    return OutputChecker(season, args.out, args.settings, keep_other_settings=args.settings_change == "keep")
+    return OutputChecker(season, args.out, args.settings)
 
 
-def _recheck(chunk, checker, layout, pending, context) -> list:
-    """Fields of a fresh claim that still need work; valid ones are recorded as skipped."""
+def _recheck(chunk, checker, layout, pending, context, keep_other_settings) -> list:
+    """Fields of a fresh claim that still need work; valid ones are recorded as skipped (with their
+    identity only when valid for this run's settings: a kept one is checked again next time)."""
     from app.sure2.output import footer_summary
 
     todo = []
     for fid in chunk:
         reason = checker.problem(fid)
+        path = checker.path(fid)
         if reason is None:
-            path = checker.path(fid)
             pending.append({"skip": fid, "s": footer_summary(path), "f": identity(path), "c": context})
             continue
-        path = checker.path(fid)
+        if keep_other_settings and is_settings_problem(reason):
+            pending.append({"skip": fid, "s": footer_summary(path)})
+            continue
         if path.exists():
             moved = layout.move_aside(path)
             pending.append({"invalid": fid, "why": reason, "moved": str(moved)})

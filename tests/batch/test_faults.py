@@ -1,6 +1,7 @@
 """Real faults against the real batch: kill -9, concurrent runs, corrupted outputs, a full disk,
 a killed worker. Each test asserts the end state from the files and the journal's attempt log."""
 
+import json
 import os
 import random
 import shutil
@@ -105,7 +106,26 @@ def _wrong_row_count(path):
     pq.write_table(table.slice(0, table.num_rows - 1), path)  # same metadata, one date short
 
 
+def _flip_a_byte_in_a_data_page(path):
+    """Bit rot under an intact footer: the last byte of the first column's data page (its body, which
+    the page checksum covers), size unchanged."""
+    chunk = pq.read_metadata(path).row_group(0).column(0)
+    end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
+    data = bytearray(path.read_bytes())
+    data[end - 1] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _from_other_code(path):
+    """A valid file whose footer names another build of the assessment."""
+    table = pq.read_table(path)
+    meta = {**table.schema.metadata, b"code_version": b"0.0.9+0123456789ab"}
+    pq.write_table(table.replace_schema_metadata(meta), path, write_page_checksum=True)
+
+
 CORRUPTIONS = {
+    "bit flip in a data page": lambda p, other: _flip_a_byte_in_a_data_page(p),
+    "output of other code": lambda p, other: _from_other_code(p),
     "truncated by 1 byte": lambda p, other: _truncate(p, 1),
     "truncated by 8 bytes": lambda p, other: _truncate(p, 8),
     "truncated by 100 bytes": lambda p, other: _truncate(p, 100),
@@ -140,6 +160,47 @@ def test_every_corruption_is_detected_and_redone(season, season_dir, tmp_path):
     counts = attempts(out)
     assert {fid for fid, n in counts.items() if n == 2} == set(victims.values())  # redone, nothing else
     assert all(n in (1, 2) for n in counts.values())
+
+
+def test_bit_rot_that_keeps_size_and_mtime_is_caught_by_a_full_verification(season, season_dir, tmp_path):
+    """Planning trusts a file the batch recorded as valid while its size, mtime and inode hold; real bit
+    rot can keep all three, so `--verify full` reads every file (the trade-off, made visible)."""
+    out = tmp_path / "out"
+    assert run_batch(season_dir, out).returncode == 0
+    victim = out / f"{season.field_ids[3]}.parquet"
+    st = victim.stat()
+    _flip_a_byte_in_a_data_page(victim)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert victim.stat().st_ino == st.st_ino and victim.stat().st_size == st.st_size
+    trusted = subprocess.run(batch_cmd("plan", season_dir, out), cwd=ROOT, capture_output=True, text=True)
+    assert trusted.returncode == 0 and trusted.stdout == ""
+    full = subprocess.run(batch_cmd("plan", season_dir, out, "--verify", "full"), cwd=ROOT, capture_output=True,
+                          text=True)
+    assert full.returncode == 0 and full.stdout.split() == [season.field_ids[3]], full.stderr
+    assert "corrupt data page" in full.stderr
+
+
+def test_outputs_of_other_settings_are_refused_kept_or_redone_as_asked(season, season_dir, tmp_path):
+    out = tmp_path / "out"
+    assert run_batch(season_dir, out).returncode == 0
+    journal = out / ".batch" / "journal.log"
+    before = journal.stat().st_size, {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+
+    refused = run_batch(season_dir, out, "--lambda", "5")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "--lambda 10.0 (now 5.0)" in refused.stderr and "--settings-change" in refused.stderr
+    assert (journal.stat().st_size, {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}) == before
+
+    kept = run_batch(season_dir, out, "--lambda", "5", "--settings-change", "keep")
+    assert kept.returncode == 0, kept.stderr
+    assert set(attempts(out).values()) == {1}  # nothing redone
+    assert f"kept other settings {len(season.field_ids)}" in kept.stderr
+
+    redone = run_batch(season_dir, out, "--lambda", "5", "--settings-change", "redo")
+    assert redone.returncode == 0, redone.stderr
+    assert set(attempts(out).values()) == {2}
+    lam = {json.loads(pq.read_metadata(p).metadata[b"settings"])["lam"] for p in out.glob("*.parquet")}
+    assert lam == {5.0}
 
 
 def _mount_tmpfs(path, size):
