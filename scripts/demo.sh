@@ -1,40 +1,63 @@
 #!/usr/bin/env bash
-# The README's main job, on a fresh Debian 12/13 as root: set-up, Apptainer, sure2.sif with the demo
-# season embedded (200 generated fields, seed 1), then that season assessed as a resumable batch
-# INSIDE the sealed image, with a summary. Outputs: demo/out/<FIELD_ID>.parquet (override: DEMO_OUT).
-# Rerunning resumes: fields with a valid output are not assessed again.
+# The README's main job, on a fresh Debian 12/13 as root, through the real input path:
+#   1. raw inputs with ground truth: Sentinel-2 L2A scenes as users download them (STAC items + COGs,
+#      three granules in UTM zones 32/33, 37 dates) and an insurer's field file (GeoPackage, EPSG:25833,
+#      200 fields + awkward rows), a mapping.toml and a baseline table (app.season raw);
+#   2. the season built from them INSIDE season.sif (`app.season baseline --table`, `app.season build`);
+#   3. sure2.sif built with that season embedded (build.py sure2 --data);
+#   4. one field through `apptainer run`, then the whole season as a resumable batch inside the image;
+#   5. the payouts compared with the truth.
+# Outputs under demo/ (override: DEMO_DIR): raw/, season/, out/<FIELD_ID>.parquet. Rerunning resumes:
+# the inputs are kept, valid stacks and valid field outputs are not made again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 bash scripts/install-apptainer.sh
-.venv/bin/python build.py sure2
+.venv/bin/python build.py season
 
-out=$(realpath -m "${DEMO_OUT:-demo/out}")
-mkdir -p "$out"
+demo=$(realpath -m "${DEMO_DIR:-demo}")
+raw=$demo/raw season=$demo/season out=$demo/out
+mkdir -p "$demo" "$season" "$out"
+if [ ! -f "$raw/truth.parquet" ]; then
+  echo "demo: generating raw inputs with truth in $raw"
+  rm -rf "$raw.partial"
+  .venv/bin/python -m app.season raw --out "$raw.partial" --fields 200 --tile 1024 --block 512 --dates 37 --seed 1
+  mv "$raw.partial" "$raw"
+fi
+
+echo "demo: importing the field file and the scenes inside season.sif"
+builder=(apptainer -s run --containall --cleanenv --bind "$raw:/in:ro" --bind "$season:/season" build/season.sif)
+"${builder[@]}" baseline --table /in/baseline_table.csv --out /season/.baseline
+"${builder[@]}" build --fields /in/fields.gpkg --mapping /in/mapping.toml --scenes /in/scenes \
+  --baseline /season/.baseline/baseline.parquet --out /season
+
+.venv/bin/python build.py sure2 --data "$season"
 image=build/sure2.sif
 contain=(--containall --cleanenv --bind "$out:/out")
-
 first=$(apptainer -s exec "${contain[@]}" "$image" python -I -c \
-  'import pyarrow.parquet as pq; print(pq.read_table("/data/fields.parquet", columns=["field_id"])["field_id"][0])')
+  'import pyarrow.parquet as pq; print(sorted(pq.read_table("/data/fields.parquet", columns=["field_id"])["field_id"].to_pylist())[0])')
 echo "demo: one field:  apptainer run --containall --cleanenv --bind $out:/out $image $first"
 apptainer -s run "${contain[@]}" "$image" "$first"
 
 echo "demo: the whole embedded season as a batch inside the image (2 cores here; resumable)"
-apptainer -s exec "${contain[@]}" "$image" \
-  python -m app.batch run --backend inproc --data /data --out /out
+apptainer -s exec "${contain[@]}" "$image" python -m app.batch run --backend inproc --data /data --out /out
 
-# The demo season is generated with known damage (truth.parquet): say how close the assessment came.
-apptainer -s exec "${contain[@]}" "$image" python -I - <<'PY'
+# The raw inputs carry the truth (truth.parquet, by the insurer's IDs): how close did the assessment come?
+apptainer -s exec "${contain[@]}" --bind "$raw/truth.parquet:/in/truth.parquet:ro" "$image" python -I - <<'PY'
 import pyarrow.parquet as pq
-from app.sure2.output import read_blobs
-truth = pq.read_table("/data/truth.parquet").to_pylist()
-paid = {t["field_id"]: read_blobs(f"/out/{t['field_id']}.parquet")["payout"]["amount"] for t in truth}
-agree = sum((paid[t["field_id"]] > 0) == (t["true_payout"] > 0) for t in truth)
-print(f"demo: vs ground truth: payout decision right for {agree}/{len(truth)} fields; total paid "
-      f"{sum(paid.values()):,.0f} NOK, true {sum(t['true_payout'] for t in truth):,.0f} NOK")
+truth = {t["source_id"]: t for t in pq.read_table("/in/truth.parquet").to_pylist()}
+result = pq.read_table("/out/.batch/season_result.parquet").to_pylist()
+assessed = [r for r in result if r["outcome"] == "assessed"]
+agree = sum((r["payout"] > 0) == (truth[r["source_id"]]["true_payout_fraction"] > 0) for r in assessed)
+error = sum(abs(r["index_value"] - truth[r["source_id"]]["true_index"]) for r in assessed) / max(1, len(assessed))
+print(f"demo: vs ground truth: payout decision right for {agree}/{len(assessed)} assessed fields; "
+      f"mean |loss index - true| {error:.3f}; {len(result) - len(assessed)} field(s) explained, not assessed:")
+for r in result:
+    if r["outcome"] != "assessed":
+        print(f"demo:   {r['source_id']}: {r['outcome']} ({r['reason']})")
 PY
 
 echo "demo: $(find "$out" -maxdepth 1 -name '*.parquet' | wc -l) field outputs in $out;" \
-  "report: $out/.batch/report.txt; image labels:"
+  "report: $out/.batch/report.txt; season audit: $season/season.json; image labels:"
 apptainer -s inspect --labels "$image" | grep -E '^(code\.version|data\.fingerprint):'

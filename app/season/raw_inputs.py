@@ -179,10 +179,10 @@ def awkward_rows(grans: list, regular: list) -> list:
         ("KV-HOLE", holed, "hole: kept"),
         ("KV-SLIVER", sliver, "sub-pixel sliver: flagged"),
         ("KV-OUTSIDE", outside, "outside every scene: stack null"),
-        ("KV-0099", dup[0], "duplicate id: refused"),
-        ("KV-0099", dup[1], "duplicate id: refused"),
-        ("KV 0100", collide[0], "collides with KV_0100 after id mapping: refused"),
-        ("KV_0100", collide[1], "collides with 'KV 0100' after id mapping: refused"),
+        ("KV-DUP1", dup[0], "duplicate id: refused"),
+        ("KV-DUP1", dup[1], "duplicate id: refused"),
+        ("KV DUP2", collide[0], "collides with KV_DUP2 after id mapping: refused"),
+        ("KV_DUP2", collide[1], "collides with 'KV DUP2' after id mapping: refused"),
         ("NO/2025/0042", free(shapely.box(east + 1000, cy - 150, east + 1120, cy - 50)), "id with '/': mapped"),
         ("Ås-7", free(shapely.box(east + 1000, cy + 50, east + 1120, cy + 150)), "id with 'Å': mapped"),
         ("KV-GRASS", landuse, "land-use code: crop null"),
@@ -588,7 +588,8 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     (scenes_dir / "collection.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
 
     # Fields file and its mapping.
-    insured_col = [None if i % 5 == 0 else round(shapely.area(geoms[i]) / 1e4 * INSURED_PER_HA[truth["crop"][i]], -2)
+    area_m2 = [shapely.area(shapely.make_valid(g)) for g in geoms]  # a register knows a bowtie's true area
+    insured_col = [None if i % 5 == 0 else round(area_m2[i] / 1e4 * INSURED_PER_HA[truth["crop"][i]], -2)
                    for i in range(n)]
     crop_code = {v: k for k, v in CROP_CODES.items()}
     rows = []
@@ -597,7 +598,7 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
         rows.append({"skifte_id": source_ids[i], "vekstkode": LAND_USE_CODE if source_ids[i] == "KV-GRASS"
                      else crop_code[truth["crop"][i]], "kommune": kommune[i], "saadato": sow_col,
                      "hostedato": _date_of_doy(truth["harvest"][i], year), "forsikring": insured_col[i],
-                     "terskel": 0.1 if i % 4 == 1 else None, "areal_daa": round(shapely.area(geoms[i]) / 1e3, 1),
+                     "terskel": 0.1 if i % 4 == 1 else None, "areal_daa": round(area_m2[i] / 1e3, 1),
                      "geometry": geoms[i]})
     write_fields_files(out, rows)
     (out / "mapping.toml").write_text(mapping_text(year))
