@@ -34,6 +34,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from app.errors import BadInput, guarded
+
 ROOT = Path(__file__).resolve().parent
 BUILD = ROOT / "build"
 STAGE = BUILD / "stage"
@@ -302,7 +304,7 @@ def stage_season(data: str | None) -> Path:
     if data:
         season = Path(data).resolve()
         if not (season / "season.json").is_file():
-            raise BuildError(f"--data {season} is not a season directory (no season.json)")
+            raise BadInput(f"--data {season} is not a season directory (no season.json)")
         return season
     season = STAGE / "season"
     # regenerated when the generator's code (app/season, app/sure2 sources) or its parameters change
@@ -442,6 +444,10 @@ def main(argv=None) -> int:
         parser.error("a directory is required for 'wheelhouse' and only for it")
     if args.bootstrap == "docker" and not args.from_image:
         parser.error("--bootstrap docker needs --from IMAGE")
+    return guarded("build", _build, args)
+
+
+def _build(args) -> int:
     try:
         if args.target == "wheelhouse":
             fill_wheelhouse(Path(args.directory).resolve(), args.torch_variant, (REQUIREMENTS / "vector.txt",))

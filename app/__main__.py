@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from app.errors import EXIT_ENVIRONMENT, EXIT_OK
+from app.errors import EXIT_ENVIRONMENT, EXIT_OK, guarded
 
 
 def main(argv=None) -> int:
@@ -14,13 +14,20 @@ def main(argv=None) -> int:
     doctor.add_argument("--min-temp-mib", type=int, default=64, metavar="M",
                         help="fail if the temp dir has less free space (default 64)")
     args = parser.parse_args(argv)
+    return guarded("doctor", doctor_command, args)
 
+
+def doctor_command(args) -> int:
     from app.doctor import run_checks  # after parsing: --help must not import the geo stack
 
     results = run_checks(required_gpus=args.gpus, min_free_mib=args.min_temp_mib)
     for result in results:
         print(result.line(), flush=True)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_ENVIRONMENT
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        print(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)} (details above)", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    return EXIT_OK
 
 
 if __name__ == "__main__":
