@@ -28,6 +28,7 @@ import shapely
 import app
 from app.errors import BadInput
 from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.season.digest import sha256_file
 from app.season.fields_import import import_fields
 from app.season.mapping import load_mapping
 from app.season.offset import __doc__ as OFFSET_RULE
@@ -40,14 +41,6 @@ from app.sure2.season import BASELINE, FIELDS, FORMAT, MANIFEST, stack_entry
 IMPORT_LOG = "import_log.jsonl"
 BASELINE_COLUMNS = {"region_id": pa.string(), "crop": pa.string(), "doy": pa.int32(), "ndvi_mean": pa.float64(),
                     "ndvi_std": pa.float64(), "n_samples": pa.int64()}
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None, layer=None,

@@ -30,6 +30,7 @@ NO_OFFSET_BELOW = 0.05
 OFFSET_BELOW = 0.005
 MIN_VEGETATION = 0.05
 MIN_CLEAR_PIXELS = 500
+_CLEAR_LUT = np.isin(np.arange(256), CLEAR_CLASSES)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Evidence:
         can only ever show that there is no offset)."""
         clear = red_dn > 0
         if scl is not None:
-            clear &= np.isin(scl, CLEAR_CLASSES)
+            clear &= _CLEAR_LUT[scl]
             self.vegetation += int(np.count_nonzero(clear & (scl == VEGETATION)))
         self.clear += int(np.count_nonzero(clear))
         self.below += int(np.count_nonzero(clear & (red_dn < OFFSET_DN)))

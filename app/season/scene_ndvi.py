@@ -70,29 +70,64 @@ def _scatter(plan, window, dr, dc, ndvi, pieces):
                 pieces.append((b, slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0), part))
 
 
-def reflectance_ndvi(red, nir, scl, offset_dn: int, masked) -> np.ndarray:
+def class_lut(classes) -> np.ndarray:
+    """A 256-entry lookup: lut[scl] is True for the given SCL classes (much faster than np.isin)."""
+    lut = np.zeros(256, dtype=bool)
+    lut[list(classes)] = True
+    return lut
+
+
+def reflectance_ndvi(red, nir, scl, offset_dn: int, masked_lut) -> np.ndarray:
     """int16 NDVI × 10000 from uint16 DN (scale cancels out of the ratio), nodata where not usable."""
-    r = red.astype(np.float32) - offset_dn
-    n = nir.astype(np.float32) - offset_dn
+    n = nir.astype(np.float32)
+    r = red.astype(np.float32)
     total = n + r
+    total -= 2 * offset_dn
+    n -= r  # NIR − red: the offset cancels
     ok = (red != 0) & (nir != 0) & (total > 0)
     if scl is not None:
-        ok &= ~np.isin(scl, masked)
+        ok &= ~masked_lut[scl]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi = np.clip((n - r) / total, -1.0, 1.0)
-    return np.where(ok, np.rint(ndvi * 10000), NODATA).astype(np.int16)
+        n /= total
+    np.clip(n, -1.0, 1.0, out=n)
+    n *= 10000
+    out = np.rint(n, out=n).astype(np.int16)
+    out[~ok] = NODATA
+    return out
 
 
-def ready_ndvi(values, nodata, scale: float, scl, masked) -> np.ndarray:
+def ready_ndvi(values, nodata, scale: float, scl, masked_lut) -> np.ndarray:
     """int16 NDVI × 10000 from a ready ndvi asset (float NDVI, or integers × scale)."""
     v = values.astype(np.float64)
     ok = np.isfinite(v)
     if nodata is not None and not np.isnan(nodata):
         ok &= values != nodata
     if scl is not None:
-        ok &= ~np.isin(scl, masked)
+        ok &= ~masked_lut[scl]
     ndvi = np.clip(np.where(ok, v * scale, 0.0), -1.0, 1.0)
     return np.where(ok, np.rint(ndvi * 10000), NODATA).astype(np.int16)
+
+
+def _scl_at_10m(scl_ds, t, w):
+    """SCL over a 10 m window: where the 20 m grid is the 10 m grid's own (same origin, half the
+    resolution, window on even pixels: real S2 products) each class is repeated 2 × 2, exactly what
+    nearest resampling gives; otherwise GDAL's nearest resampling onto the window."""
+    row0, row1, col0, col1 = w
+    s = scl_ds.transform
+    aligned = (s.a == 2 * t.a and s.e == 2 * t.e and s.c == t.c and s.f == t.f and row0 % 2 == 0 and col0 % 2 == 0)
+    if aligned:
+        win = Window(col0 // 2, row0 // 2, (col1 - col0 + 1) // 2, (row1 - row0 + 1) // 2)
+        inside = win.col_off + win.width <= scl_ds.width and win.row_off + win.height <= scl_ds.height
+        if inside:
+            half = scl_ds.read(1, window=win)
+            return np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)[:row1 - row0, :col1 - col0]
+    x0, y1 = t * (col0, row0)
+    x1, y0 = t * (col1, row1)
+    sw = scl_ds.window(x0, y0, x1, y1)
+    outside = (sw.col_off < 0 or sw.row_off < 0 or sw.col_off + sw.width > scl_ds.width + 1e-6
+               or sw.row_off + sw.height > scl_ds.height + 1e-6)
+    return scl_ds.read(1, window=sw, out_shape=(row1 - row0, col1 - col0), resampling=Resampling.nearest,
+                       boundless=outside, fill_value=0)
 
 
 def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
@@ -112,13 +147,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
                 arrays = {b: ds.read(1, window=win) for b, ds in datasets.items()}
                 scl = None
                 if scl_ds is not None:
-                    x0, y1 = t * (col0, row0)
-                    x1, y0 = t * (col1, row1)
-                    sw = scl_ds.window(x0, y0, x1, y1)
-                    outside = (sw.col_off < 0 or sw.row_off < 0 or sw.col_off + sw.width > scl_ds.width + 1e-6
-                               or sw.row_off + sw.height > scl_ds.height + 1e-6)
-                    scl = scl_ds.read(1, window=sw, out_shape=(row1 - row0, col1 - col0),
-                                      resampling=Resampling.nearest, boundless=outside, fill_value=0)
+                    scl = _scl_at_10m(scl_ds, t, w)
                 if grid == "red":
                     evidence.add(arrays["red"], scl)
                 raw.append((w, arrays, scl))
@@ -134,6 +163,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
              "boa_offset_applied_flag": scene.offset_applied_flag, "scl": "scl" in scene.assets,
              "cog_blocks_read": len(windows), "files": {b: str(a.path) for b, a in scene.assets.items()}}
     pieces = []
+    masked = class_lut(masked)
     if grid == "red":
         decision = decide(scene, evidence)
         audit["offset"] = decision.record()

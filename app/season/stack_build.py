@@ -6,11 +6,12 @@ scratch store on the temp dir (RAM or local disk, never Lustre: app.hpc.tempdir)
 block side by side, so the GeoTIFF is then written tile by tile, pixel-interleaved, each tile once.
 Within a solar day the first valid pixel wins (granules of one pass carry the same measurement).
 
-Files, both atomic (app.hpc.atomic): `<stack>.json` (this stack's audit: every scene used, its
-offset decision, blocks read; and the hash of its inputs) first, then `<stack>.tif`. A stack is
-VALID — and skipped by a rerun — when both exist, the GeoTIFF opens with the planned size,
-transform, dates and nodata, and both name the same inputs hash (grid, blocks, dates, scene files
-and sizes, masked classes, code version).
+Files, both atomic (app.hpc.atomic): `<stack>.tif` first, then `<stack>.json` (this stack's audit:
+every scene used, its offset decision, blocks read; the hash of its inputs and the GeoTIFF's sha256).
+A stack is VALID — and skipped by a rerun — when both exist, both name the same inputs hash (grid,
+blocks, dates, scene files and sizes, masked classes, code version), the GeoTIFF's sha256 is the one
+recorded (a torn or altered copy is rebuilt) and it opens with the planned size, transform, dates and
+nodata.
 """
 
 import json
@@ -23,6 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 import app
+from app.season.digest import sha256_file
 from app.errors import EnvironmentFailure
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.hpc.cores import physical_cores
@@ -43,7 +45,8 @@ def stack_is_valid(season_dir: Path, plan, inputs_sha256: str) -> bool:
     if not tif.is_file() or not audit.is_file():
         return False
     try:
-        if json.loads(audit.read_text()).get("inputs_sha256") != inputs_sha256:
+        recorded = json.loads(audit.read_text())
+        if recorded.get("inputs_sha256") != inputs_sha256 or recorded.get("sha256") != sha256_file(tif):
             return False
         with rasterio.open(tif) as ds:
             tags = ds.tags()
@@ -85,9 +88,10 @@ def build_stack(season_dir: Path, plan, masked, workers: int | None = None, log=
                  "scenes_by_date": {d.isoformat(): [s["id"] for s in scenes if s["solar_day"] == d.isoformat()]
                                     for d in plan.dates},
                  "scenes": scenes, "skipped_scenes": plan.skipped_scenes + skipped}
-        atomic_write_bytes(audit_path(season_dir, plan), (json.dumps(audit, indent=1) + "\n").encode())
         _write_tif(season_dir / plan.file, plan, store, inputs, workers)
         del store
+        audit["sha256"] = sha256_file(season_dir / plan.file)
+        atomic_write_bytes(audit_path(season_dir, plan), (json.dumps(audit, indent=1) + "\n").encode())
     log(f"stack {plan.name}: built {plan.file} ({len(plan.dates)} dates, {len(plan.blocks)} blocks, "
         f"{len(scenes)} scenes)")
     return audit
