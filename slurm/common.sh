@@ -327,8 +327,42 @@ sl_rendezvous() {
   export MASTER_ADDR MASTER_PORT
 }
 
+# sl_trusted_dir PATH: make PATH (mode 700, one component at a time) below components no other user
+# can change, or print why not and fail. Every existing component must be root's (sticky if others may
+# write to it, like /dev/shm) or ours and writable by nobody else; a symlink counts only if root owns
+# it. /dev/shm is shared: another user may have made /dev/shm/$USER, or a symlink in it, to catch our
+# temp files. (app/hpc/tempdir.py applies the same rule in Python.)
+sl_trusted_dir() {
+  local part="" comp me owner mode
+  local -a comps
+  me=$(id -u)
+  IFS=/ read -ra comps <<<"${1#/}"
+  for comp in "${comps[@]}"; do
+    [ -n "$comp" ] || continue
+    part+="/$comp"
+    if [ ! -e "$part" ] && [ ! -L "$part" ]; then
+      mkdir -m 700 -- "$part" 2>/dev/null || [ -e "$part" ] || { echo "cannot create $part"; return 1; }
+    fi
+    if [ -L "$part" ]; then
+      owner=$(stat -c %u -- "$part")
+      [ "$owner" = 0 ] || { echo "$part is a symlink owned by uid $owner"; return 1; }
+      part=$(readlink -f -- "$part")
+    fi
+    [ -d "$part" ] || { echo "$part is not a directory"; return 1; }
+    read -r owner mode < <(stat -L -c '%u %a' -- "$part")
+    if [ "$owner" = 0 ]; then
+      (((8#$mode & 8#022) == 0 || (8#$mode & 8#1000))) || { echo "$part is writable by others and not sticky"; return 1; }
+    elif [ "$owner" = "$me" ]; then
+      (((8#$mode & 8#022) == 0)) || { echo "$part is ours but writable by group or others (mode $mode)"; return 1; }
+    else
+      echo "$part is owned by uid $owner, not by us (uid $me)"
+      return 1
+    fi
+  done
+}
+
 # sl_node_run TMPBASE:TARGET FORWARD -- CMD...: runs as the srun task on each node. Makes a private
-# temp dir for this step under TMPBASE (RAM, per job), binds it as the container's TARGET (/tmp) through
+# temp dir for this step under TMPBASE (RAM, per job; TMPBASE made or accepted by sl_trusted_dir), binds it as the container's TARGET (/tmp) through
 # APPTAINER_BIND (so steps that share a host's /dev/shm never share or delete each other's temp),
 # passes the variables named in FORWARD into the container (APPTAINERENV_NAME crosses --cleanenv;
 # these exist only inside the step, e.g. SLURM_PROCID), waits for CMD, removes the temp dir and exits
@@ -338,8 +372,9 @@ sl_rendezvous() {
 sl_node_run() {
   local base=${1%:*} target=${1##*:} forward=$2 name tmp
   shift 3
-  mkdir -p -m 700 "$base" && tmp=$(mktemp -d "$base/step.XXXXXX") \
-    || sl_die 3 "cannot create a temp dir under $base on $(hostname)"
+  local why
+  why=$(sl_trusted_dir "$base") || sl_die 3 "temp dir $base on $(hostname) is not safe on a shared node: $why"
+  tmp=$(mktemp -d "$base/step.XXXXXX") || sl_die 3 "cannot create a temp dir under $base on $(hostname)"
   export APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$tmp:$target:rw"
   for name in $forward; do
     [[ -v $name ]] && export "APPTAINERENV_$name=${!name}"

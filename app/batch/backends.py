@@ -14,6 +14,7 @@ import errno
 import json
 import subprocess
 import sys
+import threading
 import time
 
 from app.errors import EXIT_ENVIRONMENT, BadInput, EnvironmentFailure, is_storage_error
@@ -66,52 +67,62 @@ class InprocBackend:
 
 
 class CommandBackend:
+    """Outcomes are yielded as the command prints each field's line, so the worker reports progress
+    per field (app.batch.watch) even inside a chunk; a field's `sec` is the time since the previous
+    line (the first field of a chunk includes the container's start-up)."""
+
     def __init__(self, prefix: list[str], out_dir, env=None):
         self.prefix, self.out, self.env = list(prefix), out_dir, env
 
     def run(self, fields):
         if not fields:
             return
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            self.prefix + ["--ids-from", "-"],
-            input="".join(f + "\n" for f in fields),
-            capture_output=True,
-            text=True,
-            env=self.env,
-        )
-        per_field = round((time.perf_counter() - t0) / len(fields), 6)
-        lines = _json_lines(proc.stdout)
-        stderr_tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
-        stop_reason = None
-        for fid in fields:
-            line = lines.get(fid, {"status": "error", "reason": f"exit {proc.returncode}: {stderr_tail}"})
+        proc = subprocess.Popen(self.prefix + ["--ids-from", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env)
+        stderr = []
+        reader = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)  # never blocks the pipe
+        reader.start()
+        try:
+            proc.stdin.write("".join(f + "\n" for f in fields))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once: its exit code and stderr tell why
+        wanted, errors, t0 = set(fields), {}, time.perf_counter()
+        for text in proc.stdout:
+            line = _json_line(text)
+            fid = line.get("field_id") if line else None
+            if fid not in wanted:
+                continue
+            wanted.discard(fid)
+            now = time.perf_counter()
             status, reason = line.get("status"), _one_line(line.get("reason", ""))
             if status == "ok":
-                yield {"ok": fid, "sec": per_field, "s": _summary(line)}
+                yield {"ok": fid, "sec": round(now - t0, 6), "s": _summary(line)}
             elif status == "bad_input":
                 yield {"bad": fid, "why": reason}
-            elif proc.returncode == EXIT_ENVIRONMENT:  # storage/data: not this field's fault
-                stop_reason = stop_reason or reason
             else:
-                yield {"fail": fid, "why": reason}
-        if stop_reason is not None:
-            raise StopBatch(f"stopped: {self.prefix[0]} exited {EXIT_ENVIRONMENT}: {stop_reason}")
+                errors[fid] = reason  # storage or this field? the exit code says, at the end
+            t0 = now
+        returncode = proc.wait()
+        reader.join()
+        tail = stderr[-1].strip() if stderr else "no output"
+        errors.update({fid: f"exit {returncode}: {tail}" for fid in fields if fid in wanted})
+        if errors and returncode == EXIT_ENVIRONMENT:  # storage/data: not these fields' fault
+            raise StopBatch(f"stopped: {self.prefix[0]} exited {EXIT_ENVIRONMENT}: {next(iter(errors.values()))}")
+        for fid in fields:
+            if fid in errors:
+                yield {"fail": fid, "why": errors[fid]}
 
     def close(self):
         pass
 
 
-def _json_lines(stdout: str) -> dict:
-    out = {}
-    for line in stdout.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("field_id"), str):
-            out[rec["field_id"]] = rec
-    return out
+def _json_line(text: str) -> dict | None:
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("field_id"), str) else None
 
 
 def _summary(line: dict) -> dict:

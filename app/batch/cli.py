@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from app.batch.watch import DEFAULT_FIELD_TIMEOUT_S
 from app.errors import EXIT_BAD_INPUT, guarded
 
 DEFAULT_CHUNK = 16  # fields per claim: one journal transaction and (apptainer) one container each
@@ -65,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="sure2.sif for --backend apptainer")
     p.add_argument("--apptainer", default="apptainer", help="apptainer binary")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="fields per claim / per container")
+    p.add_argument("--field-timeout", type=float, default=DEFAULT_FIELD_TIMEOUT_S, metavar="S",
+                   help=f"release a field with no progress for S seconds (reason timeout; retried elsewhere; "
+                        f"default {DEFAULT_FIELD_TIMEOUT_S:g})")
     p.add_argument("--force-temp", action="store_true", help="allow a temp dir on a parallel filesystem")
     p.add_argument("--progress-every", type=float, default=30.0, help="seconds between plain progress lines")
     p.add_argument("--quiet", action="store_true", help="no report table on stdout")
@@ -88,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=float, required=True)
     p.add_argument("--failures-since", type=float, required=True)
     p.add_argument("--parent-pid", type=int, default=0)
+    p.add_argument("--progress-fd", type=int, default=None)
     return ap
 
 
@@ -101,6 +106,8 @@ def _check_args(ap, args) -> None:
             ap.error("--backend apptainer needs --image SIF")
         if args.workers < 0 or args.chunk < 1 or args.max_failures < 1:
             ap.error("--workers must be >= 0, --chunk and --max-failures >= 1")
+        if not args.field_timeout > 0:
+            ap.error("--field-timeout must be > 0 seconds")
     if args.lease <= 0:
         ap.error("--lease must be > 0")
 

@@ -54,6 +54,11 @@ class Owner:
         return cls(_place(), pid, _start_ticks(pid) or "?")
 
     @classmethod
+    def of(cls, pid: int) -> "Owner":
+        """Another process of this host and PID namespace (a worker, seen from its parent)."""
+        return cls(_place(), pid, _start_ticks(pid) or "?")
+
+    @classmethod
     def parse(cls, text: str) -> "Owner":
         place, pid, start = text.rsplit("|", 2)
         return cls(place, int(pid), start)

@@ -9,38 +9,39 @@ temp dir); 130 interrupted.
 """
 
 import os
-import signal
-import subprocess
+import shutil
 import sys
-import threading
 import time
 
 from app.batch.claims import ClaimBoard
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
+from app.batch.pool import WorkerPool
 from app.batch.progress import Progress
 from app.batch.report import run_section, season_report
 from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from app.sure2.outcome import STATUSES
 from app.hpc.cores import physical_cores
-from app.hpc.tempdir import TEMP_ENV, pick_temp_dir
+from app.hpc.tempdir import TEMP_ENV, pick_temp_dir, private_temp_dir
 from app.hpc.threads import cap_threads
-
-POLL_S = 0.25
+from app.sure2.outcome import STATUSES
 
 
 def run_batch(args) -> int:
     cap_threads(1)  # the parent only plans and watches; workers inherit one thread each
-    tmp = pick_temp_dir(force=args.force_temp)
+    base = pick_temp_dir(force=args.force_temp)
     from app.sure2.season import Season  # numpy & co. come with it: after the thread cap
 
     ids = read_id_list(args.fields) if args.fields else None
     layout = BatchLayout(args.out)
     with Season.open(args.data) as season:  # before anything is written: a bad --data writes nothing
         layout.create()
-        with Journal(layout.journal) as journal:
-            return _plan_run_report(args, season, layout, journal, ids, tmp)
+        tmp = private_temp_dir(base, "sure2-batch-")  # the workers' and containers' /tmp: ours alone
+        try:
+            with Journal(layout.journal) as journal:
+                return _plan_run_report(args, season, layout, journal, ids, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
@@ -53,8 +54,9 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
     print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
     progress = Progress(len(plan.todo), every_s=args.progress_every)
     t0 = time.monotonic()
-    procs = _start_workers(args, workers, plan.todo, since, failures_since, tmp) if plan.todo else []
-    stopped = _supervise(procs, lambda: progress.update(*_counts(board.sync(), plan.todo, since)))
+    pool = _worker_pool(args, plan.todo, since, failures_since, tmp, board)
+    pool.start(min(workers, len(plan.todo)))
+    stopped = pool.supervise(lambda: progress.update(*_counts(board.sync(), plan.todo, since)))
     wall = time.monotonic() - t0
     progress.finish(*_counts(board.sync(), plan.todo, since))
     if stopped == EXIT_INTERRUPTED:
@@ -85,7 +87,7 @@ def _counts(state, todo: list, since: float) -> tuple[int, int, int]:
     return kinds.count("ok"), kinds.count("fail") + kinds.count("bad"), kinds.count("skip")
 
 
-def _start_workers(args, n, todo, since, failures_since, tmp) -> list:
+def _worker_pool(args, todo, since, failures_since, tmp, board) -> WorkerPool:
     env = dict(os.environ)
     cap_threads(1, env)
     env[TEMP_ENV] = env["TMPDIR"] = str(tmp)
@@ -99,54 +101,4 @@ def _start_workers(args, n, todo, since, failures_since, tmp) -> list:
     ]
     if args.image:
         cmd += ["--image", str(args.image)]
-    plan_text = "".join(f + "\n" for f in todo).encode()
-    procs = []
-    for _ in range(min(n, len(todo))):
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
-        # a season's plan outgrows the pipe buffer: feed each worker from a thread, so N workers
-        # start their imports together instead of one after another
-        threading.Thread(target=_feed, args=(proc, plan_text), daemon=True).start()
-        procs.append(proc)
-    return procs
-
-
-def _feed(proc, data: bytes) -> None:
-    try:
-        proc.stdin.write(data)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the worker died early; its exit code tells the rest
-
-
-def _supervise(procs, tick) -> int:
-    """Wait for the workers; 0 when all ended normally, else the exit code that stops the batch."""
-    stopped = 0
-    interrupted = []
-    previous = signal.signal(signal.SIGTERM, lambda *a: interrupted.append(1))
-    try:
-        while any(p.poll() is None for p in procs):
-            if interrupted:
-                stopped = EXIT_INTERRUPTED
-                break
-            for p in procs:
-                if p.returncode == EXIT_ENVIRONMENT and not stopped:
-                    stopped = EXIT_ENVIRONMENT
-            if stopped:
-                break
-            tick()
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        stopped = EXIT_INTERRUPTED
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)  # workers unwind: atomic writers drop their temp files
-        for p in procs:
-            p.wait()
-        signal.signal(signal.SIGTERM, previous)
-    codes = [p.returncode for p in procs]
-    if interrupted:  # even if the last worker finished meanwhile: the caller asked us to stop
-        return EXIT_INTERRUPTED
-    if not stopped and EXIT_ENVIRONMENT in codes:
-        stopped = EXIT_ENVIRONMENT
-    return stopped
+    return WorkerPool(cmd, env, todo, board, args.field_timeout)

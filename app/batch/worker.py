@@ -18,6 +18,7 @@ from app.batch.claims import ClaimBoard, Picker
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
 from app.batch.outputs import OutputChecker, context_of, identity, is_settings_problem
+from app.batch.watch import ProgressPipe
 from app.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, is_storage_error
 from app.hpc.threads import cap_threads
 
@@ -61,6 +62,7 @@ def _work(args) -> int:
     backend = _make_backend(args)  # the season opens here, after the thread cap
     checker = _checker(backend, args)
     context = context_of(checker.season, args.settings)
+    progress = ProgressPipe(args.progress_fd)
     stop_heartbeat = board.heartbeat_every(args.lease / 4)
     pending, chunk = [], []
     try:
@@ -75,10 +77,13 @@ def _work(args) -> int:
             todo = _recheck(chunk, checker, layout, pending, context, args.settings_change == "keep")
             board.record(pending + [{"start": todo}] if todo else pending)
             pending = []
+            progress.begin(todo)
             for outcome in backend.run(todo):
                 if "ok" in outcome:  # the file as written: later plans trust it while it stays so
                     outcome.update(f=identity(checker.path(outcome["ok"])), c=context)
                 pending.append(outcome)
+                progress.done(next(outcome[k] for k in ("ok", "fail", "bad") if k in outcome))
+            progress.end()
     except StopBatch as exc:
         print(f"batch: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT

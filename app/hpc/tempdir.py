@@ -1,12 +1,20 @@
-"""Temp directories on RAM or node-local disk, never on a parallel filesystem.
+"""Temp directories on RAM or node-local disk, never on a parallel filesystem, and private.
 
 Tools that write hundreds of small temp files to Lustre deadlock metadata servers; under
 `--containall` the container's own /tmp is a 64 MiB tmpfs. So: pick RAM (/dev/shm) or a local
 disk explicitly, and refuse a shared parallel filesystem unless forced.
+
+/dev/shm (and /tmp, or a laptop's disk) is shared between users: a temp dir is never a path another
+user could have prepared. `private_temp_dir` makes a fresh directory (random name, mode 700) under a
+base whose every component is trusted: owned by root (and, if others may write to it, sticky, like
+/dev/shm itself) or by us and writable by nobody else; a symlink is trusted only if root owns it.
+Anything else is refused (EnvironmentFailure, exit 3). slurm/common.sh applies the same rule in bash.
 """
 
 import os
 import shutil
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +56,9 @@ def mount_of(path, mountinfo: str | None = None) -> Mount:
 def check_temp_dir(path, force: bool = False, mountinfo: str | None = None) -> Path:
     """Return `path` if it is a writable dir on RAM/local storage; raise EnvironmentFailure if not."""
     path = Path(path)
+    why = untrusted_component(path)
+    if why:
+        raise EnvironmentFailure(f"temp dir {path} is not safe on a shared machine: {why}")
     if not path.is_dir():
         raise EnvironmentFailure(f"temp dir {path} does not exist")
     if not os.access(path, os.W_OK | os.X_OK):
@@ -62,6 +73,42 @@ def check_temp_dir(path, force: bool = False, mountinfo: str | None = None) -> P
     return path
 
 
+def untrusted_component(path) -> str | None:
+    """Why some component of `path` could be changed by another user, or None if none could."""
+    me = os.geteuid()
+    current = Path("/")
+    for part in Path(os.path.abspath(path)).parts[1:]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return None  # what does not exist yet is ours to create (mkdir fails if someone races us)
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != 0:
+                return f"{current} is a symlink owned by uid {st.st_uid}"
+            current = Path(os.path.realpath(current))
+            st = os.stat(current)
+        others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid == 0:
+            if others_write and not st.st_mode & stat.S_ISVTX:
+                return f"{current} is writable by others and not sticky"
+        elif st.st_uid != me:
+            return f"{current} is owned by uid {st.st_uid}, not by us (uid {me})"
+        elif others_write:
+            return f"{current} is ours but writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def private_temp_dir(base, prefix: str) -> Path:
+    """A fresh directory of our own (mode 700) under `base` (a pick_temp_dir result: already trusted)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        raise EnvironmentFailure(f"temp dir {path} was not created private (owner {st.st_uid}, "
+                                 f"mode {stat.S_IMODE(st.st_mode):o})")
+    return path
+
+
 def pick_temp_dir(force: bool = False, environ=os.environ, mountinfo: str | None = None) -> Path:
     """$APP_TMPDIR if set (checked), else /dev/shm if usable, else $TMPDIR or /tmp (checked)."""
     chosen = environ.get(TEMP_ENV)
@@ -69,7 +116,7 @@ def pick_temp_dir(force: bool = False, environ=os.environ, mountinfo: str | None
         return check_temp_dir(chosen, force, mountinfo)
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK):
-        return shm
+        return check_temp_dir(shm, force, mountinfo)
     return check_temp_dir(environ.get("TMPDIR") or "/tmp", force, mountinfo)
 
 
