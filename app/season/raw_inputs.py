@@ -44,8 +44,9 @@ from pyproj import Transformer
 from rasterio.features import rasterize
 
 from app.season import phenology as ph
-from app.season.synth import INSURED_PER_HA, cloud_cover, field_polygon, smooth_rows
-from app.sure2.payout import loss_index, payout
+from app.season.synth import INSURED_PER_HA, cloud_cover, field_polygon
+from app.sure2._kernels import whittaker
+from app.sure2.payout import loss_index
 
 YEAR = 2025
 FIELDS_CRS = "EPSG:25833"  # ETRS89 / UTM 33N: what Norwegian registers use
@@ -71,6 +72,13 @@ TRIGGER, EXIT = 0.12, 0.5
 SCENE_QUIRKS = {("A", 1): "flag_lies_applied", ("A", 3): "flag_lies_not_applied", ("B1", 2): "no_baseline",
                 ("B2", 2): "no_baseline", ("A", 5): "ndvi_asset"}
 OLD_BASELINE_SHARE = 0.25  # the first quarter of the dates: products of baseline 03.01 (no offset)
+TRUTH_LAMBDA = 10.0  # Whittaker λ of the truth's noise-free curves and of the baseline table's history
+
+
+def smooth_rows(curves, lam=TRUTH_LAMBDA):
+    """Each row smoothed with the assessment's Whittaker kernel, all dates weighted 1."""
+    ones = np.ones(curves.shape[1])
+    return np.array([whittaker(np.ascontiguousarray(c, dtype=np.float64), ones, lam) for c in curves])
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,9 @@ def _meridian_x(crs: str) -> float:
     return Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(MERIDIAN, CENTRE_LAT)[0]
 
 
-def place_fields(rng, n: int, grans: list) -> list:
+def place_fields(rng, n: int, grans: list, avoid=()) -> list:
     """n regular fields (EPSG:25833 polygons): each wholly inside some granule (60 m margin), none
-    crossing 12°E, 30 m apart."""
+    crossing 12°E, 30 m apart from each other and from the `avoid` geometries."""
     to_fields = {g.name: _to(g.crs, FIELDS_CRS) for g in grans}
     inside = [to_fields[g.name](g.box.buffer(-60.0)) for g in grans]
     union = shapely.union_all(inside)
@@ -145,19 +153,19 @@ def place_fields(rng, n: int, grans: list) -> list:
             continue  # crosses the zone boundary: only the designated straddler does
         if not any(shapely.contains(box, poly) for box in inside):
             continue
-        if any(shapely.dwithin(poly, other, 30.0) for other in placed):
+        if any(shapely.dwithin(poly, other, 30.0) for other in [*avoid, *placed]):
             continue
         placed.append(poly)
     return placed
 
 
-def awkward_rows(grans: list, regular: list) -> list:
+def awkward_rows(grans: list) -> list:
     """The dirty rows of a real register: (source id, geometry in EPSG:25833, what the import must do)."""
     b1 = _to(grans[1].crs if len(grans) > 1 else grans[0].crs, FIELDS_CRS)(grans[1].box if len(grans) > 1 else grans[0].box)
     x12 = _meridian_x(FIELDS_CRS)
     _, miny, maxx, maxy = b1.bounds
     cy = (miny + maxy) / 2
-    free = _free_spot_finder(regular)
+    free = _free_spot_finder()
     straddler = free(shapely.box(x12 - 90, cy - 60, x12 + 110, cy + 60))
     east = x12 + 0.2 * (maxx - x12)  # zone 33 only, inside B1
     bowtie = free(shapely.Polygon([(east, cy + 300), (east + 150, cy + 420), (east + 150, cy + 300), (east, cy + 420)]))
@@ -189,13 +197,13 @@ def awkward_rows(grans: list, regular: list) -> list:
     ]
 
 
-def _free_spot_finder(regular: list):
-    """Checks that a designed row keeps 20 m from every field placed so far (truth stays per field)."""
-    taken = list(regular)
+def _free_spot_finder():
+    """Checks that a designed row keeps 20 m from the others (truth stays per field)."""
+    taken = []
 
     def check(geom):
         if any(shapely.dwithin(geom, other, 20.0) for other in taken):
-            raise ValueError("an awkward row overlaps another field: change the seed or the tile size")
+            raise ValueError("an awkward row overlaps another: use a larger tile")
         taken.append(geom)
         return geom
     return check
@@ -499,8 +507,8 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     scenes_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     grans = granules(tile_px, second_b)
-    regular = place_fields(rng, n_fields, grans)
-    special = awkward_rows(grans, regular) if awkward else []
+    special = awkward_rows(grans) if awkward else []  # first: the regular fields keep clear of them
+    regular = place_fields(rng, n_fields, grans, [s[1] for s in special])
     source_ids = [f"KV-{k:04d}" for k in range(n_fields)] + [s[0] for s in special]
     geoms = regular + [s[1] for s in special]
     expect = ["regular"] * n_fields + [s[2] for s in special]
