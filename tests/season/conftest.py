@@ -2,25 +2,11 @@
 fields + the awkward rows, 3 granules in UTM zones 32/33, 37 dates each), built once per session."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def season_cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    """`python -m app.season ARGS` as a user runs it (exit code, stdout, stderr)."""
-    return subprocess.run([sys.executable, "-m", "app.season", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=600)
-
-
-def build_args(raw: Path, out: Path, fields="fields.gpkg", baseline=None, *extra) -> list:
-    args = ["build", "--fields", raw / fields, "--mapping", raw / "mapping.toml", "--scenes", raw / "scenes",
-            "--out", out, *extra]
-    return args + (["--baseline", baseline] if baseline else [])
+from season_helpers import build_args, season_cli
 
 
 @pytest.fixture(scope="session")

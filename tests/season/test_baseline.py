@@ -3,7 +3,7 @@ years), and from a user table (checked; a bad row refuses the table, nothing wri
 
 import pyarrow.parquet as pq
 
-from conftest import build_args, season_cli
+from season_helpers import build_args, season_cli
 
 
 def test_baseline_from_past_seasons(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import shapely
 
 from app.season.field_ids import season_id
-from conftest import build_args, season_cli
+from season_helpers import build_args, season_cli
 
 FORMATS = ["fields.gpkg", "fields.shp.zip", "fields.geojson", "fields.fgb", "fields.parquet"]
 

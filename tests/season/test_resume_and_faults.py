@@ -9,7 +9,7 @@ import pytest
 
 from app.season.offset import Evidence, decide
 from app.season.scenes import Asset, Scene
-from conftest import build_args, season_cli
+from season_helpers import build_args, season_cli
 
 
 @pytest.fixture
