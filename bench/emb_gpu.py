@@ -39,8 +39,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from app.emb import BANDS  # noqa: E402
+from app.emb.dist import Dist  # noqa: E402
 from app.emb.loader import BlockSampler, ShardLoader  # noqa: E402
-from app.emb.model import build_model, dequantise  # noqa: E402
+from app.emb.loss import PixelLoss  # noqa: E402
+from app.emb.model import build_model  # noqa: E402
+from app.emb.quant import dequantise, dequantise_np  # noqa: E402
 from app.emb.shards import ShardSet, write_index, write_shard  # noqa: E402
 from app.emb.train import train_step  # noqa: E402
 
@@ -105,7 +108,7 @@ def sync(device):
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
-    """torchvision-reference style: one chip per __getitem__, converted to float on the CPU."""
+    """torchvision-reference style: one chip per __getitem__, dequantised (published rule) on the CPU."""
 
     def __init__(self, root):
         self.shards = ShardSet(root, "train")
@@ -117,7 +120,7 @@ class ReferenceDataset(torch.utils.data.Dataset):
     def __getitem__(self, k):
         s, i = self.where[k]
         shard = self.shards.shards[s]
-        return torch.from_numpy(shard.x[i].astype(np.float32) / 127), torch.from_numpy(shard.y[i].astype(np.int64))
+        return torch.from_numpy(dequantise_np(shard.x[i])), torch.from_numpy(shard.y[i].astype(np.int64))
 
 
 class Bench:
@@ -176,8 +179,9 @@ class Bench:
         return model, opt
 
     def time_steps(self, model, opt, batches, amp):
-        """img/s over args.steps train steps after args.warmup, from an iterator of (x, y)."""
-        loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+        """img/s over args.steps train steps after args.warmup, from an iterator of (x, y); the loss is
+        app.emb.train's (cross-entropy over the labelled pixels of the global batch)."""
+        loss_fn = PixelLoss(torch, Dist(torch), None, self.device)
         a = self.args
         for _ in range(a.warmup):
             x, y = next(batches)
@@ -220,7 +224,7 @@ class Bench:
     def flops_per_image(self, model, x, y):
         from torch.utils.flop_counter import FlopCounterMode
 
-        loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+        loss_fn = PixelLoss(torch, Dist(torch), None, self.device)
         with FlopCounterMode(display=False) as counter:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.cuda):
                 loss = loss_fn(model(x).float(), y)

@@ -1,11 +1,18 @@
 """Atomic checkpoints in the run directory; start-up picks the newest one that loads completely.
 
 `ckpt-00000120.pt` holds the state after 120 optimizer steps: model, optimizer, scheduler, step (which
-is also the data position: batches are a pure function of seed and step), every rank's RNG states
-and the config. Written to a temp name, fsynced, renamed (app.hpc.atomic); a truncated or corrupt
-file is skipped with a warning.
+is also the data position: batches are a pure function of seed and step), every rank's RNG states,
+every rank's weight digest (all equal, or training stops) and the config. Written to a temp name,
+fsynced, renamed (app.hpc.atomic).
+
+- Start-up (rank 0, no writer active) skips a truncated or corrupt file with a warning and renames it
+  `NAME.unusable`, so it never shadows a good checkpoint again and pruning never counts it.
+- Pruning after a save keeps the checkpoint just written and the `keep - 1` newest ones *before* it;
+  files numbered after it are not this run's history and are left alone, so a newer-numbered
+  corrupt file can never cause the deletion of the checkpoint just written.
 """
 
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -14,9 +21,11 @@ import torch
 
 from app.hpc.atomic import atomic_path, sweep_temp_files
 
-FORMAT = "emb-ckpt/1"
+FORMAT = "emb-ckpt/2"
+UNUSABLE = ".unusable"
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
-REQUIRED = ("format", "step", "model", "optimizer", "scheduler", "rng", "config", "classes")
+REQUIRED = ("format", "step", "model", "optimizer", "scheduler", "rng", "config", "classes", "class_names", "model_name",
+            "model_norm", "chip", "weights_sha256")
 
 
 def path_for(run_dir, step: int) -> Path:
@@ -33,11 +42,23 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def weights_digest(module) -> str:
+    """sha256 over the bytes of every parameter, in registration order (buffers such as BatchNorm's
+    running statistics are per rank by design and not included)."""
+    h = hashlib.sha256()
+    for name, p in module.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save(run_dir, state: dict, keep: int) -> Path:
-    path = path_for(run_dir, state["step"])
+    step = state["step"]
+    path = path_for(run_dir, step)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
-    for _, old in list_checkpoints(run_dir)[keep:]:
+    older = [p for s, p in list_checkpoints(run_dir) if s < step]
+    for old in older[keep - 1:]:
         old.unlink(missing_ok=True)
     return path
 
@@ -55,7 +76,7 @@ def load(path) -> dict:
 
 def newest_valid(run_dir, sweep=False, warn=lambda msg: print(msg, file=sys.stderr)) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads. `sweep` (only when no writer is active: training start-up)
-    also removes temp files of a writer killed mid-save."""
+    also removes temp files of a writer killed mid-save and renames unusable checkpoints aside."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return None
@@ -65,7 +86,11 @@ def newest_valid(run_dir, sweep=False, warn=lambda msg: print(msg, file=sys.stde
         try:
             return path, load(path)
         except ValueError as exc:
-            warn(f"checkpoint: warning: skipping unusable checkpoint {exc}")
+            aside = ""
+            if sweep:
+                path.rename(path.with_name(path.name + UNUSABLE))
+                aside = f" (renamed to {path.name}{UNUSABLE})"
+            warn(f"checkpoint: warning: skipping unusable checkpoint {exc}{aside}")
     return None
 
 

@@ -78,7 +78,8 @@ def load_config(path=None, overrides=()) -> dict:
 
 
 def _check(config: dict) -> None:
-    from app.emb.model import MODELS
+    from app.emb.loss import WEIGHTINGS
+    from app.emb.model import MODELS, NORMS
 
     data, train, run = config["data"], config["train"], config["run"]
     if not data["shards"]:
@@ -87,6 +88,10 @@ def _check(config: dict) -> None:
         raise BadInput("run.dir is required (checkpoints and metrics.jsonl go there)")
     if config["model"]["name"] not in MODELS:
         raise BadInput(f"model.name must be one of {', '.join(sorted(MODELS))}; got {config['model']['name']!r}")
+    if config["model"]["norm"] not in NORMS:
+        raise BadInput(f"model.norm must be one of {', '.join(NORMS)}; got {config['model']['norm']!r}")
+    if train["class_weights"] not in WEIGHTINGS:
+        raise BadInput(f"train.class_weights must be one of {', '.join(WEIGHTINGS)}; got {train['class_weights']!r}")
     if train["optimizer"] not in ("sgd", "adamw"):
         raise BadInput(f"train.optimizer must be sgd or adamw, got {train['optimizer']!r}")
     for section, key in (("train", "steps"), ("train", "batch_size"), ("train", "ckpt_every"),

@@ -7,7 +7,8 @@ Why this shape (DESIGN.md's GPU anchor: a naive DataLoader over a memmap gives 1
 - A background thread (plus `read_threads` readers; pread releases the GIL) fills up to `prefetch`
   buffers ahead of the step that needs them.
 - On CUDA the int8 chips go to the GPU with non_blocking copies on a side stream, one step ahead,
-  and become floats there (4x fewer bytes over PCIe than float32; the dequantise is free on the GPU).
+  and become floats there by the published rule (4x fewer bytes over PCIe than float32; the
+  dequantise is free on the GPU).
 
 The batch of a step is a pure function of (seed, step, rank, world): resuming at step s needs no
 loader state, and ranks never coordinate. A global batch is the same set of chips for any world size
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from app.emb.model import dequantise
+from app.emb.quant import dequantise
 from app.emb.shards import ShardSet
 
 

@@ -17,17 +17,24 @@ def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.T
     return torch.bincount(idx, minlength=classes * classes).reshape(classes, classes)
 
 
-def iou(conf: torch.Tensor) -> list[float | None]:
-    """Per-class intersection over union; None for a class absent from both truth and prediction."""
-    conf = conf.double()
-    tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp
-    return [float(t / u) if u > 0 else None for t, u in zip(tp, union)]
+def _ratio(num, den) -> list[float | None]:
+    return [float(n / d) if d > 0 else None for n, d in zip(num, den)]
 
 
-def mean_iou(per_class: list[float | None]) -> float:
+def scores(conf: torch.Tensor, names) -> dict:
+    """Per-class IoU, precision and recall (None where undefined), mIoU over the classes that occur
+    (in truth or prediction), and the confusion matrix (rows = truth, columns = prediction)."""
+    c = conf.double()
+    tp, truth, predicted = c.diag(), c.sum(1), c.sum(0)
+    per_class = _ratio(tp, truth + predicted - tp)
+    return {"iou": per_class, "miou": mean_iou(per_class), "precision": _ratio(tp, predicted),
+            "recall": _ratio(tp, truth), "classes": list(names), "confusion": conf.long().tolist(),
+            "val_pixels": int(conf.sum())}
+
+
+def mean_iou(per_class: list[float | None]) -> float | None:
     present = [v for v in per_class if v is not None]
-    return sum(present) / len(present) if present else 0.0
+    return sum(present) / len(present) if present else None
 
 
 class MetricsLog:

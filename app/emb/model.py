@@ -1,6 +1,7 @@
 """torchvision segmentation models with a 64-channel stem, returning logits [N, K, H, W]."""
 
-import torch
+import math
+
 from torch import nn
 
 from app.emb import BANDS
@@ -9,6 +10,7 @@ MODELS = frozenset({
     "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large",
     "lraspp_mobilenet_v3_large", "fcn_resnet50", "fcn_resnet101",
 })
+NORMS = ("batch", "group")
 
 
 class Segmenter(nn.Module):
@@ -34,11 +36,26 @@ def _widen_stem(net: nn.Module, in_channels: int) -> nn.Module:
     raise ValueError("model has no 3-channel stem convolution")
 
 
-def build_model(name: str, classes: int) -> nn.Module:
+def _group_norm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d replaced by GroupNorm with gcd(32, C) groups (its affine parameters start alike)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.GroupNorm(math.gcd(32, child.num_features), child.num_features))
+        else:
+            _group_norm(child)
+    return module
+
+
+def build_model(name: str, classes: int, norm: str = "batch") -> nn.Module:
+    """norm "batch" (torchvision's BatchNorm; SyncBatchNorm across GPUs when model.sync_bn) or "group":
+    GroupNorm has no batch statistics, so the result does not depend on how the batch is split over
+    ranks (small per-GPU batches; and what the DDP equivalence test relies on)."""
     from torchvision.models import segmentation
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm}")
     # No pretrained weights: RGB ImageNet weights do not transfer to 64-d embeddings (and nodes are offline).
     net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=classes)
     for bn in net.modules():
@@ -46,10 +63,6 @@ def build_model(name: str, classes: int) -> nn.Module:
         # hundreds of steps to settle, so short runs evaluate garbage. 0.1 is the ResNets' value.
         if isinstance(bn, nn.BatchNorm2d):
             bn.momentum = 0.1
+    if norm == "group":
+        _group_norm(net)
     return Segmenter(_widen_stem(net, BANDS))
-
-
-def dequantise(x_int8: torch.Tensor, dtype=torch.float32, channels_last=False) -> torch.Tensor:
-    """int8 chips → unit-vector components (x / 127), on whatever device the chips already are."""
-    x = x_int8.to(dtype).mul_(1.0 / 127.0)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -1,36 +1,48 @@
-"""Embedding tiles + parcel polygons → a few large shards per split (see app.emb.shards for the format).
+"""Embedding tiles + a parcel file + a class map → a few large shards per split (format: app.emb.shards).
 
 Choices (the issue leaves them open):
-- Inputs: every `*.tif` in --src (64 bands, int8 = round(v*127) or float unit vectors) and every
-  `*.parquet` there (GeoParquet: WKB `geometry`, `crop_class`). Parcels in another CRS are reprojected.
+- Inputs: every `*.tif`/`*.tiff` in --src (app.emb.raster: published int8 kept byte for byte, float
+  exports quantised by the published rule, bottom-up storage seen north-up, tiles in any UTM zone),
+  and one parcel file with crop codes + a class map (app.emb.labels). Parcels are reprojected to
+  each tile's CRS; a chip is cut from one tile, so it never mixes zones.
 - Labels: parcels rasterised per chip window (pixel-centre rule) over non-crop 0; pixels touched by a
-  parcel boundary become 255 (ignore: mixed pixels), and so do pixels the raster masks as nodata.
+  parcel boundary, pixels of ignored parcels and nodata pixels (-128 in all bands) are 255.
 - Chips: `chip`² windows every `stride` pixels, plus one aligned to the far edge so the whole tile
-  is covered; tiles smaller than a chip are skipped with a warning.
-- Spatial split: square blocks of `block` pixels anchored at the map origin (so they are global across
-  tiles); a block is validation when a seeded hash of its (column, row) falls below `val_frac`.
-  A chip whose footprint touches blocks of both splits is dropped: no pixel is seen by both splits.
+  is covered; tiles smaller than a chip are skipped with a warning; chips without a single valid
+  pixel (sea, outside the swath: found from band 1, where published nodata is -128 too) are dropped.
+- Spatial split: geographic blocks shared by every zone (app.emb.split); a chip straddling two blocks
+  is dropped, so no ground is seen by both splits.
 - Shards: `shard_chips` chips each (default: as many as fit in ~1 GiB), chips in tile/row/column order
-  so neighbouring chips are adjacent on disk. The plan depends on the inputs' geometry only, so a rerun
-  recomputes it, keeps every shard whose manifest matches (fingerprint + checksums) and writes the rest.
+  so neighbouring chips are adjacent on disk. A shard's fingerprint covers the parameters, the input
+  files' identities, the class map and its chips, so a rerun keeps every shard whose manifest matches
+  (fingerprint + checksums) and writes the rest.
+- Report: `report.json` (atomic) next to the shards: parcels per class, unmapped codes (counted,
+  the most frequent named), repaired and dropped geometries, chips per tile and split, label pixels
+  per class and split.
 """
 
 import hashlib
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from app.emb import BANDS, IGNORE, NON_CROP, QUANT_SCALE
+from app.emb import BANDS, IGNORE
+from app.emb.labels import Labeller, load_class_map, read_parcels
+from app.emb.quant import nodata_pixels
+from app.emb.raster import EmbeddingRaster
 from app.emb.shards import shard_files, shard_is_valid, write_index, write_shard
+from app.emb.split import block_split, chip_blocks
 from app.errors import BadInput
-from app.hpc.atomic import sweep_temp_files
+from app.hpc.atomic import atomic_write_bytes, sweep_temp_files
 
 SPLITS = ("train", "val")
 SHARD_BYTES = 1 << 30
+QUANTISATION = "satellite-embedding-int8: v = sign(q)*(|q|/127.5)^2, -128 in all bands = nodata"
+REPORT = "report.json"
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,17 @@ class PrepareSpec:
         return max(1, SHARD_BYTES // (BANDS * self.chip * self.chip + self.chip * self.chip))
 
 
+@dataclass(frozen=True)
+class LabelSpec:
+    """Where the labels come from: the parcel file, its layer, the class map and its CLI overrides."""
+
+    parcels: str
+    class_map: str
+    layer: str | None = None
+    code_column: str | None = None
+    unmapped: str | None = None
+
+
 def _warn(msg: str) -> None:
     print(f"prepare: warning: {msg}", file=sys.stderr)
 
@@ -67,11 +90,6 @@ def _warn(msg: str) -> None:
 def _file_identity(path: Path) -> list:
     st = path.stat()
     return [path.name, st.st_size, st.st_mtime_ns]
-
-
-def _block_split(bx: int, by: int, spec: PrepareSpec) -> str:
-    h = hashlib.sha256(f"{spec.seed}:{bx}:{by}".encode()).digest()
-    return "val" if int.from_bytes(h[:8], "little") / 2**64 < spec.val_frac else "train"
 
 
 def window_offsets(length: int, chip: int, stride: int) -> list[int]:
@@ -82,159 +100,107 @@ def window_offsets(length: int, chip: int, stride: int) -> list[int]:
 
 
 def _read_tiles(src: Path) -> list[dict]:
-    import rasterio
-
     paths = sorted(src.glob("*.tif")) + sorted(src.glob("*.tiff"))
     if not paths:
         raise BadInput(f"no *.tif embedding rasters in {src}")
     tiles = []
     for path in paths:
-        try:
-            with rasterio.open(path) as ds:
-                if ds.count != BANDS:
-                    raise BadInput(f"{path.name} has {ds.count} bands, expected {BANDS}")
-                if ds.crs is None or not ds.crs.is_projected:
-                    raise BadInput(f"{path.name} has no projected CRS (expected UTM)")
-                if ds.transform.b or ds.transform.d:
-                    raise BadInput(f"{path.name} is rotated; only north-up rasters are supported")
-                tiles.append({"name": path.name, "path": path, "width": ds.width, "height": ds.height,
-                              "crs": ds.crs.to_wkt(), "transform": list(ds.transform)[:6],
-                              "dtype": ds.dtypes[0]})
-        except rasterio.errors.RasterioIOError as exc:
-            raise BadInput(f"cannot read {path.name}: {str(exc).splitlines()[0]}") from None
+        with EmbeddingRaster(path) as r:
+            tiles.append({"name": path.name, "path": path, "grid": r.grid, "bottom_up": r.bottom_up,
+                          "dtype": r.ds.dtypes[0]})
+    sizes = {t["grid"].pixel_m for t in tiles}
+    if len(sizes) > 1:
+        raise BadInput(f"tiles have different pixel sizes ({', '.join(map(str, sorted(sizes)))} m): "
+                       "spatial blocks need one")
     return tiles
 
 
-def _read_parcels(src: Path):
-    """(geometries, classes, crs, classes_declared) from every GeoParquet in src."""
-    import pyarrow.parquet as pq
-    import shapely
-    from pyproj import CRS
-
-    paths = sorted(src.glob("*.parquet"))
-    if not paths:
-        raise BadInput(f"no *.parquet parcel file in {src}")
-    geoms, classes, crs, declared = [], [], None, 0
-    for path in paths:
-        table = pq.read_table(path)
-        meta = table.schema.metadata or {}
-        if "geometry" not in table.column_names or "crop_class" not in table.column_names:
-            raise BadInput(f"{path.name} needs columns 'geometry' (WKB) and 'crop_class'")
-        geo = json.loads(meta.get(b"geo", b"{}"))
-        col_crs = geo.get("columns", {}).get("geometry", {}).get("crs")
-        file_crs = CRS.from_user_input(col_crs) if col_crs else CRS.from_epsg(4326)  # GeoParquet default
-        if crs is not None and file_crs != crs:
-            raise BadInput(f"{path.name} uses another CRS than the other parcel files")
-        crs = file_crs
-        geoms.append(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False)))
-        classes.append(table.column("crop_class").to_numpy().astype(np.int64))
-        declared = max(declared, int(meta.get(b"emb:classes", b"0")))
-    classes = np.concatenate(classes)
-    if classes.size and (classes.min() < 0 or classes.max() >= IGNORE):
-        raise BadInput(f"crop_class must be 0..{IGNORE - 1}")
-    return np.concatenate(geoms), classes, crs, declared
+def _valid_windows(raster: EmbeddingRaster, rows: list[int], cols: list[int], chip: int) -> np.ndarray:
+    """bool [len(rows), len(cols)]: windows holding at least one valid pixel."""
+    starts = np.asarray(cols)
+    out = np.zeros((len(rows), len(cols)), bool)
+    for i, row in enumerate(rows):
+        columns = raster.valid_rows(row, chip).any(axis=0)
+        counts = np.concatenate([[0], np.cumsum(columns)])
+        out[i] = counts[starts + chip] > counts[starts]
+    return out
 
 
-def _plan(tiles: list[dict], spec: PrepareSpec) -> dict[str, list[tuple]]:
-    """Every chip (tile index, row, col) per split, in tile/row/column order."""
+def _plan(tiles: list[dict], spec: PrepareSpec) -> tuple[dict[str, list[tuple]], list[dict]]:
+    """Every chip (tile index, row, col) per split in tile/row/column order, and per-tile counts."""
     plan = {split: [] for split in SPLITS}
+    per_tile = []
     for t, tile in enumerate(tiles):
-        if tile["width"] < spec.chip or tile["height"] < spec.chip:
+        grid = tile["grid"]
+        counts = {"train": 0, "val": 0, "straddling": 0, "nodata": 0}
+        per_tile.append(counts)
+        if grid.width < spec.chip or grid.height < spec.chip:
+            _warn(f"{tile['name']} ({grid.width}x{grid.height}) is smaller than a chip; skipped")
             continue
-        a, _, c, _, e, f = tile["transform"]
-        block_m = spec.block * abs(a)
-        for row in window_offsets(tile["height"], spec.chip, spec.stride):
-            for col in window_offsets(tile["width"], spec.chip, spec.stride):
-                x0, x1 = sorted((c + col * a, c + (col + spec.chip) * a))
-                y0, y1 = sorted((f + row * e, f + (row + spec.chip) * e))
-                eps = 1e-3 * abs(a)  # corners nudged inwards: an edge lying on a block line stays out
-                splits = {_block_split(math.floor(x / block_m), math.floor(y / block_m), spec)
-                          for x in (x0 + eps, x1 - eps) for y in (y0 + eps, y1 - eps)}
-                if len(splits) == 1:
-                    plan[splits.pop()].append((t, row, col))
-    return plan
+        rows = window_offsets(grid.height, spec.chip, spec.stride)
+        cols = window_offsets(grid.width, spec.chip, spec.stride)
+        with EmbeddingRaster(tile["path"]) as raster:
+            valid = _valid_windows(raster, rows, cols, spec.chip)
+        windows = [(r, c) for r in rows for c in cols]
+        origins = np.array([grid.window_transform(r, c)[2::3] for r, c in windows], float).reshape(-1, 2)
+        blocks = chip_blocks(grid.crs_wkt, origins, spec.chip * grid.pixel_m, spec.block * grid.pixel_m)
+        for (row, col), block, ok in zip(windows, blocks, valid.ravel()):
+            if not ok:
+                counts["nodata"] += 1
+            elif block is None:
+                counts["straddling"] += 1
+            else:
+                split = block_split(*block, spec.seed, spec.val_frac)
+                plan[split].append((t, row, col))
+                counts[split] += 1
+    return plan, per_tile
 
 
-def _labeller(parcel_geoms, parcel_classes, parcel_crs):
-    """Per tile: a function (window transform, chip) → uint8 labels; parcels indexed by an STRtree."""
-    import shapely
-    from pyproj import CRS, Transformer
-    from rasterio.features import rasterize
-
-    cache = {}
-
-    def for_tile(tile_crs_wkt):
-        if tile_crs_wkt not in cache:
-            tile_crs = CRS.from_wkt(tile_crs_wkt)
-            geoms = parcel_geoms
-            if tile_crs != parcel_crs:
-                to_tile = Transformer.from_crs(parcel_crs, tile_crs, always_xy=True)
-                geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_tile.transform(xy[:, 0], xy[:, 1])))
-            cache[tile_crs_wkt] = (geoms, shapely.STRtree(geoms))
-        geoms, tree = cache[tile_crs_wkt]
-
-        def labels(window_transform, chip):
-            t = window_transform
-            xs, ys = (t.c, t.c + chip * t.a), (t.f, t.f + chip * t.e)
-            hits = tree.query(shapely.box(min(xs), min(ys), max(xs), max(ys)))
-            out = np.full((chip, chip), NON_CROP, np.uint8)
-            if len(hits):
-                out = rasterize(zip(geoms[hits], parcel_classes[hits].tolist()), out_shape=(chip, chip),
-                                transform=window_transform, fill=NON_CROP, dtype="uint8")
-                edges = rasterize(((g, 1) for g in shapely.boundary(geoms[hits])), out_shape=(chip, chip),
-                                  transform=window_transform, fill=0, all_touched=True, dtype="uint8")
-                out[edges == 1] = IGNORE
-            return out
-
-        return labels
-
-    return for_tile
+def _fill_chips(tiles, labeller: Labeller, chip: int, members, x, y) -> None:
+    """write_shard's fill: the embeddings and labels of (tile, row, col) chips, in order."""
+    open_tile, raster = None, None
+    try:
+        for i, (t, row, col) in enumerate(members):
+            if open_tile != t:
+                if raster is not None:
+                    raster.close()
+                raster, open_tile = EmbeddingRaster(tiles[t]["path"]), t
+            grid = tiles[t]["grid"]
+            x[i] = raster.read(row, col, chip, chip)
+            label = labeller.labels(grid.crs_wkt, grid.window_transform(row, col), chip)
+            label[nodata_pixels(x[i])] = IGNORE
+            y[i] = label
+    finally:
+        if raster is not None:
+            raster.close()
 
 
-def chip_transform(tile: dict, row: int, col: int) -> list[float]:
-    """The affine (a, b, c, d, e, f) of a window whose top-left pixel is (row, col); north-up tiles."""
-    a, b, c, d, e, f = tile["transform"]
-    return [a, b, c + col * a, d, e, f + row * e]
+def prepare(src, out, spec: PrepareSpec, labels: LabelSpec) -> dict:
+    """Write the shards, index.json and report.json; returns {'written', 'skipped', 'index', 'report'}.
 
-
-def read_chip(ds, row, col, height, width) -> np.ndarray:
-    """A window of embeddings as int8 (v * 127), from int8 or float bands."""
-    from rasterio.windows import Window
-
-    data = ds.read(window=Window(col, row, width, height))
-    if data.dtype == np.int8:
-        return data
-    if data.dtype.kind == "f":
-        return np.clip(np.rint(np.nan_to_num(data) * QUANT_SCALE), -127, 127).astype(np.int8)
-    raise BadInput(f"{ds.name}: embeddings must be int8 (v*127) or float, got {data.dtype}")
-
-
-def prepare(src, out, spec: PrepareSpec) -> dict:
-    """Write the shards and index.json; returns {'written': [...], 'skipped': [...], 'index': {...}}."""
-    import rasterio
-    from rasterio.windows import Window
-
+    Everything that can be bad input (parameters, tiles, class map, parcel file) is checked before
+    the output directory is created.
+    """
     spec.check()
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise BadInput(f"--src {src} is not a directory")
     tiles = _read_tiles(src)
-    geoms, classes, parcel_crs, declared = _read_parcels(src)
-    n_classes = max(declared, int(classes.max()) + 1 if classes.size else 2, 2)
-    plan = _plan(tiles, spec)
+    class_map = load_class_map(labels.class_map, labels.code_column, labels.unmapped)
+    parcels = read_parcels(labels.parcels, class_map, labels.layer)
+    plan, per_tile = _plan(tiles, spec)
     if not plan["train"]:
-        raise BadInput("no training chips: tiles are smaller than a chip or every block went to validation")
-    for tile in tiles:
-        if tile["width"] < spec.chip or tile["height"] < spec.chip:
-            _warn(f"{tile['name']} ({tile['width']}x{tile['height']}) is smaller than a chip; skipped")
+        raise BadInput("no training chips: tiles are smaller than a chip, hold no data, "
+                       "or every block went to validation")
     for split in SPLITS:
         if spec.val_frac and not plan[split]:
             _warn(f"the {split} split is empty (too few spatial blocks for --block {spec.block})")
 
     out.mkdir(parents=True, exist_ok=True)
     sweep_temp_files(out)
-    sources = [_file_identity(t["path"]) for t in tiles] + [_file_identity(p) for p in sorted(src.glob("*.parquet"))]
-    labeller = _labeller(geoms, classes, parcel_crs)
+    sources = [_file_identity(t["path"]) for t in tiles] + [_file_identity(Path(labels.parcels)),
+                                                             [labels.layer, asdict(class_map)]]
+    labeller = Labeller(parcels)
     per_shard = spec.chips_per_shard()
     splits, written, skipped, class_pixels = {}, [], [], {}
     for split in SPLITS:
@@ -250,28 +216,10 @@ def prepare(src, out, spec: PrepareSpec) -> dict:
                 skipped.append(name)
             else:
                 meta = {"fingerprint": fingerprint, "split": split,
-                        "chips": [{"tile": t, "row": r, "col": c, "transform": chip_transform(tiles[t], r, c)}
+                        "chips": [{"tile": t, "row": r, "col": c, "transform": list(tiles[t]["grid"].window_transform(r, c))}
                                   for t, r, c in members]}
-
-                def fill(x, y, members=members):
-                    open_tile, ds = None, None
-                    try:
-                        for i, (t, row, col) in enumerate(members):
-                            if open_tile != t:
-                                if ds is not None:
-                                    ds.close()
-                                ds, open_tile = rasterio.open(tiles[t]["path"]), t
-                                labels_of = labeller(tiles[t]["crs"])
-                            x[i] = read_chip(ds, row, col, spec.chip, spec.chip)
-                            window = Window(col, row, spec.chip, spec.chip)
-                            label = labels_of(rasterio.Affine(*chip_transform(tiles[t], row, col)), spec.chip)
-                            label[ds.read_masks(1, window=window) == 0] = IGNORE
-                            y[i] = label
-                    finally:
-                        if ds is not None:
-                            ds.close()
-
-                write_shard(out, name, len(members), spec.chip, fill, meta)
+                write_shard(out, name, len(members), spec.chip,
+                            partial(_fill_chips, tiles, labeller, spec.chip, members), meta)
                 written.append(name)
             y = np.load(shard_files(out, name)[1], mmap_mode="r")
             counts += np.bincount(np.asarray(y).ravel(), minlength=IGNORE + 1)
@@ -279,11 +227,17 @@ def prepare(src, out, spec: PrepareSpec) -> dict:
         class_pixels[split] = {str(k): int(v) for k, v in enumerate(counts) if v}
     _remove_stale(out, {n for names in splits.values() for n in names})
     index = {"splits": splits, "chips": {s: len(plan[s]) for s in SPLITS}, "chip": spec.chip,
-             "bands": BANDS, "classes": n_classes, "ignore": IGNORE, "quant_scale": QUANT_SCALE,
-             "class_pixels": class_pixels, "params": asdict(spec),
-             "tiles": [{k: t[k] for k in ("name", "width", "height", "crs", "transform")} for t in tiles]}
+             "bands": BANDS, "classes": class_map.classes, "class_names": list(class_map.names),
+             "ignore": IGNORE, "quantisation": QUANTISATION, "class_pixels": class_pixels, "params": asdict(spec),
+             "tiles": [{"name": t["name"], "width": t["grid"].width, "height": t["grid"].height,
+                        "crs": t["grid"].crs_wkt, "transform": list(t["grid"].transform),
+                        "bottom_up": t["bottom_up"], "dtype": t["dtype"]} for t in tiles]}
     write_index(out, index)
-    return {"written": written, "skipped": skipped, "index": index}
+    report = {"parcels": parcels.report, "class_names": list(class_map.names), "class_pixels": class_pixels,
+              "chips": {s: len(plan[s]) for s in SPLITS},
+              "tiles": {t["name"]: counts for t, counts in zip(tiles, per_tile)}}
+    atomic_write_bytes(out / REPORT, json.dumps(report, indent=1).encode())
+    return {"written": written, "skipped": skipped, "index": index, "report": report}
 
 
 def _remove_stale(out: Path, keep: set[str]) -> None:

@@ -2,8 +2,8 @@
 
 One directory holds everything `prepare` made:
 
-    index.json            splits → shard names; chip size, bands, classes, quantisation, source tiles
-    train-00000.x.npy     int8  [n, 64, chip, chip]  embeddings, x / 127 = the unit vector's components
+    index.json            splits → shard names; chip size, bands, classes + names, quantisation, source tiles
+    train-00000.x.npy     int8  [n, 64, chip, chip]  embeddings as published (app.emb.quant), bytes unchanged
     train-00000.y.npy     uint8 [n, chip, chip]      labels: 0 non-crop, 1..K-1 crops, 255 ignore
     train-00000.json      manifest: each chip's georeferencing, size + sha256 of both arrays, fingerprint
 

@@ -1,19 +1,26 @@
-"""Generated embedding tiles + parcel polygons with known crop classes (the EMB test data).
+"""Generated embedding tiles + parcels with crop codes and known classes (the EMB test and demo data).
 
-What it makes, deterministically from the seed:
-- `tile-NNN.tif`: 64-band int8 GeoTIFF, EPSG:32633 (UTM 33N), 10 m pixels, tiled and pixel-interleaved.
-  Each pixel is a unit-length 64-d vector quantised as round(v * 127) (band scale 1/127 is tagged),
-  the same int8 form AlphaEarth's public embeddings use. `prepare` and `predict` also accept float bands.
-- `parcels.parquet`: GeoParquet 1.0 (WKB polygons, CRS as PROJJSON) with `parcel_id`, `tile`,
-  `crop_class` (1..K-1); its metadata records `classes` = K.
+What it writes, deterministically from the seed, in the published formats:
+- `tile-NNN.tif`: 64-band int8 GeoTIFF in the published Satellite Embedding quantisation
+  (app.emb.quant: v = sign(q)·(|q|/127.5)², -128 in all bands = nodata, GDAL nodata -128), 10 m
+  pixels, tiled, pixel-interleaved, north-up, in UTM zone `zones[t % len(zones)]` (EPSG:326ZZ).
+  Tile 0 has a nodata triangle (its south-east corner, "outside the swath").
+- `parcels.parquet`: GeoParquet 1.0 in EPSG:4326 (lon/lat, like EuroCrops), one row per parcel:
+  `parcel_id`, `tile`, EuroCrops-style `EC_hcat_c` (HCAT-like 10-digit crop code) and `EC_hcat_n`
+  (its name), and the generated ground truth `true_class` (the class the embedding was drawn from;
+  0 for non-crop land-use parcels). About 5 % of the crop parcels carry a code the class map does
+  not list (`UNMAPPED_CODE`), as real files do.
+- `class_map.toml`: the class map for `prepare` (see app.emb.labels): two codes for most crops,
+  land-use codes mapped to non-crop 0, `unmapped = "ignore"`.
 
 Why the class is learnable, with real spatial structure: fields come from a recursive split of each
 tile (field-shaped rectangles with slightly jittered corners) separated by non-crop gaps (roads,
-hedges); some fields are left non-crop. Every class k has a prototype vector; each parcel draws its
-own vector around its class prototype (within-class variation), a smooth regional signal (plane waves,
-like a phenology gradient) and per-pixel noise are added, and a 3x3 blur mixes vectors across
-boundaries (mixed pixels) before normalising to unit length. Non-crop land mixes two prototypes
-along a smooth field, so it is one learnable class with internal variety.
+hedges); some fields are non-crop land use, some are not in the parcel file at all. Every class k
+has a prototype vector; each parcel draws its own vector around its class prototype (within-class
+variation), a smooth regional signal (plane waves, like a phenology gradient) and per-pixel noise are
+added, and a 3x3 blur mixes vectors across boundaries (mixed pixels) before normalising to unit
+length. Non-crop land mixes two prototypes along a smooth field, so it is one learnable class with
+internal variety.
 """
 
 import json
@@ -22,18 +29,26 @@ from pathlib import Path
 
 import numpy as np
 
-from app.emb import BANDS, NON_CROP, QUANT_SCALE
+from app.emb import BANDS, NON_CROP
+from app.emb.quant import NODATA, quantise
 from app.errors import BadInput
-from app.hpc.atomic import atomic_path
+from app.hpc.atomic import atomic_path, atomic_write_bytes
 
-EPSG = 32633
 PIXEL_M = 10.0
-ORIGIN = (500_000.0, 6_650_000.0)  # southern Norway, inside UTM 33N
-TILE_GAP_M = 2_000.0  # tiles sit side by side with a gap, so spatial blocks differ between tiles
+ORIGIN = (500_000.0, 6_650_000.0)  # easting, northing of tile 0's north-west corner: southern Norway
+TILE_GAP_M = 2_000.0  # tiles of one zone sit side by side with a gap, so spatial blocks differ between tiles
 
 PARCEL_SPREAD = 0.55  # per-dimension std of a parcel's vector around its class prototype
 REGIONAL_AMPLITUDE = 0.5
 PIXEL_NOISE = 0.9
+UNMAPPED_SHARE = 0.05  # crop parcels whose code the class map does not list
+
+# HCAT-like codes (EuroCrops' 10-digit hierarchy), two per crop where winter and spring sorts exist.
+CROP_CODES = (("wheat", ("3301010101", "3301010104")), ("barley", ("3301010301", "3301010304")),
+              ("oats", ("3301010401", "3301010404")), ("potatoes", ("3301060701",)),
+              ("rapeseed", ("3301040101", "3301040104")), ("rye", ("3301010201", "3301010204")))
+LAND_USE_CODES = (("pasture_meadow", "3302000000"), ("tree_wood_forest", "3306000000"))
+UNMAPPED_CODE = ("other_arable_crops", "3301990000")
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class SynthSpec:
     size: int = 256
     classes: int = 5
     seed: int = 0
+    zones: tuple = (33,)
 
     def check(self) -> None:
         if not 1 <= self.tiles <= 10_000:
@@ -50,6 +66,27 @@ class SynthSpec:
             raise BadInput(f"--size must be a multiple of 16 in 32..16384, got {self.size}")
         if not 2 <= self.classes <= 255:
             raise BadInput(f"--classes must be 2..255 (class 0 is non-crop, 255 is ignore), got {self.classes}")
+        if not self.zones or any(not 1 <= z <= 60 for z in self.zones):
+            raise BadInput(f"--zones must be UTM zone numbers 1..60, got {list(self.zones)}")
+
+
+def crop_codes(classes: int) -> list[tuple[str, tuple]]:
+    """(name, codes) of classes 1..classes-1: the table above, then generated codes."""
+    table = list(CROP_CODES[:classes - 1])
+    for k in range(len(table) + 1, classes):
+        table.append((f"crop_{k}", (f"3301{k:06d}",)))
+    return table
+
+
+def class_map_toml(classes: int) -> str:
+    lines = ["# Class map for the generated parcels (python -m app.emb synth); format: app/emb/labels.py",
+             'code_column = "EC_hcat_c"', 'unmapped = "ignore"', "", "[classes]"]
+    table = crop_codes(classes)
+    lines += [f'{k} = "{name}"' for k, (name, _) in enumerate(table, 1)]
+    lines += ["", "[codes]"]
+    lines += [f'"{code}" = {k}  # {name}' for k, (name, codes) in enumerate(table, 1) for code in codes]
+    lines += [f'"{code}" = {NON_CROP}  # {name} (land use, not a crop)' for name, code in LAND_USE_CODES]
+    return "\n".join(lines) + "\n"
 
 
 def _split_fields(rng, box, min_side, out):
@@ -69,8 +106,12 @@ def _split_fields(rng, box, min_side, out):
         _split_fields(rng, part, min_side, out)
 
 
-def _parcel_polygons(rng, size, transform, classes):
-    """Field polygons in map coordinates with their crop classes (gaps and some fields stay non-crop)."""
+def _parcel_polygons(rng, size, transform, table):
+    """Field polygons in map coordinates: (polygon, true class, code, code name).
+
+    Gaps stay non-crop; of the fields left non-crop, half are land-use parcels (class 0 with a
+    land-use code) and half are missing from the file, as unregistered land is.
+    """
     from shapely.geometry import Polygon
 
     boxes = []
@@ -79,13 +120,22 @@ def _parcel_polygons(rng, size, transform, classes):
     for r0, c0, r1, c1 in boxes:
         gap = int(rng.integers(1, 3))  # roads / hedges between fields
         r0, c0, r1, c1 = r0 + gap, c0 + gap, r1 - gap, c1 - gap
-        if r1 - r0 < 3 or c1 - c0 < 3 or rng.random() < 0.12:
+        if r1 - r0 < 3 or c1 - c0 < 3:
             continue
         corners = np.array([(c0, r0), (c1, r0), (c1, r1), (c0, r1)], float)
         corners += rng.uniform(-1.2, 1.2, corners.shape)
         xs = transform.c + corners[:, 0] * transform.a  # north-up: no rotation terms
         ys = transform.f + corners[:, 1] * transform.e
-        parcels.append((Polygon(zip(xs, ys)), int(rng.integers(1, classes))))
+        polygon = Polygon(zip(xs, ys))
+        if rng.random() < 0.12:
+            if rng.random() < 0.5:
+                name, code = LAND_USE_CODES[int(rng.integers(len(LAND_USE_CODES)))]
+                parcels.append((polygon, NON_CROP, code, name))
+            continue
+        k = int(rng.integers(1, len(table) + 1))
+        name, codes = table[k - 1]
+        name, code = UNMAPPED_CODE if rng.random() < UNMAPPED_SHARE else (name, codes[int(rng.integers(len(codes)))])
+        parcels.append((polygon, k, code, name))
     return parcels
 
 
@@ -123,74 +173,92 @@ def _embedding(rng, size, class_map, parcel_map, parcel_classes, prototypes, bac
     return emb.astype(np.float32)
 
 
-def quantise(emb: np.ndarray) -> np.ndarray:
-    """Unit-vector components in [-1, 1] → int8; the inverse is x / QUANT_SCALE."""
-    return np.clip(np.rint(emb * QUANT_SCALE), -127, 127).astype(np.int8)
+def _swath_edge(size) -> np.ndarray:
+    """bool [size, size]: a nodata triangle in the south-east corner (about 8 % of the tile)."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    return rows + cols > 1.6 * size
 
 
-def _write_tile(path, q, transform):
+def _write_tile(path, q, transform, epsg):
     import rasterio
 
     size = q.shape[-1]
     block = 256 if size % 256 == 0 else 16 * max(1, min(size, 256) // 16)
-    profile = dict(driver="GTiff", width=size, height=size, count=BANDS, dtype="int8", crs=f"EPSG:{EPSG}",
-                   transform=transform, tiled=True, blockxsize=block, blockysize=block,
+    profile = dict(driver="GTiff", width=size, height=size, count=BANDS, dtype="int8", crs=f"EPSG:{epsg}",
+                   transform=transform, nodata=NODATA, tiled=True, blockxsize=block, blockysize=block,
                    interleave="pixel", compress="deflate")
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(q)
-            dst.scales = [1 / QUANT_SCALE] * BANDS
             dst.descriptions = [f"A{i:02d}" for i in range(BANDS)]
-            dst.update_tags(embedding="unit-length 64-d, int8 = round(v * 127)")
+            dst.update_tags(embedding="Satellite Embedding int8: v = sign(q)*(|q|/127.5)^2; -128 in all bands = nodata")
 
 
-def _write_parcels(path, rows, classes):
+def _write_parcels(path, rows):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyproj import CRS
 
     geo = {"version": "1.0.0", "primary_column": "geometry",
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
-                                    "crs": CRS.from_epsg(EPSG).to_json_dict()}}}
+                                    "crs": CRS.from_epsg(4326).to_json_dict()}}}
     table = pa.table({
         "parcel_id": pa.array([r[0] for r in rows], pa.int64()),
         "tile": pa.array([r[1] for r in rows], pa.string()),
-        "crop_class": pa.array([r[2] for r in rows], pa.uint8()),
-        "geometry": pa.array([r[3] for r in rows], pa.binary()),
-    }).replace_schema_metadata({b"geo": json.dumps(geo).encode(), b"emb:classes": str(classes).encode()})
+        "EC_hcat_c": pa.array([r[2] for r in rows], pa.string()),
+        "EC_hcat_n": pa.array([r[3] for r in rows], pa.string()),
+        "true_class": pa.array([r[4] for r in rows], pa.uint8()),
+        "geometry": pa.array([r[5] for r in rows], pa.binary()),
+    }).replace_schema_metadata({b"geo": json.dumps(geo).encode()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
+def tile_origin(spec: SynthSpec, t: int) -> tuple[int, float, float]:
+    """(EPSG, easting, northing) of tile t's north-west corner: zones in turn, side by side within one."""
+    zone, j = spec.zones[t % len(spec.zones)], t // len(spec.zones)
+    return 32600 + zone, ORIGIN[0] + j * (spec.size * PIXEL_M + TILE_GAP_M), ORIGIN[1]
+
+
 def synth(out, spec: SynthSpec) -> list[Path]:
-    """Write spec.tiles GeoTIFFs and one parcels GeoParquet into `out`; returns the paths written."""
+    """Write spec.tiles GeoTIFFs, parcels.parquet and class_map.toml into `out`; returns the paths."""
     spec.check()
-    from rasterio.features import rasterize
+    from pyproj import CRS
     from rasterio import Affine
+    from rasterio.features import rasterize
+
+    from app.vector import reproject
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     prototypes = rng.normal(0, 1, (spec.classes, BANDS)).astype(np.float32)
     background = np.stack([prototypes[NON_CROP], rng.normal(0, 1, BANDS).astype(np.float32)])
+    table = crop_codes(spec.classes)
     written, rows = [], []
     for t in range(spec.tiles):
-        x0 = ORIGIN[0] + t * (spec.size * PIXEL_M + TILE_GAP_M)
-        transform = Affine(PIXEL_M, 0.0, x0, 0.0, -PIXEL_M, ORIGIN[1])  # north-up, 10 m
-        parcels = _parcel_polygons(rng, spec.size, transform, spec.classes)
-        parcel_classes = np.array([c for _, c in parcels], np.int64)
+        epsg, x0, y0 = tile_origin(spec, t)
+        transform = Affine(PIXEL_M, 0.0, x0, 0.0, -PIXEL_M, y0)  # north-up, 10 m
+        parcels = _parcel_polygons(rng, spec.size, transform, table)
+        parcel_classes = np.array([p[1] for p in parcels], np.int64)
         parcel_map = np.zeros((spec.size, spec.size), np.int32)
         if parcels:
-            parcel_map = rasterize(((g, i + 1) for i, (g, _) in enumerate(parcels)), out_shape=parcel_map.shape,
+            parcel_map = rasterize(((p[0], i + 1) for i, p in enumerate(parcels)), out_shape=parcel_map.shape,
                                    transform=transform, fill=0, dtype="int32")
         class_map = np.concatenate([[NON_CROP], parcel_classes])[parcel_map]
         emb = _embedding(rng, spec.size, class_map, parcel_map, parcel_classes, prototypes, background)
+        q = quantise(emb)
+        if t == 0:
+            q[:, _swath_edge(spec.size)] = NODATA
         name = f"tile-{t:03d}"
         path = out / f"{name}.tif"
-        _write_tile(path, quantise(emb), transform)
+        _write_tile(path, q, transform, epsg)
         written.append(path)
-        rows += [(len(rows) + i, name, c, g.wkb) for i, (g, c) in enumerate(parcels)]
+        lonlat = reproject(np.array([p[0] for p in parcels], dtype=object), CRS.from_epsg(epsg), CRS.from_epsg(4326))
+        rows += [(len(rows) + i, name, p[2], p[3], p[1], g.wkb) for i, (p, g) in enumerate(zip(parcels, lonlat))]
     parcels_path = out / "parcels.parquet"
-    _write_parcels(parcels_path, rows, spec.classes)
-    written.append(parcels_path)
+    _write_parcels(parcels_path, rows)
+    class_map_path = out / "class_map.toml"
+    atomic_write_bytes(class_map_path, class_map_toml(spec.classes).encode())
+    written += [parcels_path, class_map_path]
     return written

@@ -2,117 +2,44 @@
 
 Also runs as plain `python -m app.emb.train ...` (one process, no process group).
 
-- Backend NCCL when CUDA is available, gloo otherwise; control messages (the stop flag, RNG states,
-  the checkpoint choice) go over a gloo group so they never force a GPU sync.
-- Threads: physical cores of this process split over the node's ranks (LOCAL_WORLD_SIZE).
-- Requeue: SIGUSR2 and SIGTERM (never SIGUSR1: NCCL uses it) only set a flag; at the next step boundary
-  the ranks agree (all_reduce MAX), rank 0 writes a checkpoint, and every rank exits 75 (EX_TEMPFAIL:
-  "checkpointed, please requeue"). torchrun reports a failed worker as its own exit 1, so rank 0 also
-  writes `run.dir/status.json` ({"state": "requeue" | "done", "step": N}) for wrappers to read.
-- Start-up resumes from the newest valid checkpoint in run.dir (unusable ones are skipped with a warning);
-  a run whose checkpoint is already at train.steps exits 0 at once.
-- Exit codes: 0 done, 75 checkpointed for requeue, 2 bad config, 3 environment/IO, 1 training failed.
+- Backend NCCL when CUDA is available, gloo otherwise (app.emb.dist). Threads: physical cores of this
+  process split over the node's ranks (LOCAL_WORLD_SIZE).
+- Loss: cross-entropy over every labelled pixel of the global batch (app.emb.loss), optionally
+  class-weighted (train.class_weights), so any world size computes the same gradient.
+- Progress: rank 0 logs step, loss, lr, img/s and ETA every train.log_every steps to stderr (the job
+  log) and to metrics.jsonl; each validation adds per-class IoU, precision, recall and the confusion
+  matrix there, and redraws curves.png and confusion.png (app.emb.plots). An empty validation split
+  is said as such (a "validation": "none" record with the reason), never scored as mIoU 0.
+- Stops (app.emb.stop): SIGUSR2/SIGTERM/SIGINT only set a flag; at the next step boundary the ranks
+  agree (all_reduce MAX), rank 0 writes a checkpoint, and every rank exits 75 (requeue me) or 130
+  (interrupted). torchrun reports a failed worker as its own exit 1, so rank 0 also writes
+  `run.dir/status.json`, the contract the Slurm wrapper decides from: one flat JSON line
+  {"state": "running" | "requeue" | "interrupted" | "done", "step": N, "job": SLURM_JOB_ID or null,
+  "restart": SLURM_RESTART_COUNT or null}.
+- Checkpoints (app.emb.checkpoint): every ckpt_every steps and at the end, with each rank's weight
+  digest: ranks whose weights differ (a broken gradient all-reduce) stop the run with exit 1.
+  Start-up resumes from the newest valid checkpoint (unusable ones are skipped with a warning and
+  renamed aside); a run whose checkpoint is already at train.steps exits 0 at once.
+- Exit codes: 0 done, 75 checkpointed for requeue, 130 checkpointed after SIGINT, 2 bad config,
+  3 environment/IO, 1 training failed. Every failure is one stderr line (app.errors.guarded).
 """
 
-import ctypes
 import json
 import math
 import os
-import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput, EnvironmentFailure, exit_status, is_storage_error
+from app.emb.dist import Dist
+from app.emb.stop import EXIT_REQUEUE, StopFlag
+from app.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, guarded
 
-EXIT_REQUEUE = 75  # EX_TEMPFAIL
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+STOP_STATES = {EXIT_REQUEUE: "requeue", EXIT_INTERRUPTED: "interrupted"}
 
 
 def _log(msg: str) -> None:
     print(f"train: {msg}", file=sys.stderr, flush=True)
-
-
-class StopFlag:
-    """Set by SIGUSR2/SIGTERM; read only at step boundaries."""
-
-    def __init__(self):
-        self.signum = 0
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._handle)
-        _sigterm_when_agent_dies()
-
-    def _handle(self, signum, _frame):
-        self.signum = signum
-
-
-def _sigterm_when_agent_dies() -> None:
-    """Under torchrun, ask the kernel for SIGTERM when the agent exits (Linux PR_SET_PDEATHSIG).
-
-    A SIGUSR2 aimed at the whole job step also reaches torchrun's agent, which does not handle it and
-    dies; without this the workers would train on as orphans. With it they checkpoint and exit 75.
-    """
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: the wrapper must signal the workers themselves
-
-
-class Dist:
-    """The process group (or a single process), with a gloo group for control messages."""
-
-    def __init__(self, torch):
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available()
-        self.device = torch.device("cuda", self.local_rank) if cuda else torch.device("cpu")
-        if cuda:
-            torch.cuda.set_device(self.device)
-        self.ctrl = None
-        if self.world > 1:
-            dist.init_process_group("nccl" if cuda else "gloo", device_id=self.device if cuda else None)
-            self.ctrl = dist.new_group(backend="gloo") if cuda else dist.group.WORLD
-
-    def any(self, flag: bool, torch) -> bool:
-        t = torch.tensor([int(flag)])
-        if self.world > 1:
-            self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX, group=self.ctrl)
-        return bool(t.item())
-
-    def broadcast(self, obj):
-        if self.world == 1:
-            return obj
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0, group=self.ctrl)
-        return box[0]
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        out = [None] * self.world
-        self.dist.all_gather_object(out, obj, group=self.ctrl)
-        return out
-
-    def all_reduce_sum(self, t):
-        if self.world > 1:
-            self.dist.all_reduce(t)
-        return t
-
-    def barrier(self):
-        if self.world > 1:
-            self.dist.barrier(group=self.ctrl)
-
-    def close(self):
-        if self.world > 1:
-            self.dist.destroy_process_group()
 
 
 def parse_args(argv):
@@ -145,6 +72,18 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return (1 - (step - warmup) / max(1, total - warmup)) ** 0.9
 
 
+def _status_line(state: str, step: int) -> bytes:
+    """status.json: one flat JSON line (the Slurm wrapper reads it with a regex, no Python on the host)."""
+    restart = os.environ.get("SLURM_RESTART_COUNT")
+    return json.dumps({"state": state, "step": step, "job": os.environ.get("SLURM_JOB_ID"),
+                       "restart": int(restart) if restart is not None else None}).encode()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 class Trainer:
     def __init__(self, config: dict, torch):
         from app.emb.config import check_world
@@ -161,6 +100,7 @@ class Trainer:
         self.dist = Dist(torch)
         self.per_rank = check_world(config, self.dist.world)
         self.classes = self.index["classes"]
+        self.class_names = self.index.get("class_names") or [str(k) for k in range(self.classes)]
         self.train_set = ShardSet(self.data["shards"], "train")
         self.val_set = ShardSet(self.data["shards"], "val")
         try:
@@ -178,14 +118,15 @@ class Trainer:
         self.amp = self.cuda and self.tcfg["amp"]
         self.channels_last = self.cuda and self.tcfg["channels_last"]
 
-    # --- model, optimizer, schedule -------------------------------------------------------------
+    # --- model, optimizer, schedule, loss ------------------------------------------------------------
     def _build(self):
         torch = self.torch
         from app.emb.model import build_model
 
         torch.manual_seed(self.tcfg["seed"])  # the same initial weights for any world size
-        raw = build_model(self.config["model"]["name"], self.classes).to(self.dist.device)
-        if self.cuda and self.dist.world > 1 and self.config["model"]["sync_bn"]:
+        mcfg = self.config["model"]
+        raw = build_model(mcfg["name"], self.classes, mcfg["norm"]).to(self.dist.device)
+        if self.cuda and self.dist.world > 1 and mcfg["sync_bn"] and mcfg["norm"] == "batch":
             raw = torch.nn.SyncBatchNorm.convert_sync_batchnorm(raw)
         if self.channels_last:
             raw = raw.to(memory_format=torch.channels_last)
@@ -205,6 +146,15 @@ class Trainer:
             model = torch.compile(model)
         return raw, model, opt, sched
 
+    def _loss(self):
+        from app.emb.loss import PixelLoss, class_weights
+
+        weights = class_weights(self.index["class_pixels"]["train"], self.classes, self.tcfg["class_weights"])
+        if weights is not None and self.dist.rank == 0:
+            _log("class weights (" + self.tcfg["class_weights"] + "): " +
+                 ", ".join(f"{n} {w:.2f}" for n, w in zip(self.class_names, weights)))
+        return PixelLoss(self.torch, self.dist, weights, self.dist.device)
+
     # --- checkpoints ------------------------------------------------------------------------------
     def _rng_state(self):
         torch = self.torch
@@ -217,12 +167,18 @@ class Trainer:
         from app.emb import checkpoint
 
         rng = self.dist.gather(self._rng_state())  # every rank takes part
+        digests = self.dist.gather(checkpoint.weights_digest(raw))
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"ranks hold different weights at step {step} (the gradient all-reduce is broken); "
+                               "not checkpointing")
         if self.dist.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            mcfg = self.config["model"]
             path = checkpoint.save(self.run_dir, {
                 "step": step, "model": raw.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": rng, "config": self.config, "classes": self.classes,
-                "chip": self.index["chip"], "world": self.dist.world, "model_name": self.config["model"]["name"],
+                "class_names": self.class_names, "chip": self.index["chip"], "world": self.dist.world,
+                "model_name": mcfg["name"], "model_norm": mcfg["norm"], "weights_sha256": digests,
             }, keep=self.tcfg["keep_ckpts"])
             _log(f"checkpoint {path.name}")
         self.dist.barrier()
@@ -238,9 +194,11 @@ class Trainer:
         if chosen is None:
             return 0
         state = checkpoint.load(chosen)
-        if state["model_name"] != self.config["model"]["name"] or state["classes"] != self.classes:
-            raise BadInput(f"run.dir holds a checkpoint of {state['model_name']} with {state['classes']} classes; "
-                           f"this config trains {self.config['model']['name']} with {self.classes}")
+        mcfg = self.config["model"]
+        if (state["model_name"], state["model_norm"], state["classes"]) != (mcfg["name"], mcfg["norm"], self.classes):
+            raise BadInput(f"run.dir holds a checkpoint of {state['model_name']} ({state['model_norm']} norm) with "
+                           f"{state['classes']} classes; this config trains {mcfg['name']} ({mcfg['norm']} norm) "
+                           f"with {self.classes}")
         raw.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -261,15 +219,23 @@ class Trainer:
             from app.hpc.atomic import atomic_write_bytes
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.run_dir / "status.json", json.dumps({"state": state, "step": step}).encode())
+            atomic_write_bytes(self.run_dir / "status.json", _status_line(state, step))
 
     # --- evaluation -------------------------------------------------------------------------------
-    def _evaluate(self, raw) -> dict:
+    def _no_validation(self) -> str | None:
+        if self.val_set.total == 0:
+            return "the val split holds no chips (prepare --val-frac 0, or too few spatial blocks)"
+        return None
+
+    def _evaluate(self, raw, step: int) -> dict:
         torch = self.torch
         from app.emb.loader import eval_batches
-        from app.emb.metrics import confusion, iou, mean_iou
-        from app.emb.model import dequantise
+        from app.emb.metrics import confusion, scores
+        from app.emb.quant import dequantise
 
+        reason = self._no_validation()
+        if reason:
+            return {"step": step, "validation": "none", "reason": reason}
         conf = torch.zeros((self.classes, self.classes), dtype=torch.int64, device=self.dist.device)
         raw.eval()
         with torch.no_grad(), torch.autocast(self.dist.device.type, torch.bfloat16, enabled=self.amp):
@@ -278,16 +244,32 @@ class Trainer:
                 pred = raw(x).argmax(1)
                 conf += confusion(pred, torch.from_numpy(y).to(self.dist.device), self.classes)
         raw.train()
-        per_class = iou(self.dist.all_reduce_sum(conf).cpu())
-        return {"iou": per_class, "miou": mean_iou(per_class), "val_pixels": int(conf.sum())}
+        conf = self.dist.all_reduce_sum(conf).cpu()
+        if not int(conf.sum()):
+            return {"step": step, "validation": "none", "reason": "the val split has no labelled pixels"}
+        return {"step": step, **scores(conf, self.class_names)}
+
+    def _report(self, log, record: dict) -> None:
+        """Rank 0: the validation record to metrics.jsonl and the job log, and the PNGs redrawn."""
+        from app.emb import plots
+        from app.emb.metrics import read_metrics
+
+        log.write(record)
+        if record.get("validation") == "none":
+            _log(f"step {record['step']}: no validation: {record['reason']}")
+        else:
+            per_class = ", ".join(f"{n} {v:.3f}" if v is not None else f"{n} -"
+                                  for n, v in zip(record["classes"], record["iou"]))
+            _log(f"step {record['step']}: val mIoU {record['miou']:.4f} (IoU {per_class})")
+            plots.confusion_matrix(record, self.run_dir / plots.CONFUSION)
+        plots.training_curves(read_metrics(self.run_dir), self.run_dir / plots.CURVES)
 
     # --- the loop ---------------------------------------------------------------------------------
-    def run(self) -> int:
+    def run(self, stop: StopFlag) -> int:
         torch = self.torch
         from app.emb.loader import ShardLoader
         from app.emb.metrics import MetricsLog
 
-        stop = StopFlag()
         raw, model, opt, sched = self._build()
         start = self._resume(raw, opt, sched)
         steps = self.tcfg["steps"]
@@ -299,21 +281,25 @@ class Trainer:
         if start == 0:
             torch.manual_seed(self.tcfg["seed"] * 100_003 + self.dist.rank)  # per-rank dropout streams
         log = MetricsLog(self.run_dir, start) if self.dist.rank == 0 else None
+        if log and self._no_validation():
+            _log(f"warning: no validation scores will be reported: {self._no_validation()}")
         self._status("running", start)
         loader = ShardLoader(self.train_set, self.sampler, self.dist.device, self.data["prefetch"],
                              self.data["read_threads"], torch.bfloat16 if self.amp else torch.float32,
                              self.channels_last)
-        loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+        loss_fn = self._loss()
         model.train()
-        tick, tick_step = time.perf_counter(), start
+        began = tick = time.perf_counter()
+        tick_step = start
         try:
             for step, x, y in loader.batches(start, steps):
-                if self.dist.any(stop.signum != 0, torch):
+                code = self.dist.max(stop.code)
+                if code:
                     self._save(step, raw, opt, sched)
-                    self._status("requeue", step)
+                    self._status(STOP_STATES[code], step)
                     if self.dist.rank == 0:
-                        _log(f"stop signal: checkpointed at step {step}, exiting {EXIT_REQUEUE} for requeue")
-                    return EXIT_REQUEUE
+                        _log(f"stop signal: checkpointed at step {step}, exiting {code} ({STOP_STATES[code]})")
+                    return code
                 loss = train_step(model, opt, sched, loss_fn, x, y, self.amp)
                 done = step + 1
                 if done % self.tcfg["log_every"] == 0 or done == steps:
@@ -322,13 +308,17 @@ class Trainer:
                         raise RuntimeError(f"loss is not finite at step {done}")
                     now = time.perf_counter()
                     rate = (done - tick_step) * self.tcfg["batch_size"] / (now - tick)
+                    eta = (steps - done) * (now - began) / (done - start)
                     tick, tick_step = now, done
                     if log:
-                        log.write({"step": done, "loss": mean_loss, "lr": sched.get_last_lr()[0], "img_s": rate})
+                        lr = sched.get_last_lr()[0]
+                        log.write({"step": done, "loss": mean_loss, "lr": lr, "img_s": rate, "eta_s": round(eta, 1)})
+                        _log(f"step {done}/{steps} loss {mean_loss:.4f} lr {lr:.3g} {rate:.1f} img/s "
+                             f"eta {_clock(eta)}")
                 if done % self.tcfg["eval_every"] == 0 or done == steps:
-                    scores = self._evaluate(raw)
+                    record = self._evaluate(raw, done)
                     if log:
-                        log.write({"step": done, **scores})
+                        self._report(log, record)
                 if done % self.tcfg["ckpt_every"] == 0 or done == steps:
                     self._save(done, raw, opt, sched)
         finally:
@@ -337,28 +327,26 @@ class Trainer:
         return EXIT_OK
 
 
+def _train(argv) -> int:
+    from app.emb.config import load_config
+
+    stop = StopFlag()  # first: a stop during start-up is honoured at the first step boundary
+    args = parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    import torch
+
+    trainer = Trainer(config, torch)
+    try:
+        return trainer.run(stop)
+    finally:
+        trainer.dist.close()
+
+
 def main(argv=None) -> int:
     from app.emb.threads import setup_threads
 
     setup_threads()  # before torch is imported, so its pools start capped
-    import torch
-
-    from app.emb.config import load_config
-
-    trainer = None
-    try:
-        args = parse_args(argv)
-        config = load_config(args.config, args.overrides)
-        trainer = Trainer(config, torch)
-        return trainer.run()
-    except (BadInput, EnvironmentFailure) as exc:
-        return exit_status(exc, "train: error")
-    except Exception as exc:
-        traceback.print_exc()
-        return EXIT_ENVIRONMENT if is_storage_error(exc) else EXIT_FAILED
-    finally:
-        if trainer is not None:
-            trainer.dist.close()
+    return guarded("train: error", _train, argv)
 
 
 if __name__ == "__main__":
