@@ -36,9 +36,9 @@ class WorkerPool:
 
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
-        # own session: a hung worker is killed with its children (a container) and nothing else
+        # same process group as the batch: kill -9 of the batch's group takes every worker and container
         proc = subprocess.Popen(self.cmd + ["--progress-fd", str(write_fd)], stdin=subprocess.PIPE, env=self.env,
-                                pass_fds=(write_fd,), start_new_session=True)
+                                pass_fds=(write_fd,))
         os.close(write_fd)
         # a season's plan outgrows the pipe buffer: feed each worker from a thread, so N workers
         # start their imports together instead of one after another
@@ -93,13 +93,39 @@ class WorkerPool:
             why = f"timeout: no progress for {self.field_timeout_s:g} s (a hung read or container?)"
             print(f"batch: {fid}: {why}; its worker is replaced", file=sys.stderr)
             self.board.record([{"o": w.owner, "fail": fid, "why": why}, {"o": w.owner, "exit": 1}])
-            try:
-                os.killpg(w.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_tree(w.proc.pid)  # the worker and what it started (a container, a stopped command)
             w.killed = True
             self.replaced += 1
             self._spawn()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children of all its threads, recursively), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL pid and its descendants (listed first: once pid dies its children are re-parented)."""
+    for victim in [*descendants(pid), pid]:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _feed(proc, data: bytes) -> None:

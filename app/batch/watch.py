@@ -7,7 +7,7 @@ Lustre OST, a FIFO, a stopped container), and a thread inside the worker cannot 
 line per event to a pipe the parent reads (`B f1,f2,…` a chunk begins, `D f` a field finished, `E` the
 chunk ended). When a worker has been on the same field for longer than the timeout, the parent records
 on the worker's behalf `fail <field> timeout` and `exit` (its claims are released, the field counts one
-failure and is retried elsewhere, up to --max-failures), kills the worker's process group (its
+failure and is retried elsewhere, up to --max-failures), kills the worker and its descendants (its
 container too) and starts a replacement.
 """
 

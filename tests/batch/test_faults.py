@@ -7,6 +7,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pyarrow.parquet as pq
@@ -18,6 +19,44 @@ from tests.batch.conftest import (
 )
 
 KILLS = 12
+WITNESS_IMAGE = "witness.sif"
+
+
+@pytest.fixture
+def witness(tmp_path, season_dir):
+    """A backend the batch cannot influence: `apptainer` replaced by a wrapper that runs the real
+    assessment CLI and appends every field it reports assessed to its own file. Returns
+    (backend args, env, counts()) where counts() = {field: real assessments}."""
+    log = tmp_path / "witness.log"
+    wrapper = tmp_path / "witness-apptainer"
+    wrapper.write_text(f"""#!{sys.executable}
+import json, os, subprocess, sys
+args = sys.argv[sys.argv.index({WITNESS_IMAGE!r}) + 1:]
+out = next(a.split(":")[0] for a in sys.argv if a.endswith(":/out"))
+proc = subprocess.Popen([sys.executable, "-m", "app.sure2", "assess", "--data", {str(season_dir)!r}, "--out", out,
+                         *args], stdout=subprocess.PIPE, text=True, cwd={str(ROOT)!r})
+for line in proc.stdout:
+    sys.stdout.write(line)
+    sys.stdout.flush()
+    rec = json.loads(line)
+    if rec.get("status") == "ok":
+        with open({str(log)!r}, "a") as f:  # O_APPEND, one short write: whole lines even when shared
+            f.write(rec["field_id"] + "\\n")
+sys.exit(proc.wait())
+""")
+    wrapper.chmod(0o755)
+
+    def counts():
+        lines = log.read_text().split() if log.exists() else []
+        return {fid: lines.count(fid) for fid in set(lines)}
+
+    return ["--backend", "apptainer", "--image", WITNESS_IMAGE, "--apptainer", str(wrapper)], counts
+
+
+def identities(season, out) -> dict:
+    """(inode, mtime_ns) of every valid output: a file rewritten after it was valid changes it."""
+    return {fid: (os.stat(out / f"{fid}.parquet").st_ino, os.stat(out / f"{fid}.parquet").st_mtime_ns)
+            for fid in valid_fields(season, out)}
 
 
 def chunk_for(backend: str, inproc: int) -> int:
@@ -46,15 +85,20 @@ def _kill_when(proc, out, ok_target, extra_s, started) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_kill_9_at_random_moments_then_resume(season, season_dir, tmp_path, backend):
+@pytest.mark.parametrize("backend", [*BACKENDS, "witness"])
+def test_kill_9_at_random_moments_then_resume(season, season_dir, tmp_path, backend, witness):
+    """kill -9 of the whole batch at 12 moments tied to progress; judged also by witnesses the batch
+    cannot influence: a valid output keeps its inode and mtime through every later kill and the resume
+    (never rewritten), and the witness backend counts at most one real assessment per field."""
     out = tmp_path / "out"
     out.mkdir()
     rng = random.Random(20261128)
     valid_before = 0
     hits = 0
+    first_seen = {}  # field -> identity of its output when first seen valid
+    args = witness[0] if backend == "witness" else backend_args(backend)
     for k in range(KILLS):
-        cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 2, "--quiet", *backend_args(backend))
+        cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 2, "--quiet", *args)
         started = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -69,20 +113,27 @@ def test_kill_9_at_random_moments_then_resume(season, season_dir, tmp_path, back
         now_valid = len(valid_fields(season, out))
         assert now_valid >= valid_before  # a kill never destroys finished work
         valid_before = now_valid
+        for fid, ident in identities(season, out).items():
+            assert first_seen.setdefault(fid, ident) == ident, f"kill {k}: {fid} was rewritten"
     assert hits >= 10, f"only {hits} of {KILLS} kills hit a batch with work left"
 
-    done = run_batch(season_dir, out, backend=backend)
+    done = subprocess.run(batch_cmd("run", season_dir, out, "--workers", 2, "--quiet", *args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert_complete(season, out)  # exactly one valid output per field, no temp or partial file
     assert not any((out / ".batch" / "invalid").iterdir())  # nothing was ever corrupt
+    final = identities(season, out)
+    assert all(final[fid] == ident for fid, ident in first_seen.items())  # the resume rewrote nothing valid
+    if backend == "witness":
+        assert max(witness[1]().values()) == 1  # no field assessed twice, by the witness's own count
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_four_concurrent_runs_assess_each_field_exactly_once(season, season_dir, tmp_path, backend):
+@pytest.mark.parametrize("backend", [*BACKENDS, "witness"])
+def test_four_concurrent_runs_assess_each_field_exactly_once(season, season_dir, tmp_path, backend, witness):
     out = tmp_path / "out"
     out.mkdir()
-    cmd = batch_cmd("run", season_dir, out, "--workers", 1, "--chunk", chunk_for(backend, 3), "--quiet",
-                    *backend_args(backend))
+    args = witness[0] if backend == "witness" else backend_args(backend)
+    cmd = batch_cmd("run", season_dir, out, "--workers", 1, "--chunk", chunk_for(backend, 3), "--quiet", *args)
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
@@ -94,6 +145,8 @@ def test_four_concurrent_runs_assess_each_field_exactly_once(season, season_dir,
     assert twice == {}
     owners = {r["o"] for r in journal_records(out) if "start" in r}
     assert len(owners) >= 2  # the runs really shared the work
+    if backend == "witness":  # and by a count the batch cannot influence: once each, none left out
+        assert witness[1]() == {fid: 1 for fid in season.field_ids}
 
 
 def _truncate(path, n):
