@@ -58,10 +58,19 @@ else
     || plan_rc=$?
   [ "$plan_rc" -le 1 ] || sl_die 3 "planning failed (see above)"
 fi
+# The season's report, once, over every field and all runs so far (the steps skip theirs): the job
+# log ends with it, and OUT/.batch/ holds the JSON, the table, the payout map and the result layer.
+season_report() {
+  echo "$SL_NAME: the season's report (every field, all runs so far):" >&2
+  sl_run "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch report --data /data --out /out \
+    || echo "$SL_NAME: the report lists fields that failed or were given up" >&2
+}
+
 total=$(grep -c . <<<"$todo" || true)
 if [ "$total" -eq 0 ]; then
   echo "$SL_NAME: nothing to do: every requested field has a valid output" >&2
   rm -rf "$work"
+  season_report
   exit "${plan_rc:-0}"
 fi
 chunk=${ASSESS_CHUNK_SIZE:-$(((total + nodes * 8 - 1) / (nodes * 8)))}
@@ -80,7 +89,7 @@ unset SLURM_MEM_PER_NODE SLURM_MEM_PER_GPU
 step() { # one chunk on one whole node
   sl_run srun --exclusive --nodes=1 --ntasks=1 --cpus-per-task="$cpus" --mem-per-cpu="$mem_per_cpu" \
     --job-name="${1%.txt}" "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" \
-    python -m app.batch run --data /data --out /out --fields "/out/.slurm-$SLURM_JOB_ID/$1" --quiet
+    python -m app.batch run --data /data --out /out --fields "/out/.slurm-$SLURM_JOB_ID/$1" --no-report
 }
 
 failed=0 running=0
@@ -97,6 +106,7 @@ while ((running > 0)); do
   running=$((running - 1))
 done
 
+season_report
 [ "${SLURM_DRY_RUN:-0}" = 1 ] && exit 0
 rm -rf "$work"
 if ((failed)); then

@@ -36,4 +36,4 @@ source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
 sl_sure2_setup
 # The job asked for its memory (preproc allows --mem); the step inherits it.
 sl_run srun --nodes=1 --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
-  "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch run --data /data --out /out "${SL_FIELDS[@]}" --quiet
+  "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" python -m app.batch run --data /data --out /out "${SL_FIELDS[@]}"

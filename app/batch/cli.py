@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force-temp", action="store_true", help="allow a temp dir on a parallel filesystem")
     p.add_argument("--progress-every", type=float, default=30.0, help="seconds between plain progress lines")
     p.add_argument("--quiet", action="store_true", help="no report table on stdout")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the season's report (a Slurm wrapper writes it once, after all its steps)")
 
     p = sub.add_parser("status", help="valid / to-do / failed counts and live workers (changes nothing)")
     _common(p)

@@ -24,10 +24,10 @@ SLOWEST = 10
 LISTED_PER_REASON = 20  # fields named per reason in report.txt (all are in report.json)
 
 
-def field_states(season, index: OutputIndex, state, max_failures: int, failures_since: float) -> dict:
+def field_states(fields, index: OutputIndex, state, max_failures: int, failures_since: float) -> dict:
     """field -> row: "state" plus what its valid output says (outcome, payout, coverage, ...)."""
     rows = {}
-    for fid in season.field_ids:
+    for fid in fields:
         if index.problem(fid) is None:
             summary = index.summary(fid)
             rows[fid] = {**summary, "state": summary["outcome"]}
@@ -116,15 +116,23 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def season_report(season, layout, board, settings, max_failures, failures_since, run=None, quiet=False,
-                  keep_other_settings=False) -> dict:
-    """Build and write the whole report (journal records for outputs verified on the way included);
-    return the per-field rows (field -> state and what its output says)."""
+def current_rows(season, layout, board, settings, max_failures, failures_since, fields=None,
+                 keep_other_settings=False) -> dict:
+    """The rows of `fields` (default: the whole season) as the outputs and the journal stand now
+    (journal records for outputs verified on the way included)."""
     state = board.sync()
     index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings),
                         keep_other_settings=keep_other_settings)
-    rows = field_states(season, index, state, max_failures, failures_since)
+    rows = field_states(season.field_ids if fields is None else fields, index, state, max_failures, failures_since)
     board.record(index.records())
+    return rows
+
+
+def season_report(season, layout, board, settings, max_failures, failures_since, run=None, quiet=False,
+                  keep_other_settings=False) -> dict:
+    """Build and write the whole report; return the per-field rows (field -> state and what its output says)."""
+    rows = current_rows(season, layout, board, settings, max_failures, failures_since,
+                        keep_other_settings=keep_other_settings)
     report = build_report(season, rows, settings, run)
     table = render_table(report)
     atomic_write_bytes(layout.report_json, json.dumps(report, indent=1, sort_keys=True).encode())

@@ -19,7 +19,7 @@ from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
 from app.batch.pool import WorkerPool
 from app.batch.progress import Progress
-from app.batch.report import run_section, season_report
+from app.batch.report import current_rows, run_section, season_report
 from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from app.hpc.cores import physical_cores
 from app.hpc.tempdir import TEMP_ENV, pick_temp_dir, private_temp_dir
@@ -61,17 +61,22 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
     progress.finish(*_counts(board.sync(), plan.todo, since))
     if stopped == EXIT_INTERRUPTED:
         return EXIT_INTERRUPTED
+    requested = plan.todo + plan.valid + list(plan.given_up)
+    keep = args.settings_change == "keep"
     try:
         sweep_dead_temp_files(board, layout)
-        run = run_section(plan, board.sync(), since, wall, workers, args.backend)
-        rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since, run,
-                             quiet=args.quiet, keep_other_settings=args.settings_change == "keep")
+        if args.no_report:  # a wrapper writes the season's report once, after all its steps
+            rows = current_rows(season, layout, board, args.settings, args.max_failures, failures_since, requested,
+                                keep_other_settings=keep)
+        else:
+            run = run_section(plan, board.sync(), since, wall, workers, args.backend)
+            rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since, run,
+                                 quiet=args.quiet, keep_other_settings=keep)
     except OSError as exc:  # the disk that just filled up may refuse the report too
         print(f"batch: report not written: {exc}", file=sys.stderr)
         return stopped or EXIT_ENVIRONMENT
     if stopped:
         return stopped
-    requested = plan.todo + plan.valid + list(plan.given_up)
     if plan.bad_ids or any(rows[fid]["state"] not in STATUSES for fid in requested):
         return EXIT_FAILED
     return EXIT_OK

@@ -13,6 +13,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container]
@@ -107,6 +108,17 @@ def test_fills_four_nodes_one_step_each_and_all_outputs_are_valid(tmp_path, sure
     assert set(ok_counts(out).values()) == {1}
     assert not (out / f".slurm-{job}").exists()  # chunk lists cleaned up
     assert not list(Path("/dev/shm").glob(f"*/{job}"))  # per-job RAM temp removed on every node
+
+    # one report for the whole season, made inside the image at the end (not the last step's chunk)
+    report = json.loads((out / ".batch" / "report.json").read_text())
+    counts = report["counts"]
+    done = counts["assessed"] + counts["not_assessable"] + counts["insufficient_data"]
+    assert done == 12 and counts["remaining"] == report["season"]["fields"] - 12
+    cents = [json.loads(pq.read_metadata(p).metadata[b"payout"]) for p in out.glob("*.parquet")]
+    assert report["payout_total"].get("NOK", 0) == sum(c["amount_cents"] for c in cents if c) / 100
+    assert (out / ".batch" / "payout_map.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / ".batch" / "season_result.parquet").is_file()
+    assert "Season report" in log and "matplotlib" not in log  # the job log ends with it
 
 
 def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, sure2_sif, jobs):

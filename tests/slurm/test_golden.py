@@ -3,7 +3,8 @@
 Like submitit's sbatch-file tests: the wrapper runs in job mode with SLURM_DRY_RUN=1 and a fixed job
 environment, prints its srun/apptainer lines (shell-quoted, one per command), and the output must
 equal tests/slurm/golden/NAME.txt once the temp dir and the checkout are replaced by <tmp>/<repo>.
-Regenerate after an intended change with UPDATE_GOLDEN=1 and review the diff.
+Regenerate after an intended change with UPDATE_GOLDEN=1 (those tests then fail on purpose: an update
+is never a passing comparison), review the diff, and rerun.
 """
 
 import os
@@ -40,8 +41,9 @@ def run_wrapper(name, env, *args):
 def compare(name, text, tmp_path):
     text = text.replace(str(tmp_path), "<tmp>").replace(str(ROOT), "<repo>")
     path = GOLDEN / f"{name}.txt"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
+    if os.environ.get("UPDATE_GOLDEN") == "1":  # never a pass: an update is reviewed, then compared
         path.write_text(text)
+        pytest.fail(f"{path.name} rewritten (UPDATE_GOLDEN=1): review the diff, then rerun without it")
     assert text == path.read_text()
 
 
@@ -94,10 +96,11 @@ def test_assess_normal_four_nodes(tmp_path, odd_dir):
     )
     out = run_wrapper("assess_normal.sh", env)
     compare("assess_normal", out, tmp_path)
-    plan, step = (shlex.split(line) for line in out.splitlines())
+    plan, step, report = (shlex.split(line) for line in out.splitlines())
     assert plan[plan.index("python"):][:4] == ["python", "-m", "app.batch", "plan"]
     assert step[:6] == ["srun", "--exclusive", "--nodes=1", "--ntasks=1", "--cpus-per-task=128", "--mem-per-cpu=1900M"]
-    assert f"{odd_dir}/out put:/out:rw" in step
+    assert f"{odd_dir}/out put:/out:rw" in step and step[-1] == "--no-report"  # the steps skip theirs ...
+    assert report[report.index("python"):][:4] == ["python", "-m", "app.batch", "report"]  # ... one for all
 
 
 def test_assess_preproc(tmp_path, odd_dir):
