@@ -229,6 +229,16 @@ def requirement_files(torch_variant: str | None, extra=()) -> list[Path]:
     return files
 
 
+def with_includes(requirements: Path) -> list[Path]:
+    """A requirements file and every file it pulls in with `-r` (recursively): what decides its pins."""
+    found = [requirements]
+    for line in requirements.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("-r", "--requirement"):
+            found += [p for p in with_includes(requirements.parent / parts[1]) if p not in found]
+    return found
+
+
 def fill_wheelhouse(directory: Path, torch_variant: str | None, extra=()) -> None:
     """pip download of the pinned requirements (binary wheels only): a later build needs no network."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -248,22 +258,24 @@ def wheelhouse_for(args, torch_variant: str | None, extra=()) -> Path:
         if not any(directory.glob("pip-*.whl")):
             raise BuildError(f"wheelhouse {directory} has no pip wheel: fill it with `python build.py wheelhouse {directory}`")
         return directory
-    stamp = DEFAULT_WHEELHOUSE / f".filled-{sha256_json([sha256_file(p) for p in requirement_files(torch_variant, extra)])[:16]}"
+    pins = [sha256_file(p) for f in requirement_files(torch_variant, extra) for p in with_includes(f)]
+    stamp = DEFAULT_WHEELHOUSE / f".filled-{sha256_json(pins)[:16]}"
     if not stamp.exists():
         fill_wheelhouse(DEFAULT_WHEELHOUSE, torch_variant, extra)
         stamp.touch()
     return DEFAULT_WHEELHOUSE
 
 
-def debian_packages() -> list[str]:
-    text = (ROOT / "apptainer" / "base-debs.txt").read_text()
+def debian_packages(list_name: str) -> list[str]:
+    text = (ROOT / "apptainer" / list_name).read_text()
     return [word for line in text.splitlines() if not line.startswith("#") for word in line.split()]
 
 
-def stage_debs() -> Path:
-    """Debian bookworm .debs for the scratch base, via a throwaway apt configuration (cached)."""
-    debs = STAGE / "debs"
-    packages = debian_packages()
+def stage_debs(list_name: str = "base-debs.txt", dest: str = "debs") -> Path:
+    """Debian bookworm .debs named in apptainer/LIST_NAME (the scratch base's; train.sif's compiler)
+    into build/stage/DEST, via a throwaway apt configuration (cached)."""
+    debs = STAGE / dest
+    packages = debian_packages(list_name)
     stamp = debs / f".downloaded-{sha256_json(packages)[:16]}"
     if stamp.exists():
         return debs
@@ -282,7 +294,7 @@ def stage_debs() -> Path:
                        "Dir::Cache": apt / "cache", "Dir::State::status": "/dev/null",
                        "APT::Sandbox::User": "root"}.items():
         options += ["-o", f"{key}={value}"]
-    print(f"build: downloading {len(packages)} Debian {DEBIAN_SUITE} packages for the base", flush=True)
+    print(f"build: downloading {len(packages)} Debian {DEBIAN_SUITE} packages ({list_name})", flush=True)
     run(["apt-get", *options, "update", "-qq"])
     debs.mkdir(parents=True)
     run(["apt-get", *options, "download", "-qq", *packages], cwd=debs)
@@ -380,17 +392,22 @@ def build_sure2(args, force=False) -> dict:
 
 
 def build_train(args, force=False) -> dict:
+    """train.sif: torch + the plot and vector stacks from the wheelhouse, the app source, and a C/C++
+    compiler (the bookworm .debs of apptainer/train-debs.txt, unpacked in %setup) for torch.compile."""
     base = build_base(args)
     wheelhouse = wheelhouse_for(args, args.torch_variant)
     app_dir = stage_train_app()
+    compiler = stage_debs("train-debs.txt", "train-debs")
     requirements = REQUIREMENTS / TORCH_VARIANTS[args.torch_variant]
     version = code_version()
-    inputs = {"base": base["sha256"], "app": sha256_tree(app_dir), "requirements": sha256_file(requirements),
-              "torch_variant": args.torch_variant}
-    build_args = {"BASE": BUILD / "base.sif", "REQUIREMENTS": requirements,
-                  "RUNTIME_REQUIREMENTS": REQUIREMENTS / "runtime.txt", "APP": app_dir, "CODE_VERSION": version}
+    inputs = {"base": base["sha256"], "app": sha256_tree(app_dir), "torch_variant": args.torch_variant,
+              "requirements": {p.name: sha256_file(p) for p in with_includes(requirements)},
+              "compiler_debs": sorted(p.name for p in compiler.glob("*.deb"))}
+    build_args = {"BASE": BUILD / "base.sif", "REQUIREMENTS_DIR": REQUIREMENTS, "REQUIREMENTS": requirements.name,
+                  "APP": app_dir, "COMPILER_DEBS": compiler, "CODE_VERSION": version}
     versions = {"code": version, "torch_variant": args.torch_variant,
-                "torch": [l for l in requirements.read_text().splitlines() if l.startswith("torch")]}
+                "torch": [l for l in requirements.read_text().splitlines() if l.startswith("torch")],
+                "compiler": sorted(p.name for p in compiler.glob("g*-12_*.deb"))}
     return build_image("train", inputs, build_args, {wheelhouse: "/wheelhouse"}, versions, force)
 
 

@@ -23,6 +23,8 @@
 #   EMB_CONFIG        training config (TOML) on the host (required), bound read-only as /config/run.toml
 #   EMB_RUN           run name (default: the job name); checkpoints and metrics go to <runs bind>/EMB_RUN,
 #                     so resubmitting with the same name resumes from the newest checkpoint
+#   EMB_MAX_REQUEUES  requeues this job may do (default 3, like submitit's timeouts); one more stop
+#                     after that ends the job with a clear failure (exit 1), checkpoint kept
 #   CLUSTER_PROFILE, BIND_SHARDS, BIND_RUNS, BIND_TMP: see slurm/common.sh and bind_maps/
 #
 # The first line each node prints comes from inside its container: the forwarded environment as the
@@ -31,9 +33,18 @@
 # Walltime: 600 s before the limit Slurm sends USR2 to this script (B:), which passes it to srun; srun
 # forwards it to every process of the step on every node, the ranks included. The ranks checkpoint at
 # the next step boundary and exit 75; torchrun ignores USR2 (set before exec: had it handled USR2 too,
-# it would forward a second copy and tear down its workers) and exits non-zero once its workers have.
-# This script then requeues the job, and the requeued run (SLURM_RESTART_COUNT=1, 2, ...) resumes from
-# that checkpoint. Exit 0 = training finished.
+# it would forward a second copy and tear down its workers) and exits 1 once its workers have: it
+# never passes the ranks' 75 on. So what happens next is decided from what the ranks wrote:
+# <run>/status.json, trusted only when it names this job and this restart:
+#   done                          → exit 0
+#   this script got INT or TERM   → exit 130, not requeued (scancel, Ctrl-C: a stop, not a walltime)
+#   requeue, restarts < maximum   → scontrol requeue; the requeued run (SLURM_RESTART_COUNT=1, 2, ...)
+#                                   resumes from that checkpoint. A stop sent to the steps only
+#                                   (`scancel --signal=USR2 JOB`, no trap here) takes this path too.
+#   requeue, maximum reached      → exit 1 with the reason (resubmit with the same EMB_RUN to go on)
+#   interrupted (SIGINT reached   → exit 130, not requeued
+#     the ranks)
+#   anything else                 → training failed: exit with the step's status (1 if it had none)
 set -euo pipefail
 SL_NAME=train_accel.sh
 
@@ -55,6 +66,8 @@ config=$(realpath "$config")
 [[ $config != *[:,]* ]] || sl_die 2 "EMB_CONFIG path '$config' contains ':' or ',', which apptainer --bind cannot express"
 run_name=${EMB_RUN:-$SLURM_JOB_NAME}
 [[ $run_name =~ ^[A-Za-z0-9._-]+$ && $run_name != .* ]] || sl_die 2 "EMB_RUN '$run_name' must be a plain name (letters, digits, . _ -)"
+max_requeues=${EMB_MAX_REQUEUES:-3}
+[[ $max_requeues =~ ^[0-9]+$ ]] || sl_die 2 "EMB_MAX_REQUEUES '$max_requeues' must be a whole number"
 
 gpus=${SLURM_GPUS_ON_NODE:-}
 if [ -z "$gpus" ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
@@ -88,26 +101,59 @@ step_cmd=(srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 
   --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" \
   -m app.emb.train --config /config/run.toml data.shards=/shards "run.dir=/runs/$run_name" "$@")
 if [ "${SLURM_DRY_RUN:-0}" = 1 ]; then sl_show "${step_cmd[@]}"; exit 0; fi
-# A simple command in the background: $! is srun itself, so the trap below signals srun, which
-# forwards the signal to every process of the step on every node.
+# A simple command in the background: $! is srun itself, so the traps below signal srun, which
+# forwards the signal to every process of the step on every node. Every stop this script receives
+# becomes USR2 for the ranks: srun turns a single INT into a status report and two into a kill.
 "${step_cmd[@]}" &
 step=$!
 
-signalled=0
-trap 'signalled=1; echo "$SL_NAME: walltime signal: asking the ranks to checkpoint" >&2; kill -USR2 "$step"' USR2
+stopped_by=""
+stop() {
+  stopped_by=$1
+  echo "$SL_NAME: SIG$1: asking the ranks to checkpoint" >&2
+  kill -USR2 "$step" 2>/dev/null || true
+}
+trap 'stop USR2' USR2
+trap 'stop INT' INT
+trap 'stop TERM' TERM
 while :; do
   rc=0; wait "$step" || rc=$?
-  kill -0 "$step" 2>/dev/null || break   # the trap interrupted wait; the step is still finishing
+  kill -0 "$step" 2>/dev/null || break   # a trap interrupted wait; the step is still finishing
 done
 
-if [ "$rc" -eq 0 ]; then
-  echo "$SL_NAME: training finished" >&2
+# The ranks' status.json for this job and restart, as "STATE STEP" (nothing if it is older or absent).
+ranks_status() {
+  local line
+  line=$(cat "$run_dir/status.json" 2>/dev/null) || return 0
+  [[ $line =~ \"job\":\ \"$SLURM_JOB_ID\" && $line =~ \"restart\":\ $SLURM_RESTART_COUNT[,}] ]] || return 0
+  [[ $line =~ \"state\":\ \"([a-z]+)\",\ \"step\":\ ([0-9]+) ]] && echo "${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+}
+state="" at=""
+read -r state at <<<"$(ranks_status)" || true
+resume="resubmit with EMB_RUN=$run_name to resume"
+
+if [ "$state" = done ]; then
+  echo "$SL_NAME: training finished (step $at)" >&2
   exit 0
 fi
-if [ "$signalled" = 1 ] || [ "$rc" -eq 75 ]; then
-  echo "$SL_NAME: checkpointed (step exit $rc): requeueing job $SLURM_JOB_ID" >&2
-  scontrol requeue "$SLURM_JOB_ID"
-  exit 0
+if [ "$stopped_by" = INT ] || [ "$stopped_by" = TERM ]; then
+  echo "$SL_NAME: stopped by SIG$stopped_by (ranks: ${state:-no status} ${at:+at step $at}); not requeued: $resume" >&2
+  exit 130
 fi
-echo "$SL_NAME: training failed (exit $rc)" >&2
-exit "$rc"
+case $state in
+  requeue)
+    if ((SLURM_RESTART_COUNT >= max_requeues)); then
+      echo "$SL_NAME: checkpointed at step $at, but job $SLURM_JOB_ID was already requeued $SLURM_RESTART_COUNT" \
+        "time(s) (EMB_MAX_REQUEUES=$max_requeues): not requeueing again; $resume" >&2
+      exit 1
+    fi
+    echo "$SL_NAME: checkpointed at step $at (step exit $rc): requeueing job $SLURM_JOB_ID" \
+      "($((SLURM_RESTART_COUNT + 1)) of at most $max_requeues)" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0 ;;
+  interrupted)
+    echo "$SL_NAME: the ranks were interrupted (SIGINT) and checkpointed at step $at; not requeued: $resume" >&2
+    exit 130 ;;
+esac
+echo "$SL_NAME: training failed (step exit $rc; ranks' status for this run: ${state:-none})" >&2
+exit $((rc ? rc : 1))

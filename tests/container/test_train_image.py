@@ -1,6 +1,8 @@
 """train.sif, run by the real Apptainer: pinned torch from the wheelhouse, the doctor passes, the PROJ
-trap is real and the image's own pin avoids it, and a 2-step DDP training (gloo, CPU) runs inside
-with --containall --cleanenv on data prepared inside the image."""
+trap is real and the image's own pin avoids it, torch.compile compiles and runs a model inside (the
+image carries gcc/g++ 12 and the Python headers), and the whole EMB path runs inside with
+--containall --cleanenv: synth → prepare from a GeoPackage (pyogrio) → 2-rank DDP training (gloo,
+CPU) with its PNGs (matplotlib) → predict."""
 
 import json
 import os
@@ -9,7 +11,7 @@ import re
 import pytest
 
 from tests.container.conftest import ROOT, apptainer, contained
-from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS  # the EMB tests' small dataset, same sizes
+from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS, write_vector  # the EMB tests' small dataset
 
 pytestmark = pytest.mark.container
 
@@ -61,19 +63,55 @@ def test_host_pythonpath_cannot_replace_the_app(train_sif, tmp_path):
     assert proc.stdout.strip() == "/opt/app/app/__init__.py"
 
 
+COMPILE = """
+import glob, os, torch
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(64, 16, 3, padding=1), torch.nn.GroupNorm(4, 16), torch.nn.ReLU(),
+                          torch.nn.Conv2d(16, 5, 1))
+x = torch.randn(2, 64, 32, 32)
+eager = net(x)
+compiled = torch.compile(net)
+out = compiled(x)
+out.sum().backward()
+assert torch.allclose(out, eager, rtol=1e-4, atol=1e-5), (out - eager).abs().max()
+built = glob.glob(os.environ["TORCHINDUCTOR_CACHE_DIR"] + "/**/*.so", recursive=True)
+print("compiled-modules", len(built))
+"""
+
+
+def test_torch_compile_compiles_and_runs_a_model_inside(train_sif, tmp_path):
+    proc = contained(train_sif, "python", "-c", COMPILE, binds=[(tmp_path, "/tmp")],
+                     extra=["--env", "OMP_NUM_THREADS=1"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split("compiled-modules")[-1]) >= 1  # g++ really built kernels (no eager fallback)
+    assert list(tmp_path.glob("torchinductor/**/*.cpp")), "inductor's C++ sources should sit in the bound /tmp"
+
+
 @pytest.mark.slow
-def test_two_step_ddp_training_inside(train_sif, tmp_path):
+def test_the_emb_path_runs_inside(train_sif, tmp_path):
     binds = [(tmp_path, "/work")]
+    run = ["--env", "OMP_NUM_THREADS=1"]
+    synth = contained(train_sif, "python", "-m", "app.emb", "synth", "--out", "/work/src", *SYNTH_ARGS,
+                      binds=binds, extra=run, timeout=900)
+    assert synth.returncode == 0, synth.stderr[-3000:]
+    write_vector(tmp_path / "src" / "parcels.parquet", tmp_path / "parcels.gpkg", "GPKG")
     steps = [
-        ["python", "-m", "app.emb", "synth", "--out", "/work/src", *SYNTH_ARGS],
-        ["python", "-m", "app.emb", "prepare", "--src", "/work/src", "--out", "/work/shards", *PREPARE_ARGS],
+        ["python", "-m", "app.emb", "prepare", "--src", "/work/src", "--parcels", "/work/parcels.gpkg",
+         "--class-map", "/work/src/class_map.toml", "--out", "/work/shards", *PREPARE_ARGS],
         ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "app.emb.train", "--config", SMOKE,
          "data.shards=/work/shards", "run.dir=/work/run", "train.steps=2", "train.eval_every=2",
          "train.ckpt_every=2", "train.batch_size=4", "train.eval_batch_size=2"],
+        ["python", "-m", "app.emb", "predict", "--checkpoint", "/work/run", "--input", "/work/src/tile-000.tif",
+         "--out", "/work/classes.tif"],
     ]
     for cmd in steps:
-        proc = contained(train_sif, *cmd, binds=binds, extra=["--env", "OMP_NUM_THREADS=1"], timeout=900)
+        proc = contained(train_sif, *cmd, binds=binds, extra=run, timeout=900)
         assert proc.returncode == 0, f"{cmd[:4]}: {proc.stderr[-3000:]}"
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert (status["state"], status["step"]) == ("done", 2)
     assert (tmp_path / "run" / "ckpt-00000002.pt").is_file()
+    for png in ("curves.png", "confusion.png"):
+        assert (tmp_path / "run" / png).read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((tmp_path / "shards" / "report.json").read_text())
+    assert report["parcels"]["file"] == "/work/parcels.gpkg" and report["parcels"]["unmapped"]["parcels"] > 0
+    assert (tmp_path / "classes.tif").stat().st_size > 0

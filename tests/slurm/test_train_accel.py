@@ -3,7 +3,9 @@
 torchrun starts 4 local ranks (one per fake GPU; gloo on CPU since there is no CUDA). The walltime
 signal is delivered with `scancel --batch --signal=USR2`, exactly what slurmctld does for
 `--signal=B:USR2@T` when the time comes (only to the batch shell), without waiting for a walltime.
-Slurm holds a requeued job ~120 s (BeginTime); the test releases it with StartTime=now.
+Stops that do not come through the batch script's trap: `scancel --signal=USR2` (the steps only)
+and `--full` (steps and batch shell at once); the wrapper decides from the ranks' status.json.
+Slurm holds a requeued job ~120 s (BeginTime); the tests release it with StartTime=now.
 """
 
 import json
@@ -15,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS, label_args
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow]
 
@@ -34,9 +38,9 @@ def venv(*args):
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     base = tmp_path_factory.mktemp("emb data")
-    venv("-m", "app.emb", "synth", "--out", str(base / "src"), "--tiles", "4", "--size", "128", "--seed", "7")
-    venv("-m", "app.emb", "prepare", "--src", str(base / "src"), "--out", str(base / "shards"),
-         "--chip", "32", "--block", "64", "--val-frac", "0.4", "--shard-chips", "24")
+    venv("-m", "app.emb", "synth", "--out", str(base / "src"), *SYNTH_ARGS)
+    venv("-m", "app.emb", "prepare", "--src", str(base / "src"), *label_args(base / "src"), "--out", str(base / "shards"),
+         *PREPARE_ARGS)
     return base / "shards"
 
 
@@ -56,30 +60,35 @@ def train_env(train_sif, shards, runs, run_name) -> dict:
     }
 
 
-def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, train_sif, jobs):
-    runs = tmp_path / "runs dir"
-    env = train_env(train_sif, shards, runs, "smoke")
-    log_path = tmp_path / "train.out"
-    job = jobs.submit(
-        "train_accel.sh", env, "--cpus-per-task=4", "--mem=16G", f"--output={log_path}", "--",
-        f"train.steps={STEPS}", "train.ckpt_every=1000", "train.log_every=1", "train.eval_every=1000",
-    )
-    run_dir = runs / "smoke"
+def status(run_dir) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
-    def trained_steps():
+
+def wait_for_training(jobs, job, run_dir, restart, log_path, steps=2):
+    """Until this run (restart) has logged `steps` more steps than it resumed from; the job must run."""
+    def progressed():
+        s = status(run_dir)
+        if s.get("restart") != restart or s.get("state") != "running":
+            return False
         try:
-            return len((run_dir / "metrics.jsonl").read_text().splitlines())
-        except OSError:
-            return 0
+            logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                      if '"loss"' in line]
+        except (OSError, ValueError):
+            return False
+        return bool(logged) and logged[-1] >= s["step"] + steps
 
-    # Training is under way (two logged steps), well before the end: now the walltime signal.
-    jobs.wait_for("training steps", lambda: trained_steps() >= 2 or jobs.info(job).get("JobState") in ENDED,
-                  timeout=300)
+    jobs.wait_for("training steps", lambda: progressed() or jobs.info(job).get("JobState") in ENDED, timeout=300)
     assert jobs.info(job)["JobState"] == "RUNNING", log_path.read_text()
-    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
 
+
+def release_requeued(jobs, job, restarts):
+    """Wait for the requeued job, then let it start at once."""
     requeued = jobs.wait_for(
-        "the requeue", lambda: (i := jobs.info(job)).get("Restarts") == "1" and i.get("JobState") == "PENDING" and i,
+        "the requeue",
+        lambda: (i := jobs.info(job)).get("Restarts") == str(restarts) and i.get("JobState") == "PENDING" and i,
         timeout=300)
     # The node revokes the first run's job credential with one-second resolution: a restart within
     # that second is refused ("Job credential revoked") and the job FAILS. Real clusters hold a
@@ -88,6 +97,25 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
         ["sinfo", "-h", "-p", "accel", "-t", "completing", "-o", "%N"], capture_output=True, text=True).stdout.strip())
     time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    return requeued
+
+
+def submit(jobs, env, log_path, steps=STEPS):
+    return jobs.submit("train_accel.sh", env, "--cpus-per-task=4", "--mem=16G", f"--output={log_path}", "--",
+                       f"train.steps={steps}", "train.ckpt_every=1000", "train.log_every=1", "train.eval_every=1000")
+
+
+def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, train_sif, jobs):
+    runs = tmp_path / "runs dir"
+    env = train_env(train_sif, shards, runs, "smoke")
+    log_path = tmp_path / "train.out"
+    job = submit(jobs, env, log_path)
+    run_dir = runs / "smoke"
+
+    # Training is under way (two logged steps), well before the end: now the walltime signal.
+    wait_for_training(jobs, job, run_dir, 0, log_path)
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
+    requeued = release_requeued(jobs, job, 1)
     info = jobs.wait_state(job, ENDED, timeout=600)
     log = log_path.read_text()
     assert info["JobState"] == "COMPLETED", log
@@ -104,12 +132,12 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
     # signal -> checkpoint -> requeue -> resume from exactly that checkpoint -> finish
     stopped = int(re.search(r"stop signal: checkpointed at step (\d+)", log).group(1))
     assert 2 <= stopped < STEPS
-    assert "walltime signal: asking the ranks to checkpoint" in log
+    assert "train_accel.sh: SIGUSR2: asking the ranks to checkpoint" in log
     # the ranks checkpointed on the signal, before the requeue (whose SIGTERM would also stop them)
     assert log.index("stop signal: checkpointed") < log.index(f"requeueing job {job}")
     assert re.search(rf"resumed from \S+ \(step {stopped}\)", log)
     assert "train_accel.sh: training finished" in log
-    assert json.loads((run_dir / "status.json").read_text()) == {"state": "done", "step": STEPS}
+    assert status(run_dir) == {"state": "done", "step": STEPS, "job": job, "restart": 1}
     steps_logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                     if "loss" in line]
     assert steps_logged[-1] == STEPS
@@ -118,6 +146,58 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
     probe = ("import sys; from app.emb.checkpoint import newest_valid; p, s = newest_valid(sys.argv[1]); "
              "print(s['step'], s['world'], len(s['rng']))")
     assert venv("-c", probe, str(run_dir)).split() == [str(STEPS), "4", "4"]
+
+
+def test_stops_past_the_trap_requeue_from_the_ranks_status_until_the_limit(tmp_path, shards, train_sif, jobs):
+    """scancel --signal=USR2 reaches only the steps: the batch script's trap never fires and torchrun
+    exits 1, yet the ranks' status.json says "requeue": the job is requeued. The resumed run is stopped
+    with --full (steps and batch shell together) and EMB_MAX_REQUEUES=1 is reached: a clear failure."""
+    runs = tmp_path / "runs"
+    env = {**train_env(train_sif, shards, runs, "bounded"), "EMB_MAX_REQUEUES": "1"}
+    log_path = tmp_path / "train.out"
+    job = submit(jobs, env, log_path, steps=400)
+    run_dir = runs / "bounded"
+
+    wait_for_training(jobs, job, run_dir, 0, log_path)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    release_requeued(jobs, job, 1)
+    wait_for_training(jobs, job, run_dir, 1, log_path)
+    subprocess.run(["scancel", "--full", "--signal=USR2", job], check=True)
+    info = jobs.wait_state(job, ENDED, timeout=600)
+    log = log_path.read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "1:0" and info["Restarts"] == "1", log
+
+    first, second = [int(m) for m in re.findall(r"stop signal: checkpointed at step (\d+)", log)]
+    assert re.search(rf"checkpointed at step {first} \(step exit 1\): requeueing job {job} \(1 of at most 1\)", log)
+    assert log.count("asking the ranks to checkpoint") == 1  # the first stop never went through the trap
+    assert re.search(rf"resumed from \S+ \(step {first}\)", log)
+    assert (f"checkpointed at step {second}, but job {job} was already requeued 1 time(s) (EMB_MAX_REQUEUES=1): "
+            f"not requeueing again; resubmit with EMB_RUN=bounded to resume") in log
+    assert first < second < 400
+    assert status(run_dir) == {"state": "requeue", "step": second, "job": job, "restart": 1}
+    probe = "import sys; from app.emb.checkpoint import newest_valid; print(newest_valid(sys.argv[1])[1]['step'])"
+    assert venv("-c", probe, str(run_dir)).strip() == str(second)
+
+
+def test_sigint_checkpoints_and_stops_without_requeue(tmp_path, shards, train_sif, jobs):
+    runs = tmp_path / "runs"
+    env = train_env(train_sif, shards, runs, "ctrl-c")
+    log_path = tmp_path / "train.out"
+    job = submit(jobs, env, log_path, steps=400)
+    run_dir = runs / "ctrl-c"
+    wait_for_training(jobs, job, run_dir, 0, log_path)
+    subprocess.run(["scancel", "--full", "--signal=INT", job], check=True)
+    info = jobs.wait_state(job, ENDED, timeout=600)
+    log = log_path.read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "130:0" and info["Restarts"] == "0", log
+    stopped = status(run_dir)
+    # The ranks saw SIGINT itself (--full signals the steps) and the USR2 the trap made of it: either way
+    # they checkpointed at a step boundary; the batch script's INT decides that nothing is requeued.
+    assert stopped["state"] in ("interrupted", "requeue") and stopped["restart"] == 0
+    assert re.search(rf"stop signal: checkpointed at step {stopped['step']}, exiting (130|75)", log)
+    assert "stopped by SIGINT" in log and "not requeued: resubmit with EMB_RUN=ctrl-c to resume" in log
+    # no rank died inside a step: the only traceback is torchrun's report of the ranks' non-zero exit
+    assert "KeyboardInterrupt" not in log and log.count("Traceback") == log.count("ChildFailedError:")
 
 
 def test_two_nodes_meet_through_the_rendezvous_on_the_first(tmp_path, shards, train_sif, jobs):
