@@ -4,6 +4,10 @@
 
 Prints microseconds per call and the speed-up (goal >= 5x). Shapes are those of real fields:
 37 dates (one season), windows of a 2 ha field (16x16) and of a 50 ha one (80x80).
+Then the pixel level and automatic λ: the batched per-pixel smoother (one call per field) against a
+loop of per-series calls of the single-series kernel (goal >= 5x), for pixels whose cloud patterns are
+shared in blocks (as cloud blobs make them) and for independent patterns (no factorisation reuse);
+and the V-curve's cost per series against one fixed-λ smoothing.
 """
 
 import os
@@ -14,7 +18,8 @@ import numpy as np
 from scipy.linalg import solveh_banded
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from app.sure2._kernels import whittaker, zonal_stats  # noqa: E402
+from app.sure2._kernels import whittaker, whittaker_batch, whittaker_vcurve, zonal_stats  # noqa: E402
+from app.sure2.science import LOG10_LAMBDA_GRID  # noqa: E402
 from tests.sure2.references import zonal_numpy  # noqa: E402  (the tests check it against brute force)
 
 
@@ -81,6 +86,39 @@ def main():
     print(f"{'kernel':66s} {'compiled us':>12s} {'numpy/scipy us':>15s} {'speed-up':>9s}")
     for name, a, b in rows:
         print(f"{name:66s} {a:12.2f} {b:15.2f} {b / a:8.1f}x")
+    pixel_level(rng)
+
+
+def pixel_series(rng, n_pixels, n_dates, block):
+    """Pixel rows of a field: NDVI + noise, clouds shared by runs of `block` pixels (1: all independent)."""
+    t = np.arange(n_dates)
+    y = 0.2 + 0.6 * np.exp(-((t - n_dates / 2) / (n_dates / 5)) ** 2) + rng.normal(0, 0.015, (n_pixels, n_dates))
+    patterns = (rng.random((n_pixels // block + 1, n_dates)) > 0.25).astype(np.float64)
+    w = np.ascontiguousarray(np.repeat(patterns, block, axis=0)[:n_pixels])
+    return np.where(w > 0, y, 0.0), w
+
+
+def pixel_level(rng):
+    print(f"\n{'pixel level (us per series)':66s} {'batched':>12s} {'loop':>15s} {'speed-up':>9s}")
+    for n_pixels, n_dates, block, label in ((200, 37, 12, "200 px x 37 dates, clouds shared in blocks of 12"),
+                                            (200, 37, 1, "200 px x 37 dates, every pixel its own clouds"),
+                                            (4500, 37, 12, "4500 px (50 ha) x 37 dates, blocks of 12"),
+                                            (200, 73, 12, "200 px x 73 dates, blocks of 12")):
+        y, w = pixel_series(rng, n_pixels, n_dates, block)
+        batched = whittaker_batch(y, w, 10.0)
+        assert all(np.allclose(batched[r], whittaker(y[r], w[r], 10.0), atol=1e-12) for r in range(0, n_pixels, 17))
+        number = max(1, 20000 // n_pixels)
+        ours = per_call_us(lambda: whittaker_batch(y, w, 10.0), number) / n_pixels
+        loop = per_call_us(lambda: [whittaker(y[r], w[r], 10.0) for r in range(n_pixels)], number) / n_pixels
+        print(f"{label:66s} {ours:12.3f} {loop:15.3f} {loop / ours:8.1f}x  (goal >= 5x)")
+    print(f"\n{'automatic lambda (us per series)':66s} {'V-curve':>12s} {'fixed lambda':>15s} {'cost':>9s}")
+    for n_dates in (37, 73):
+        y, w = pixel_series(rng, 1, n_dates, 1)
+        y, w = y[0], w[0]
+        vcurve = per_call_us(lambda: whittaker_vcurve(y, w, LOG10_LAMBDA_GRID), 2000)
+        fixed = per_call_us(lambda: whittaker(y, w, 10.0), 20000)
+        print(f"{f'{n_dates} dates, {len(LOG10_LAMBDA_GRID)}-point grid':66s} {vcurve:12.2f} {fixed:15.2f} "
+              f"{vcurve / fixed:8.1f}x")
 
 
 if __name__ == "__main__":

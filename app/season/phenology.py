@@ -23,6 +23,10 @@ REGIONS = {"NO-Vestfold": (0.0, 1.0), "NO-Romerike": (3.0, 0.99), "NO-Hedmarken"
            "NO-Trondelag": (10.0, 0.96)}
 TIMING_SD = 2.5  # days: per-field jitter of sowing and harvest
 PEAK_SD = 0.02  # per-field jitter of the plateau NDVI
+# A history year's weather, shared by every field of a region x crop that year: the whole season
+# shifted by a few days (a late spring) and the plateau scaled (a dry or a lush summer).
+YEAR_TIMING_SD = 3.0
+YEAR_PEAK_SD = 0.05
 WINTER_GREENUP_DOY = 110  # half green-up of overwintered wheat
 
 
@@ -38,6 +42,11 @@ def draw_field_params(rng, crop, region, n):
     harvest = c["harvest"] + shift + rng.normal(0, TIMING_SD, n)
     peak = c["peak"] * peak_factor + rng.normal(0, PEAK_SD, n)
     return sow, harvest, peak
+
+
+def draw_year_effects(rng, n):
+    """n history years' (timing shift in days, plateau factor) for one region x crop."""
+    return rng.normal(0, YEAR_TIMING_SD, n), np.clip(rng.normal(1.0, YEAR_PEAK_SD, n), 0.7, 1.2)
 
 
 def healthy_curve(crop, t, sow, harvest, peak, region):

@@ -1,11 +1,18 @@
 """Deterministic season generator with ground truth: `python -m app.season synth --fields N --seed S --out DIR`.
 
-Writes the season contract (fields.parquet, one NDVI stack ndvi.tif, baseline.parquet, season.json)
-plus truth.parquet.
+Writes the season contract (fields.parquet, one NDVI stack ndvi.tif, baseline.parquet, history.parquet,
+units.parquet, season.json) plus the ground truth: truth.parquet (per field), truth_units.parquet (per
+area unit) and truth_damage.tif (per pixel: 0 no field, 1 undamaged, 2 damaged; the stack's grid).
 Fields are irregular polygons shelf-packed on a 10 m UTM 32N canvas with gaps between them; each date
 has spatially coherent cloud blobs (nodata), sensor noise, and mixed edge pixels that blend a field with
-its surroundings by the exact share of the pixel it covers. Damage (hail, drought of 3 levels) is
-injected into the field's curve and recorded, with the payout its noise-free curve implies, in truth.
+its surroundings by the exact share of the pixel it covers. Damage is injected and recorded, with the
+payout its noise-free curve implies under the field's own terms: drought (3 levels) over the whole
+field; hail in a swath across part of the field (or all of it), so damage has a truth per pixel.
+History: HISTORY_YEARS past years per region x crop, each with its own weather (timing, plateau) and
+HISTORY_FIELDS fields; the baseline pools every field-year, history.parquet keeps each year's mean
+curve (what percentile terms are priced on). This season itself is a normal year.
+Truth is the index of each field's noise-free curve itself against the mean noise-free healthy curve:
+no smoothing (no λ) is built into it, so the truth favours no smoothing setting of the assessment.
 """
 
 import datetime as dt
@@ -27,10 +34,11 @@ import app
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.hpc.cores import physical_cores
 from app.season import phenology as ph
-from app.sure2._kernels import whittaker
-from app.sure2.payout import loss_index, payout
-from app.sure2.settings import DEFAULT_LAMBDA
+from app.sure2.history import HISTORY, yearly_shortfalls
+from app.sure2.payout import shortfall
 from app.sure2.season import BASELINE, DATES_TAG, FIELDS, FORMAT, MANIFEST, stack_entry
+from app.sure2.terms import payout_record, terms_of
+from app.sure2.units import UNITS, unit_id
 
 YEAR = 2025
 FIRST_DATE = dt.date(YEAR, 4, 1)
@@ -47,6 +55,12 @@ CLOUD_CELL = 24  # pixels per cell of the coarse noise that makes cloud blobs
 HISTORY_YEARS, HISTORY_FIELDS = 10, 30  # baseline per region x crop: years x fields per year
 PIXEL_NOISE, PIXEL_HETEROGENEITY = 0.015, 0.02  # NDVI sd: per pixel and date / static per pixel
 DAMAGE_SHARE = {"healthy": 0.70, "hail": 0.15, "drought": 0.15}
+HAIL_WHOLE_FIELD = 0.25  # share of hail fields the swath covers entirely
+HAIL_BEFORE_HARVEST = 40  # days: the last hail date before harvest (ripening starts ~35 days before)
+HAIL_SHARE = (0.2, 0.8)  # otherwise the share of the field's area it hits, uniform in this range
+PERCENTILE_SHARE = 0.2  # fields whose contract gives percentile terms (trigger 20th or 10th, exit 1st)
+UNIT_TERMS = (20.0, 1.0)  # area-unit contracts: pay below the 20th percentile of history, in full at the 1st
+TRUTH_PIXELS, TRUTH_UNITS = "truth_damage.tif", "truth_units.parquet"
 CLOUD_HEAVY_SHARE = 0.03  # healthy fields seen through much more cloud than the rest
 CLOUD_HEAVY_DATES = 0.6  # share of dates such a field is fully clouded
 INSURED_PER_HA = {"barley": 9000, "spring_wheat": 11000, "oats": 8000, "potato": 30000, "winter_wheat": 12000}
@@ -133,9 +147,49 @@ def cloud_cover(rng, n):
                      rng.uniform(0.35, 0.65, n))
 
 
-def smooth_rows(curves, lam=DEFAULT_LAMBDA):
-    ones = np.ones(curves.shape[1])
-    return np.array([whittaker(np.ascontiguousarray(c), ones, lam) for c in curves])
+def hail_swath(rng, poly):
+    """A hail swath across part of a field: (swath polygon, share of the field's area it covers).
+
+    A band of random direction; in HAIL_WHOLE_FIELD of cases it covers the whole field, otherwise one
+    of its edges (or both) crosses the field so that a share drawn from HAIL_SHARE is hit.
+    """
+    minx, miny, maxx, maxy = poly.bounds
+    pad = 2 * max(maxx - minx, maxy - miny)
+    if rng.random() < HAIL_WHOLE_FIELD:
+        return shapely.box(minx - pad, miny - pad, maxx + pad, maxy + pad), 1.0
+    target = rng.uniform(*HAIL_SHARE)
+    angle = rng.uniform(0, 180)
+    centre = poly.centroid
+    turned = shapely.affinity.rotate(poly, -angle, origin=centre)
+    x0, y0, x1, y1 = turned.bounds
+    one_edge = rng.random() < 0.5  # the swath's edge cuts the field, or the whole swath lies across it
+    mid = x0 + rng.uniform(0.3, 0.7) * (x1 - x0)
+
+    def band(size):
+        lo, hi = (x0 - pad, x0 + size) if one_edge else (mid - size / 2, mid + size / 2)
+        return shapely.box(lo, y0 - pad, hi, y1 + pad)
+
+    lo, hi = 0.0, 2 * (x1 - x0)
+    for _ in range(40):  # bisection on the band's width: area share is monotone in it
+        size = (lo + hi) / 2
+        lo, hi = (size, hi) if shapely.area(shapely.intersection(band(size), turned)) < target * turned.area else (lo, size)
+    swath = shapely.affinity.rotate(band((lo + hi) / 2), angle, origin=centre)
+    return swath, float(shapely.area(shapely.intersection(swath, poly)) / poly.area)
+
+
+def history_years(rng, crop, region, doy):
+    """Simulated history of one region x crop: (years, per-year mean curves, all field-year curves).
+
+    Every year has its own weather (app.season.phenology.draw_year_effects) and HISTORY_FIELDS fields.
+    """
+    shifts, factors = ph.draw_year_effects(rng, HISTORY_YEARS)
+    yearly, pooled = [], []
+    for shift, factor in zip(shifts, factors):
+        s, h, p = ph.draw_field_params(rng, crop, region, HISTORY_FIELDS)
+        curves = ph.healthy_curve(crop, doy - shift, s, h, p * factor, region)
+        yearly.append(curves.mean(axis=0))
+        pooled.append(curves)
+    return np.arange(YEAR - HISTORY_YEARS, YEAR), np.array(yearly), np.vstack(pooled)
 
 
 def generate(n_fields: int, seed: int, out_dir) -> dict:
@@ -159,7 +213,8 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     regions = np.array(region_names)[np.clip((1 - north) * len(region_names), 0, len(region_names) - 1).astype(int)]
     field_ids = [f"NO25-{k:05d}" for k in range(n_fields)]
 
-    # Healthy curves, then damage.
+    # Healthy curves, then damage: `curves` is what a field's pixels show outside a hail swath,
+    # `swath_curves` inside it, `true_curves` the field's mean (mixed by the swath's exact area share).
     sow, harvest, peak = np.zeros(n_fields), np.zeros(n_fields), np.zeros(n_fields)
     curves = np.zeros((n_fields, N_DATES))
     for crop in ph.CROPS:
@@ -173,56 +228,68 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     severity = np.zeros(n_fields)
     drought_level = np.zeros(n_fields, dtype=int)
     cloud_heavy = np.zeros(n_fields, dtype=bool)
+    damaged_share = np.zeros(n_fields)
+    swath_curves = curves.copy()
+    swaths = {}  # field index → swath polygon
     for i in range(n_fields):
         soil = ph.CROPS[crops[i]]["soil"]
         if damage[i] == "hail":
-            # hail falls in summer, once the crop has a canopy to lose
-            candidates = np.flatnonzero((doy >= max(sow[i] + 40, 152)) & (doy <= harvest[i] - 20))
+            # hail falls in summer on a green canopy: from 40 days after sowing until ripening begins
+            # (later hail barely changes NDVI: the canopy is going anyway, an adjuster's case)
+            candidates = np.flatnonzero((doy >= max(sow[i] + 40, 152)) & (doy <= harvest[i] - HAIL_BEFORE_HARVEST))
             if len(candidates) == 0:
                 damage[i] = "healthy"
                 continue
             d = int(rng.choice(candidates))
             severity[i] = rng.uniform(0.4, 0.65)
             factor = ph.hail_factor(doy, doy[d] - rng.uniform(0.5, 4.5), severity[i])
+            swath_curves[i] = ph.damaged_curve(curves[i], soil, factor, doy, harvest[i])
+            swaths[i], damaged_share[i] = hail_swath(rng, polys[i])
         elif damage[i] == "drought":
             drought_level[i] = int(rng.integers(1, 4))
             severity[i] = ph.DROUGHT_LEVELS[drought_level[i]]
             onset = (sow[i] if sow[i] > 0 else 95) + rng.uniform(20, 30)
             d = int(np.argmax(doy >= onset))
-            factor = ph.drought_factor(doy, onset, drought_level[i])
+            curves[i] = swath_curves[i] = ph.damaged_curve(curves[i], soil, ph.drought_factor(doy, onset, drought_level[i]),
+                                                           doy, harvest[i])
+            damaged_share[i] = 1.0
         else:
             cloud_heavy[i] = rng.random() < CLOUD_HEAVY_SHARE / DAMAGE_SHARE["healthy"]
             continue
         damage_index[i] = d
-        curves[i] = ph.damaged_curve(curves[i], soil, factor, doy, harvest[i])
+    true_curves = (1 - damaged_share[:, None]) * curves + damaged_share[:, None] * swath_curves
 
-    # Baseline from simulated history, smoothed as the assessment smooths.
-    base_rows, base_mean = [], {}
+    # Baseline and per-year history from simulated past seasons (noise-free curves).
+    base_rows, history_rows, base_mean, history = [], [], {}, {}
     for crop in ph.CROPS:
         for region in ph.REGIONS:
-            n_hist = HISTORY_YEARS * HISTORY_FIELDS
-            s, h, p = ph.draw_field_params(rng, crop, region, n_hist)
-            hist = smooth_rows(ph.healthy_curve(crop, doy, s, h, p, region))
-            mean, std = hist.mean(axis=0), hist.std(axis=0, ddof=1)
+            years, yearly, pooled = history_years(rng, crop, region, doy)
+            mean, std = pooled.mean(axis=0), pooled.std(axis=0, ddof=1)
             base_mean[(region, crop)] = mean
+            history[(region, crop)] = (years, doy, yearly)
             for k, date in enumerate(dates):
-                base_rows.append((region, crop, date, int(doy[k]), float(mean[k]), float(std[k]), n_hist))
+                base_rows.append((region, crop, date, int(doy[k]), float(mean[k]), float(std[k]), len(pooled)))
+            history_rows += [(region, crop, int(y), int(doy[k]), float(curve[k]), HISTORY_FIELDS)
+                             for y, curve in zip(years, yearly) for k in range(N_DATES)]
 
-    # Contracts and the payout the noise-free curve implies.
+    # Contracts (fixed or percentile terms) and the payout the noise-free curve implies.
     index_kind = rng.choice(["ndvi_integral", "ndvi_peak"], size=n_fields, p=[0.6, 0.4])
-    trigger = rng.choice([0.10, 0.12, 0.15], size=n_fields)
-    exit_ = rng.choice([0.40, 0.50, 0.60], size=n_fields)
+    percentile = rng.random(n_fields) < PERCENTILE_SHARE
+    trigger = np.where(percentile, np.nan, rng.choice([0.10, 0.12, 0.15], size=n_fields))
+    exit_ = np.where(percentile, np.nan, rng.choice([0.40, 0.50, 0.60], size=n_fields))
+    trigger_pct = np.where(percentile, rng.choice([20.0, 10.0], size=n_fields), np.nan)
+    exit_pct = np.where(percentile, 1.0, np.nan)
     insured = np.array([round(a * INSURED_PER_HA[c], -2) for a, c in zip(area_ha, crops)])
     days = np.array([d.toordinal() for d in dates], dtype=np.float64)
     to_day = days[0] - doy[0]  # day of year → day number
-    true_smooth = smooth_rows(curves)
-    true_index = np.array([
-        loss_index(index_kind[i], days, true_smooth[i], base_mean[(regions[i], crops[i])],
-                   sow[i] + to_day, harvest[i] + to_day) for i in range(n_fields)])
-    true_payout = np.array([payout(true_index[i], trigger[i], exit_[i], insured[i])["amount"]
-                            for i in range(n_fields)])
+    true_records = [
+        _true_payout(index_kind[i], trigger[i], exit_[i], trigger_pct[i], exit_pct[i], insured[i], days, doy,
+                     true_curves[i], base_mean[(regions[i], crops[i])], history[(regions[i], crops[i])],
+                     sow[i] + to_day, harvest[i] + to_day) for i in range(n_fields)]
+    true_index = np.array([r["index_value"] for r in true_records])
+    true_payout = np.array([r["amount"] for r in true_records])
 
-    # Raster: labels (touched pixels), wholly-inside pixels, exact edge shares.
+    # Raster: labels (touched pixels), wholly-inside pixels, exact edge shares, hail swaths.
     shapes = list(zip(polys, range(1, n_fields + 1)))
     labels = rasterize(shapes, out_shape=(height, width), transform=transform, all_touched=True, dtype="int32")
     half_diag = PIXEL * math.sqrt(2) / 2
@@ -230,18 +297,29 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     inner = rasterize([s for s in shrunk if not s[0].is_empty], out_shape=(height, width),
                       transform=transform, dtype="uint8").astype(bool)
     frac = edge_fractions(polys, labels, inner, transform)
-    _write_ndvi(out / NDVI, rng, seed, dates, doy, curves, crops, labels, frac, cloud_heavy, transform)
-    del labels, inner, frac
+    # a pixel is in a field's swath when its centre is (the swath clipped near its own field)
+    near = [(shapely.intersection(swath, shapely.buffer(polys[i], PIXEL)), i + 1) for i, swath in swaths.items()]
+    swath_label = rasterize([s for s in near if not s[0].is_empty], out_shape=(height, width), transform=transform,
+                            dtype="int32") if near else np.zeros((height, width), np.int32)
+    in_swath = (swath_label == labels) & (labels > 0)
+    _write_ndvi(out / NDVI, rng, seed, dates, doy, curves, swath_curves, crops, labels, frac, in_swath, cloud_heavy,
+                transform)
+    damaged_pixel = in_swath | np.isin(labels, np.flatnonzero(damage == "drought") + 1)
+    _write_truth_pixels(out / TRUTH_PIXELS, labels, damaged_pixel, transform)
+    del labels, inner, frac, swath_label, in_swath, damaged_pixel
 
     # Tables.
     to_lonlat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
     lonlat = shapely.transform(polys, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+    field_area = np.round(shapely.area(polys) / 1e4, 4)
+    nullable = lambda a: pa.array(a, mask=np.isnan(a))
     fields = pa.table({
         "field_id": field_ids, "crop": crops.tolist(), "geometry": shapely.to_wkb(lonlat).tolist(),
-        "area_ha": np.round(shapely.area(polys) / 1e4, 4), "sowing_date": [_date_of_doy(s) for s in sow],
+        "area_ha": field_area, "sowing_date": [_date_of_doy(s) for s in sow],
         "harvest_date": [_date_of_doy(h) for h in harvest], "region_id": regions.tolist(),
         "insured_sum": insured, "currency": ["NOK"] * n_fields, "index": index_kind.tolist(),
-        "trigger": trigger, "exit": exit_, "stack": [STACK] * n_fields,
+        "trigger": nullable(trigger), "exit": nullable(exit_), "trigger_percentile": nullable(trigger_pct),
+        "exit_percentile": nullable(exit_pct), "stack": [STACK] * n_fields,
         "note": pa.nulls(n_fields, pa.string()), "source_id": field_ids,
     })
     geo = {"version": "1.0.0", "primary_column": "geometry",
@@ -252,15 +330,21 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
         "damage_date_index": damage_index,
         "damage_date": [dates[d] if d >= 0 else None for d in damage_index],
         "severity": severity, "drought_level": drought_level, "cloud_heavy": cloud_heavy,
+        "damaged_fraction": damaged_share, "damaged_ha": np.round(damaged_share * field_area, 4),
+        "terms": np.where(percentile, "percentile", "fixed").tolist(),
         "true_index": true_index, "true_payout": true_payout,
         "expected_payout_sign": (true_payout > 0).astype(np.int8),
     })
+    units, unit_truth = _units(regions, crops, field_area, true_curves, base_mean, history, days, doy)
     baseline = pa.table(list(zip(*base_rows)), names=["region_id", "crop", "date", "doy", "ndvi_mean",
                                                      "ndvi_std", "n_samples"])
-    for name, table in ((FIELDS, fields), (BASELINE, baseline), ("truth.parquet", truth)):
+    history_table = pa.table(list(zip(*history_rows)), names=["region_id", "crop", "year", "doy", "ndvi_mean",
+                                                              "n_fields"])
+    for name, table in ((FIELDS, fields), (BASELINE, baseline), (HISTORY, history_table), (UNITS, units),
+                        ("truth.parquet", truth), (TRUTH_UNITS, unit_truth)):
         with atomic_path(out / name) as tmp:
             pq.write_table(table, tmp)
-    files = {name: _sha256(out / name) for name in (FIELDS, NDVI, BASELINE)}
+    files = {name: _sha256(out / name) for name in (FIELDS, NDVI, BASELINE, HISTORY, UNITS)}
     fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     stacks = {STACK: stack_entry(NDVI, CRS, transform, width, height, TILE, NODATA, dates)}
     manifest = {"format": FORMAT, "generator": f"app.season.synth {app.__version__}",
@@ -271,7 +355,60 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
             "bytes": sum((out / n).stat().st_size for n in files), "fingerprint": fingerprint}
 
 
-def _write_ndvi(path, rng, seed, dates, doy, curves, crops, labels, frac, cloud_heavy, transform):
+def _true_payout(kind, trigger, exit_, trigger_pct, exit_pct, insured, days, doy, curve, base, history, sowing,
+                 harvest) -> dict:
+    """The payout record the noise-free curve implies, under the contract's own terms."""
+    row = {"trigger": trigger, "exit": exit_, "trigger_percentile": trigger_pct, "exit_percentile": exit_pct}
+    terms, _ = terms_of({k: None if np.isnan(v) else float(v) for k, v in row.items()})
+    value = shortfall(kind, days, curve, base, sowing, harvest)
+    past = yearly_shortfalls(history, kind, doy, days, base, sowing, harvest)
+    return payout_record(terms, kind, value, past, insured, "NOK", "the generated unit")
+
+
+def _units(regions, crops, area, true_curves, base_mean, history, days, doy):
+    """Area-unit contracts (one per region x crop with fields: percentile terms on the integral
+    index) and their truth (the area-weighted noise-free curve's payout)."""
+    rows, truth = [], []
+    to_day = days[0] - doy[0]
+    for region in ph.REGIONS:
+        for crop, c in ph.CROPS.items():
+            sel = np.flatnonzero((regions == region) & (crops == crop))
+            if len(sel) == 0:
+                continue
+            shift = ph.REGIONS[region][0]
+            sowing = c["sow"] + (shift if c["sow"] > 0 else 0.0)
+            harvest = c["harvest"] + shift
+            contract = {"unit_id": unit_id(region, crop), "region_id": region, "crop": crop, "index": "ndvi_integral",
+                        "trigger": None, "exit": None, "trigger_percentile": UNIT_TERMS[0],
+                        "exit_percentile": UNIT_TERMS[1],
+                        "insured_sum": float(round(area[sel].sum() * INSURED_PER_HA[crop], -2)), "currency": "NOK",
+                        "sowing_date": _date_of_doy(sowing), "harvest_date": _date_of_doy(harvest)}
+            weights = area[sel] / area[sel].sum()
+            curve = weights @ true_curves[sel]
+            true = _true_payout("ndvi_integral", np.nan, np.nan, *UNIT_TERMS, contract["insured_sum"], days, doy,
+                                curve, base_mean[(region, crop)], history[(region, crop)], sowing + to_day,
+                                harvest + to_day)
+            rows.append(contract)
+            truth.append({"unit_id": contract["unit_id"], "region_id": region, "crop": crop, "n_fields": len(sel),
+                          "area_ha": float(area[sel].sum()), "true_index": true["index_value"],
+                          "true_payout": true["amount"]})
+    return pa.Table.from_pylist(rows), pa.Table.from_pylist(truth)
+
+
+def _write_truth_pixels(path, labels, damaged, transform):
+    """truth_damage.tif: per pixel 0 = no field, 1 = field pixel undamaged, 2 = damaged (centre rule)."""
+    height, width = labels.shape
+    classes = np.where(labels > 0, np.where(damaged, 2, 1), 0).astype(np.uint8)
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=CRS, transform=transform,
+                   nodata=0, tiled=True, blockxsize=TILE * 2, blockysize=TILE * 2, compress="deflate")
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(classes, 1)
+            dst.update_tags(CLASSES="0 no field, 1 field pixel undamaged, 2 damaged (hail swath or drought)")
+
+
+def _write_ndvi(path, rng, seed, dates, doy, curves, swath_curves, crops, labels, frac, in_swath, cloud_heavy,
+                transform):
     """Write the stack in tile rows; each strip has its own seeded generator (deterministic)."""
     height, width = labels.shape
     n_fields = len(curves)
@@ -288,6 +425,7 @@ def _write_ndvi(path, rng, seed, dates, doy, curves, crops, labels, frac, cloud_
     heavy_dates[1:][~cloud_heavy] = False
     heavy_dates[0] = False
     field_curves = np.vstack([np.zeros(N_DATES), curves]).astype(np.float32)  # label 0 = background
+    hail_curves = np.vstack([np.zeros(N_DATES), swath_curves]).astype(np.float32)
     profile = dict(driver="GTiff", width=width, height=height, count=N_DATES, dtype="int16", crs=CRS,
                    transform=transform, nodata=NODATA, tiled=True, blockxsize=TILE, blockysize=TILE,
                    compress="zstd", predictor=2, interleave="pixel", BIGTIFF="IF_SAFER",
@@ -307,7 +445,7 @@ def _write_ndvi(path, rng, seed, dates, doy, curves, crops, labels, frac, cloud_
                 c0, c1 = int(c0), int(c1)
                 uy = ups_y[r0:r1, c0:c1]
                 bg = background[:, None, None] + (uy @ background_offset[c0:c1] @ ups_x)[None]
-                field = field_curves[lab].transpose(2, 0, 1)  # (dates, h, w)
+                field = np.where(in_swath[r0:r1, :, None], hail_curves[lab], field_curves[lab]).transpose(2, 0, 1)
                 field += strip_rng.normal(0, PIXEL_HETEROGENEITY, lab.shape).astype(np.float32)
                 ndvi = fr * field + (1 - fr) * bg
                 # Sensor noise on field pixels; the surroundings stay smooth so the stack compresses well.

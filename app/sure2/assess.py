@@ -4,7 +4,6 @@ is written as the field's explained outcome; only the environment (season files,
 EnvironmentFailure / OSError.
 """
 
-import datetime as dt
 import math
 import time
 
@@ -13,42 +12,28 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
-from app.sure2 import science
+from app.sure2 import pixels, science, terms
 from app.sure2._kernels import zonal_stats
+from app.sure2.history import season_history, yearly_shortfalls
 from app.sure2.outcome import ASSESSED, FieldOutcome
 from app.sure2.output import Expected, output_path, summary_of, write_output
-from app.sure2.payout import INDEX_KINDS, loss_index, payout
+from app.sure2.payout import shortfall
 from app.sure2.settings import Settings
+from app.sure2.terms import day_number, payout_record
 from app.sure2.version import code_version
 
 MIN_INNER_PIXELS = 4  # below this the field is too small for an inner mask: use pixel centres
 MIN_SMOOTH_DATES = 3  # the Whittaker system needs at least 3 observed dates
-CONTRACT_COLUMNS = ("crop", "region_id", "sowing_date", "harvest_date", "insured_sum", "currency", "index",
-                    "trigger", "exit")
+CONTRACT_COLUMNS = ("crop", "region_id", "sowing_date", "harvest_date", "insured_sum", "currency", "index")
 
 
 def expected(season, field_id, settings: Settings) -> Expected:
     return Expected(field_id, season.n_rows(field_id), code_version(), season.fingerprint, settings)
 
 
-def check_contract(f: dict) -> None:
-    """FieldOutcome("bad_contract") unless the field's contract terms can be paid on."""
-    missing = [c for c in CONTRACT_COLUMNS if f.get(c) is None]
-    if missing:
-        note = f"; import note: {f['note']}" if f.get("note") else ""
-        raise FieldOutcome("bad_contract", f"missing {', '.join(missing)}{note}")
-    problems = []
-    if f["index"] not in INDEX_KINDS:
-        problems.append(f"index {f['index']!r} is not one of {', '.join(INDEX_KINDS)}")
-    trigger, exit_, insured = f["trigger"], f["exit"], f["insured_sum"]
-    if not (math.isfinite(trigger) and math.isfinite(exit_) and 0 <= trigger < exit_):
-        problems.append(f"trigger {trigger} and exit {exit_} must satisfy 0 <= trigger < exit")
-    if not (math.isfinite(insured) and insured > 0):
-        problems.append(f"insured sum {insured} must be > 0")
-    if _day(f["sowing_date"]) >= _day(f["harvest_date"]):
-        problems.append(f"sowing {f['sowing_date']} is not before harvest {f['harvest_date']}")
-    if problems:
-        raise FieldOutcome("bad_contract", "; ".join(problems))
+def check_contract(f: dict) -> dict:
+    """The field's contract terms (app.sure2.terms); FieldOutcome("bad_contract") unless they can be paid on."""
+    return terms.check_contract(f, CONTRACT_COLUMNS, f"; import note: {f['note']}" if f.get("note") else "")
 
 
 def field_polygon(season, f, stack):
@@ -124,13 +109,14 @@ def read_window(stack, shape, inside):
 
 
 def assess(season, field_id, settings: Settings | None = None) -> dict:
-    """Assess one field in memory: {"columns", "season_metrics", "events", "payout", "coverage"}.
+    """Assess one field in memory: {"columns", "season_metrics", "events", "payout", "coverage", "damage",
+    "damage_map"}.
 
     Raises FieldOutcome for a problem of this field (its `partial` holds what was measured so far).
     """
     settings = settings or Settings()
     f = season.field(field_id)
-    check_contract(f)
+    contract = check_contract(f)
     stack = season.stack_of(field_id)
     polygon = field_polygon(season, f, stack)
     shape, transform, inside = field_window(stack, polygon)
@@ -157,14 +143,15 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
                            f"field's pixels (< {settings.min_field_coverage:.0%})", partial)
     base = season.baseline(f["region_id"], f["crop"], stack)
     days = stack.day_numbers
-    sowing, harvest = _day(f["sowing_date"]), _day(f["harvest_date"])
+    sowing, harvest = day_number(f["sowing_date"]), day_number(f["harvest_date"])
     in_season = science.in_window(days, sowing, harvest)
+    unit = f"region {f['region_id']} × crop {f['crop']}"
     if base is None:
-        raise FieldOutcome("no_baseline", f"no baseline for region {f['region_id']} × crop {f['crop']}", partial)
+        raise FieldOutcome("no_baseline", f"no baseline for {unit}", partial)
     base_mean, base_std = base
     if np.isnan(base_mean[in_season]).any() or np.isnan(base_std[in_season]).any():
-        raise FieldOutcome("no_baseline", f"the baseline of region {f['region_id']} × crop {f['crop']} does not "
-                           "cover the field's sowing→harvest dates", partial)
+        raise FieldOutcome("no_baseline", f"the baseline of {unit} does not cover the field's sowing→harvest dates",
+                           partial)
     columns["baseline_mean"] = base_mean
     n_season, n_seen = int(in_season.sum()), int((observed & in_season).sum())
     coverage["observed_share"] = round(n_seen / n_season, 6) if n_season else 0.0
@@ -173,23 +160,38 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
         raise FieldOutcome("too_few_observations", f"{n_seen} of {n_season} sowing→harvest acquisitions observed "
                            f"(needs {needed})", partial)
 
-    smoothed = science.smooth(ndvi_mean, weights, settings.lam)
+    damage_map = None
+    if settings.pixel_level:
+        y, w = pixels.pixel_series(data, mask, stack.nodata)
+        curves, lam, n_sampled = pixels.smooth_pixels(y, w, base_mean, settings.lam, settings.auto_lambda)
+        smoothed = pixels.field_curve(curves)
+        classes, first = pixels.damage(curves, y, w, base_mean, days, sowing, harvest, settings.damage_drop,
+                                       settings.damage_z * np.maximum(base_std, science.MIN_STD))
+        damage = pixels.damage_record(classes, first, float(f["area_ha"]), stack.dates, n_sampled)
+        damage_map = pixels.map_patch(stack.name, window.row_off - dr, window.col_off - dc, mask, classes, first)
+    else:
+        smoothed, lam = science.smooth_field(ndvi_mean, weights, base_mean, settings.lam)
+        damage = {"pixel_level": False}
+    if np.isnan(smoothed[in_season]).any():
+        raise FieldOutcome("too_few_observations", "no inner pixel is seen often enough to smooth", partial)
     z = science.z_scores(smoothed, base_mean, base_std)
     metrics = science.season_metrics(days, smoothed, sowing, harvest, stack.dates)
-    metrics.update({"n_observed_dates": int(observed.sum()), "n_dates": stack.n_dates})
+    metrics.update({"n_observed_dates": int(observed.sum()), "n_dates": stack.n_dates, "lambda": lam,
+                    "lambda_mode": "auto" if settings.auto_lambda else "fixed", "pixel_level": settings.pixel_level})
     events = science.abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, stack.dates)
     events += science.sustained_anomalies(days, z, sowing, harvest, stack.dates)
-    index = loss_index(f["index"], days, smoothed, base_mean, sowing, harvest)
-    money = payout(index, f["trigger"], f["exit"], f["insured_sum"])
-    record = {"index": f["index"], "index_value": round(index, 6), "trigger": f["trigger"], "exit": f["exit"],
-              **money, "insured_sum": f["insured_sum"], "currency": f["currency"]}
+    if settings.pixel_level:
+        events += pixels.damage_event(damage)
+    history = yearly_shortfalls(season_history(str(season.data_dir)).get((f["region_id"], f["crop"])), f["index"],
+                                stack.doy, days, base_mean, sowing, harvest)
+    value = shortfall(f["index"], days, smoothed, base_mean, sowing, harvest)
+    try:
+        record = payout_record(contract, f["index"], value, history, f["insured_sum"], f["currency"], unit)
+    except FieldOutcome as outcome:  # percentile terms the history cannot price
+        raise FieldOutcome(outcome.reason, outcome.detail, partial) from None
     columns.update(ndvi_smooth=smoothed, z=z)
     return {"columns": columns, "season_metrics": metrics, "events": events, "payout": record,
-            "coverage": coverage}
-
-
-def _day(value) -> float:
-    return float(value.toordinal() if isinstance(value, dt.date) else dt.date.fromisoformat(value).toordinal())
+            "coverage": coverage, "damage": damage, "damage_map": damage_map}
 
 
 def _column_values(columns: dict, n_rows: int) -> dict:
@@ -225,8 +227,9 @@ def assess_to_file(season, field_id, out_dir, settings: Settings | None = None) 
                                          "baseline_mean", "z")}
         columns = {"date": stack.dates if stack else [], **empty, **outcome.partial.get("columns", {})}
         result = {"columns": columns, "season_metrics": None, "events": [], "payout": None,
-                  "coverage": {**outcome.partial.get("coverage", {}), "detail": outcome.detail}}
+                  "coverage": {**outcome.partial.get("coverage", {}), "detail": outcome.detail}, "damage": None,
+                  "damage_map": None}
         status, reason = outcome.status, outcome.reason
     write_output(path, _column_values(result["columns"], want.n_rows), want, status, reason, result)
     return {"field_id": field_id, "status": "ok", "path": str(path), "seconds": round(time.perf_counter() - t0, 4),
-            **summary_of(status, reason, result["payout"], result["events"], result["coverage"])}
+            **summary_of(status, reason, result["payout"], result["events"], result["coverage"], result["damage"])}

@@ -1,4 +1,4 @@
-"""Command line: `python -m app.sure2 assess ...` (the sealed image's runscript).
+"""Command line: `python -m app.sure2 assess|evaluate ...` (assess is the sealed image's runscript).
 
 assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order;
 bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
@@ -6,6 +6,9 @@ storage failed (processing stops at the first ENOSPC/EDQUOT/EROFS/EIO), else 1 i
 any id was bad, else 0. A field whose problem is its own (outside the raster, no baseline, ...) is not an
 error: its explained outcome is written (app.sure2.outcome) and its line says so. A missing --out
 directory is created (only when there is a valid id to assess). Generated seasons: `python -m app.season synth`.
+
+evaluate: the basis-risk report of a season with ground truth (app.sure2.evaluate): exit 0, or 2 for
+bad input (no truth, no valid output, settings flags together with --out), 3 if the season is unreadable.
 """
 
 import argparse
@@ -37,6 +40,13 @@ def build_parser():
     a.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"season directory (default ${DATA_ENV})")
     a.add_argument("--out", default=os.environ.get(OUT_ENV), help=f"output directory (default ${OUT_ENV})")
     run_settings.add_arguments(a)
+    e = sub.add_parser("evaluate", help="basis risk of a season with ground truth: JSON + table + PNG")
+    e.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"season directory (default ${DATA_ENV})")
+    e.add_argument("--out", help="evaluate the outputs in this directory (default: assess the season in memory "
+                                 "with the settings flags)")
+    e.add_argument("--report", help="directory for basis_risk.json/.txt/.png (default OUT/basis_risk, or "
+                                    "./basis_risk without --out)")
+    run_settings.add_arguments(e)
     return p
 
 
@@ -141,6 +151,37 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
     return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
+def evaluate_command(args) -> int:
+    from app.sure2 import evaluate
+    from app.sure2.season import Season
+
+    settings = run_settings.from_args(args)
+    flags = [flag for flag, (name, _, _) in run_settings.FLAGS.items() if getattr(args, name, None) is not None]
+    if not args.data:
+        raise BadInput(f"--data (or ${DATA_ENV}) is required")
+    if args.out and flags:
+        raise BadInput(f"{', '.join(flags)}: outputs in --out carry their own settings; give settings only "
+                       "to assess in memory")
+    if args.out and not Path(args.out).is_dir():
+        raise BadInput(f"--out {args.out} is not a directory")
+    with Season.open(args.data) as season:
+        truth = evaluate.read_truth(args.data)
+        if args.out:
+            results, settings_text = evaluate.results_from_outputs(season, args.out)
+        else:
+            results, settings_text = evaluate.results_in_memory(season, settings), settings.canonical()
+        rows = evaluate.rows_of(season, truth, results)
+        report = evaluate.evaluate(rows, season.fingerprint, settings_text)
+    dest = Path(args.report or Path(args.out or ".") / evaluate.REPORT_NAME)
+    paths = evaluate.write_report(report, rows, dest)
+    sys.stdout.write(evaluate.render_table(report))
+    sys.stderr.write(f"sure2: basis-risk report {', '.join(map(str, paths))}\n")
+    return EXIT_OK
+
+
+COMMANDS = {"assess": assess_command, "evaluate": evaluate_command}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded("sure2", assess_command, args)
+    return guarded("sure2", COMMANDS[args.command], args)

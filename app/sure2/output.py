@@ -7,7 +7,10 @@ footer is caught. Pages are written with CRC checksums; the whole (small) file i
 
 Footer key-value metadata: field_id, code_version, data_fingerprint, settings (JSON), status
 (assessed | not_assessable | insufficient_data), reason (empty when assessed), and JSON blobs:
-season_metrics, events, payout (null unless assessed), coverage.
+season_metrics (incl. the λ used), events, payout (null unless assessed; terms, percentile),
+coverage, damage (pixel level: damaged-area fraction and hectares, main damage date) and damage_map
+(the field's window of the season's damage map, compressed: app.sure2.pixels.map_patch; null when
+the pixel level is off or the field is not assessed).
 """
 
 import json
@@ -30,9 +33,9 @@ SCHEMA = pa.schema([
     ("baseline_mean", pa.float64()),
     ("z", pa.float64()),
 ])
-JSON_KEYS = ("season_metrics", "events", "payout", "coverage")
+JSON_KEYS = ("season_metrics", "events", "payout", "coverage", "damage", "damage_map")
 SUMMARY_KEYS = ("outcome", "reason", "detail", "raster_coverage", "observed_share", "events", "payout", "amount_cents",
-                "currency", "index_value")  # see summary_of
+                "currency", "index_value", "damaged_fraction", "damaged_ha")  # see summary_of
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,15 @@ def check_output(path, expected: Expected, full: bool = True):
     return None
 
 
-def summary_of(status: str, reason: str, payout: dict | None, events: list, coverage: dict | None) -> dict:
+def summary_of(status: str, reason: str, payout: dict | None, events: list, coverage: dict | None,
+               damage: dict | None = None) -> dict:
     """What a batch keeps of one output (its report and result layer): the same keys whether it comes
     from an assessment just made or from an output's footer."""
-    coverage = coverage or {}
+    coverage, damage = coverage or {}, damage or {}
     out = {"outcome": status, "reason": reason, "detail": coverage.get("detail", ""),
            "raster_coverage": coverage.get("raster_coverage"),
-           "observed_share": coverage.get("observed_share"), "events": _events_text(events or [])}
+           "observed_share": coverage.get("observed_share"), "events": _events_text(events or []),
+           "damaged_fraction": damage.get("damaged_fraction"), "damaged_ha": damage.get("damaged_ha")}
     if payout is not None:
         out.update(payout=payout["amount"], amount_cents=payout["amount_cents"], currency=payout["currency"],
                    index_value=payout["index_value"])
@@ -133,13 +138,14 @@ def _events_text(events: list) -> str:
 
 def footer_summary(path) -> dict:
     footer = read_footer(path)
-    return summary_of(footer["status"], footer["reason"], footer["payout"], footer["events"], footer["coverage"])
+    return summary_of(footer["status"], footer["reason"], footer["payout"], footer["events"], footer["coverage"],
+                      footer["damage"])
 
 
 def read_footer(path) -> dict:
     """status, reason and the JSON blobs of an output, from its footer."""
     kv = pq.read_metadata(path).metadata
-    out = {key: json.loads(kv[key.encode()]) for key in JSON_KEYS}
+    out = {key: json.loads(kv.get(key.encode(), b"null")) for key in JSON_KEYS}
     out["status"] = kv[b"status"].decode()
     out["reason"] = kv[b"reason"].decode()
     return out

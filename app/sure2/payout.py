@@ -18,12 +18,12 @@ FRACTION_DIGITS = 6
 _FRACTION_QUANTUM = Decimal(1).scaleb(-FRACTION_DIGITS)
 
 
-def loss_index(kind, days, smoothed, base_mean, sowing, harvest) -> float:
-    """Relative shortfall against the baseline over the field's sowing→harvest window (0 = normal).
+def shortfall(kind, days, smoothed, base_mean, sowing, harvest) -> float:
+    """Signed relative shortfall against the baseline over the sowing→harvest window (0 = normal,
+    negative = better than normal).
 
     ndvi_integral: 1 − ∫NDVI / ∫baseline;  ndvi_peak: 1 − peak NDVI / baseline peak.
-    Never negative: a better-than-normal season is index 0. A NaN index (NaN in the curves) raises:
-    it must never pass as "no loss".
+    A NaN (NaN in the curves) raises: it must never pass as "no loss".
     """
     if kind == "ndvi_integral":
         field = window_integral(days, smoothed, sowing, harvest)
@@ -39,7 +39,12 @@ def loss_index(kind, days, smoothed, base_mean, sowing, harvest) -> float:
         raise ValueError(f"{kind} index is NaN (a NaN in the smoothed series or the baseline)")
     if normal <= 0:
         return 0.0
-    return max(0.0, 1.0 - field / normal)
+    return 1.0 - field / normal
+
+
+def loss_index(kind, days, smoothed, base_mean, sowing, harvest) -> float:
+    """The shortfall floored at 0: a better-than-normal season is index 0 (fixed contract terms)."""
+    return max(0.0, shortfall(kind, days, smoothed, base_mean, sowing, harvest))
 
 
 def payout_fraction(index, trigger, exit) -> float:

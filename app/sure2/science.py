@@ -1,11 +1,23 @@
 """From per-date field means to a season: weights, smoothing, metrics, z-scores and damage events.
 
 Times are day numbers (proleptic ordinals, as float) so windows and integrals are in days.
+
+Smoothing. A fixed λ smooths the NDVI series itself (as every assessment before automatic λ did).
+With automatic λ the V-curve (app.sure2._kernels.whittaker_vcurve, grid LOG10_LAMBDA_GRID) chooses λ
+for the series' *departure from the baseline* and that departure is smoothed; the curve is the
+baseline plus the smoothed departure. Why the departure: the V-curve balances fit against roughness,
+and the roughness of an NDVI curve is mostly its phenology, not noise. On near noise-free field means
+it then picks λ of 10^2–10^3 and flattens the peak (seed-7 season: 58 of 389 payout decisions wrong,
+against 9 with λ = 10); the departure's roughness is noise and damage, which is what λ is for.
 """
 
 import numpy as np
 
-from app.sure2._kernels import whittaker
+from app.sure2._kernels import whittaker, whittaker_vcurve
+from app.sure2.settings import AUTO
+
+# log10 λ from 10^-2 to 10^4 in steps of 0.1 (61 points; the chosen λ is a midpoint between two)
+LOG10_LAMBDA_GRID = np.round(np.arange(-2.0, 4.0 + 1e-9, 0.1), 10)
 
 DROP_THRESHOLD = 0.12  # NDVI fall of the anomaly between two observations that counts as abrupt
 DROP_MAX_GAP = 4  # acquisitions between the two clear views that bracket a drop, at most (20 days)
@@ -26,6 +38,27 @@ def smooth(ndvi_mean, weights, lam):
     if np.count_nonzero(weights > 0) < 3:
         return np.full(len(weights), np.nan)
     return whittaker(np.ascontiguousarray(ndvi_mean, dtype=np.float64), np.ascontiguousarray(weights), lam)
+
+
+def departure(values, weights, base):
+    """(values − base, weights) with the dates the baseline does not cover unobserved (weight 0)."""
+    known = np.isfinite(base) & (weights > 0)
+    return np.where(known, values - np.where(known, base, 0.0), 0.0), np.where(known, weights, 0.0)
+
+
+def smooth_auto(ndvi_mean, weights, base):
+    """(curve, λ): the V-curve's λ for the departure from the baseline; curve = base + smoothed departure
+    (NaN where the baseline is NaN)."""
+    dep, w = departure(np.asarray(ndvi_mean, dtype=np.float64), np.asarray(weights, dtype=np.float64), base)
+    smoothed, log10_lam = whittaker_vcurve(dep, w, LOG10_LAMBDA_GRID)
+    return base + smoothed, 10.0 ** log10_lam
+
+
+def smooth_field(ndvi_mean, weights, base, lam):
+    """(curve, λ) of the field-mean series: lam a number (fixed) or AUTO."""
+    if lam == AUTO:
+        return smooth_auto(ndvi_mean, weights, base)
+    return smooth(ndvi_mean, weights, lam), lam
 
 
 def window_integral(days, values, start, end) -> float:

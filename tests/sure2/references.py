@@ -35,3 +35,18 @@ def zonal_numpy(stack, mask, nodata):
     sums = np.where(valid, stack, 0).sum(axis=(1, 2), dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return counts, np.where(counts > 0, sums / counts / 1e4, np.nan)
+
+
+def vcurve_dense(y, weights, log10_grid, floor=1e-30):
+    """The V-curve choice of λ (same criterion as the compiled kernel) with dense solves:
+    (z at the chosen λ, chosen log10 λ)."""
+    fits, pens = [], []
+    observed = weights > 0
+    for g in log10_grid:
+        z = whittaker_dense(y, weights, 10.0 ** g)
+        fits.append(np.log(max(np.sum(weights[observed] * (y[observed] - z[observed]) ** 2), floor)))
+        pens.append(np.log(max(np.sum(np.diff(z, 2) ** 2), floor)))
+    distance = np.hypot(np.diff(fits), np.diff(pens)) / np.diff(log10_grid)
+    k = int(np.argmin(distance))
+    chosen = (log10_grid[k] + log10_grid[k + 1]) / 2
+    return whittaker_dense(y, weights, 10.0 ** chosen), chosen

@@ -77,7 +77,7 @@ def test_wrong_code_version_fingerprint_and_settings(season, written):
     assert check_output(path, replace(want, code_version="0.0.0+000000000000")).startswith("code version")
     assert check_output(path, replace(want, fingerprint="0" * 64)).startswith("fingerprint")
     why = _check(season, path, fid, Settings(lam=5))
-    assert why == "settings: made with --lambda 10.0 (now 5.0)"
+    assert why == "settings: made with --lambda auto (now 5.0)"
 
 
 def test_output_path_refuses_escaping_ids(tmp_path):

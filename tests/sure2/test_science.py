@@ -3,9 +3,10 @@
 import numpy as np
 
 
-def _select(truth, assessed, damage, cloud_heavy=False):
+def _select(truth, assessed, damage, cloud_heavy=False, terms=None):
     return [(truth[f], assessed[f]) for f in assessed
-            if truth[f]["damage"] == damage and truth[f]["cloud_heavy"] == cloud_heavy]
+            if truth[f]["damage"] == damage and truth[f]["cloud_heavy"] == cloud_heavy
+            and terms in (None, truth[f]["terms"])]
 
 
 def test_only_cloud_heavy_fields_lack_an_assessment(truth, outcomes, assessed):
@@ -20,28 +21,34 @@ def test_enough_cases_for_the_statistics(truth, assessed):
 
 
 def test_hail_detected_within_one_acquisition(truth, assessed):
+    # a swath over part of a field hardly moves the field mean: the pixel level finds and dates it
     cases = _select(truth, assessed, "hail")
-    hits = [
-        any(e["type"] == "abrupt_drop" and abs(e["date_index"] - t["damage_date_index"]) <= 1 for e in a["events"])
-        for t, a in cases
-    ]
+    dated = lambda a, kind, t: any(e["type"] == kind and abs(e["date_index"] - t["damage_date_index"]) <= 1
+                                   for e in a["events"])
+    hits = [dated(a, "pixel_damage", t) for t, a in cases]
     assert np.mean(hits) >= 0.95, f"hail detected in {sum(hits)}/{len(hits)}"
+    field_mean_hits = [dated(a, "abrupt_drop", t) for t, a in cases]
+    assert np.mean(field_mean_hits) < np.mean(hits)  # the field mean alone misses the smaller swaths
 
 
 def test_healthy_fields_rarely_paid_and_rarely_flagged(truth, assessed):
-    cases = _select(truth, assessed, "healthy")
+    # fixed terms: a healthy field is not paid; percentile terms can pay one by design (a field below the
+    # unit's 20th percentile year), which its truth says, and test_payout_sign_matches_truth checks
+    cases = _select(truth, assessed, "healthy", terms="fixed")
     paid = [a["payout"]["amount"] > 0 for _, a in cases]
     assert np.mean(paid) <= 0.05, f"{sum(paid)}/{len(paid)} healthy fields paid"
-    drops = [any(e["type"] == "abrupt_drop" for e in a["events"]) for _, a in cases]
-    assert np.mean(drops) <= 0.05
+    cases = _select(truth, assessed, "healthy")
+    for kind in ("abrupt_drop", "pixel_damage"):
+        flagged = [any(e["type"] == kind for e in a["events"]) for _, a in cases]
+        assert np.mean(flagged) <= 0.05, kind
 
 
 def test_drought_payouts_positive_and_ordered_by_severity(truth, assessed):
-    cases = _select(truth, assessed, "drought")
-    assert all(a["payout"]["amount"] > 0 for _, a in cases)
+    assert all(a["payout"]["amount"] > 0 for _, a in _select(truth, assessed, "drought"))
+    cases = _select(truth, assessed, "drought", terms="fixed")  # one payout scale
     by_level = {lvl: [a["payout"]["fraction"] for t, a in cases if t["drought_level"] == lvl] for lvl in (1, 2, 3)}
     means = [np.mean(by_level[lvl]) for lvl in (1, 2, 3)]
-    assert all(len(v) >= 8 for v in by_level.values())
+    assert all(len(v) >= 5 for v in by_level.values())
     assert means[0] < means[1] < means[2], means
     # the loss index itself is ordered within each index kind, too
     for kind in ("ndvi_integral", "ndvi_peak"):
