@@ -117,6 +117,7 @@ class Trainer:
         self.cuda = self.dist.device.type == "cuda"
         self.amp = self.cuda and self.tcfg["amp"]
         self.channels_last = self.cuda and self.tcfg["channels_last"]
+        self.warned_no_plots = False
 
     # --- model, optimizer, schedule, loss ------------------------------------------------------------
     def _build(self):
@@ -261,8 +262,14 @@ class Trainer:
             per_class = ", ".join(f"{n} {v:.3f}" if v is not None else f"{n} -"
                                   for n, v in zip(record["classes"], record["iou"]))
             _log(f"step {record['step']}: val mIoU {record['miou']:.4f} (IoU {per_class})")
-            plots.confusion_matrix(record, self.run_dir / plots.CONFUSION)
-        plots.training_curves(read_metrics(self.run_dir), self.run_dir / plots.CURVES)
+        try:
+            if record.get("validation") != "none":
+                plots.confusion_matrix(record, self.run_dir / plots.CONFUSION)
+            plots.training_curves(read_metrics(self.run_dir), self.run_dir / plots.CURVES)
+        except ImportError:  # a bare torch environment (a GPU benchmark node): metrics.jsonl has every number
+            if not self.warned_no_plots:
+                _log("warning: matplotlib is not installed: no PNGs (metrics.jsonl holds the same numbers)")
+            self.warned_no_plots = True
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self, stop: StopFlag) -> int:

@@ -254,3 +254,18 @@ def test_sigusr2_that_kills_the_torchrun_agent_still_checkpoints_and_leaves_no_o
     status = _status(tmp_path)
     assert status["state"] == "requeue"
     assert checkpoint.newest_valid(tmp_path)[1]["step"] == status["step"]
+
+
+def test_without_matplotlib_the_numbers_still_land_in_metrics(emb_shards, tmp_path):
+    """A bare torch environment (e.g. a GPU benchmark node) trains and validates; only the PNGs are missing."""
+    fake = tmp_path / "no_matplotlib" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed here')\n")
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(train_cmd(emb_shards, run_dir, "train.steps=2", "train.eval_every=1", "train.log_every=1"),
+                          cwd=ROOT, env={**env(), "PYTHONPATH": f"{fake.parent}:{ROOT}"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("matplotlib is not installed: no PNGs") == 1
+    assert [r["step"] for r in read_metrics(run_dir) if "miou" in r] == [1, 2]
+    assert not list(run_dir.glob("*.png"))
