@@ -36,13 +36,22 @@ def dequantise_np(q: np.ndarray) -> np.ndarray:
 
 
 def quantise(v: np.ndarray) -> np.ndarray:
-    """Float components in [-1, 1] → int8 by the inverse rule; NaN → nodata (-128)."""
-    v = np.asarray(v, dtype=np.float64)
+    """Float components in [-1, 1] → int8 by the inverse rule; NaN → nodata (-128).
+
+    In float32 and in place (a float export's read window is large: no float64 copies of it).
+    """
+    v = np.asarray(v, dtype=np.float32)
     missing = np.isnan(v)
-    v = np.where(missing, 0.0, v)
-    q = np.clip(np.sign(v) * np.rint(SCALE * np.sqrt(np.abs(v))), -127, 127).astype(np.int8)
-    q[missing] = NODATA
-    return q
+    q = np.abs(v)
+    np.sqrt(q, out=q)
+    q *= SCALE
+    np.rint(q, out=q)
+    np.minimum(q, 127, out=q)
+    np.copysign(q, v, out=q)
+    q[missing] = 0
+    out = q.astype(np.int8)
+    out[missing] = NODATA
+    return out
 
 
 def nodata_pixels(q: np.ndarray) -> np.ndarray:
