@@ -13,9 +13,11 @@ import json
 import sys
 from collections import Counter, defaultdict
 
+from app.batch.damage_map import write_damage_maps
 from app.batch.outputs import OutputChecker, OutputIndex, context_of
 from app.batch.payout_map import draw_payout_map
 from app.batch.result_layer import write_result_layer
+from app.batch.units import write_unit_results
 from app.hpc.atomic import atomic_write_bytes
 from app.sure2.outcome import STATUSES
 
@@ -137,7 +139,8 @@ def season_report(season, layout, board, settings, max_failures, failures_since,
     table = render_table(report)
     atomic_write_bytes(layout.report_json, json.dumps(report, indent=1, sort_keys=True).encode())
     atomic_write_bytes(layout.report_txt, table.encode())
-    notes = [write_result_layer(season, rows, layout), draw_payout_map(season, rows, layout.payout_map)]
+    notes = [write_result_layer(season, rows, layout), draw_payout_map(season, rows, layout.payout_map),
+             write_damage_maps(season, rows, layout), write_unit_results(season, rows, layout)]
     if not quiet:
         sys.stdout.write(table)
     print(f"batch: report {layout.report_json}, {layout.report_txt}; {'; '.join(notes)}", file=sys.stderr)

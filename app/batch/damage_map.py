@@ -1,0 +1,99 @@
+"""The season's damage map for an adjuster: one GeoTIFF per NDVI stack, from the fields' outputs.
+
+OUT/.batch/damage_<stack>.tif has the stack's CRS, transform and size; tiled 256², deflate; uint16:
+  band 1 `damage_class`: 0 no data (outside assessed fields, edge pixels, pixels too rarely seen),
+         1 undamaged, 2 damaged; nodata 0 and a colour table (green / red), so QGIS shows it as is;
+  band 2 `damage_doy`: day of year of the pixel's damage date (0 = not damaged).
+Each assessed output made with the pixel level carries its window of this map in its footer
+(`damage_map`, app.sure2.pixels.map_patch). The file is written one row of tiles at a time, so memory
+stays one strip whatever the stack's size; a stack with no such output gets no map (an old one is
+removed, so the maps always match the outputs the report counts).
+"""
+
+import json
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from app.hpc.atomic import atomic_path
+
+TILE = 256
+CLASS_COLOURS = {0: (0, 0, 0, 0), 1: (120, 190, 110, 255), 2: (215, 48, 39, 255)}
+DESCRIPTIONS = ("damage_class: 0 no data, 1 undamaged, 2 damaged", "damage_doy: day of year of the damage (0 none)")
+
+
+def map_path(layout, stack_name: str):
+    return layout.root / f"damage_{re.sub(r'[^A-Za-z0-9_-]', '_', stack_name)}.tif"
+
+
+def patches_of(season, rows: dict, out_dir) -> dict:
+    """stack name → [(row0, col0, classes, date index)] of the assessed outputs' map patches."""
+    import pyarrow.parquet as pq  # pyarrow and GDAL after the batch's thread caps
+
+    from app.sure2.output import output_path
+    from app.sure2.pixels import read_patch
+
+    out = defaultdict(list)
+    for fid in season.field_ids:
+        if rows.get(fid, {}).get("state") != "assessed":
+            continue
+        blob = (pq.read_metadata(output_path(out_dir, fid)).metadata or {}).get(b"damage_map")
+        patch = json.loads(blob) if blob else None
+        if patch:
+            out[patch["stack"]].append(read_patch(patch))
+    return out
+
+
+def write_damage_maps(season, rows: dict, layout) -> str:
+    """Write the maps; return a note saying where they went."""
+    patches = patches_of(season, rows, layout.out)
+    written = []
+    for name, stack in sorted(season.stacks.items()):
+        path = map_path(layout, name)
+        if not patches.get(name):
+            path.unlink(missing_ok=True)
+            continue
+        write_stack_map(stack, patches[name], path)
+        written.append(str(path))
+    return f"damage map(s) {', '.join(written)}" if written else "no damage map (no output of the pixel level)"
+
+
+def write_stack_map(stack, patches: list, path) -> None:
+    import rasterio
+
+    doy_of = np.append(stack.doy.astype(np.uint16), np.uint16(0))  # date index → day of year; NO_DATE → 0
+    profile = dict(driver="GTiff", width=stack.width, height=stack.height, count=2, dtype="uint16", crs=stack.crs,
+                   transform=stack.transform, nodata=0, tiled=True, blockxsize=TILE, blockysize=TILE,
+                   compress="deflate", predictor=2)
+    top = np.array([p[0] for p in patches])
+    bottom = top + np.array([p[2].shape[0] for p in patches])
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for band, text in enumerate(DESCRIPTIONS, start=1):
+                dst.set_band_description(band, text)
+            dst.update_tags(CLASSES="0 no data, 1 undamaged, 2 damaged", DATES="day of year, 0 = none",
+                            YEAR=str(stack.dates[0].year))
+            for r0 in range(0, stack.height, TILE):
+                r1 = min(stack.height, r0 + TILE)
+                strip = np.zeros((2, r1 - r0, stack.width), dtype=np.uint16)
+                for k in np.flatnonzero((top < r1) & (bottom > r0)):
+                    _paste(strip, r0, patches[k], doy_of, stack.width)
+                dst.write(strip, window=((r0, r1), (0, stack.width)))
+            dst.write_colormap(1, CLASS_COLOURS)
+
+
+def _paste(strip, r0, patch, doy_of, width) -> None:
+    """Copy a patch's judged pixels (class != 0) into the strip: neighbours' empty pixels never erase."""
+    row0, col0, classes, dates = patch
+    h, w = classes.shape
+    a0, a1 = max(row0, r0), min(row0 + h, r0 + strip.shape[1])
+    b0, b1 = max(col0, 0), min(col0 + w, width)
+    if a1 <= a0 or b1 <= b0:
+        return
+    cls = classes[a0 - row0:a1 - row0, b0 - col0:b1 - col0]
+    idx = dates[a0 - row0:a1 - row0, b0 - col0:b1 - col0].astype(np.int64)
+    judged = cls > 0
+    target = (slice(a0 - r0, a1 - r0), slice(b0, b1))
+    strip[0][target][judged] = cls[judged]
+    strip[1][target][judged] = doy_of[np.minimum(idx, len(doy_of) - 1)][judged]
