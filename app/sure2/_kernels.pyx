@@ -160,38 +160,110 @@ def whittaker(const double[::1] y, const double[::1] weights, double lam):
     return out_arr
 
 
-def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double lam):
-    """whittaker() of every row in one call: z[r] = whittaker(y[r], weights[r], lam).
+cdef enum:
+    LANES = 8  # series solved side by side in whittaker_batch
 
-    A row with the same weights as the row factored last reuses its LDL' factors (only the
-    substitution runs): neighbouring pixels share their cloud pattern, so most rows do. A row with
-    fewer than 3 positive weights (a pixel almost never seen) is all NaN, not an error.
+
+cdef void _factor_lanes(const double* w, const double* lam, Py_ssize_t n, const double* p0, const double* p1,
+                        double* dd, double* l1, double* l2) noexcept nogil:
+    """_factor of LANES systems at once, lane j with lam[j]; arrays are [date][lane]. Each lane does
+    exactly _factor's arithmetic in _factor's order (same results); their recurrences overlap."""
+    cdef Py_ssize_t i, j, b, b1, b2
+    for i in range(n):
+        b, b1, b2 = i * LANES, (i - 1) * LANES, (i - 2) * LANES
+        for j in range(LANES):
+            dd[b + j] = w[b + j] + lam[j] * p0[i]
+        if i >= 1:
+            for j in range(LANES):
+                dd[b + j] -= l1[b1 + j] * l1[b1 + j] * dd[b1 + j]
+        if i >= 2:
+            for j in range(LANES):
+                dd[b + j] -= l2[b2 + j] * l2[b2 + j] * dd[b2 + j]
+        if i + 1 < n:
+            for j in range(LANES):
+                l1[b + j] = lam[j] * p1[i]
+            if i >= 1:
+                for j in range(LANES):
+                    l1[b + j] -= l2[b1 + j] * l1[b1 + j] * dd[b1 + j]
+            for j in range(LANES):
+                l1[b + j] /= dd[b + j]
+        if i + 2 < n:
+            for j in range(LANES):
+                l2[b + j] = lam[j] / dd[b + j]
+
+
+cdef void _substitute_lanes(const double* y, const double* w, Py_ssize_t n, const double* dd, const double* l1,
+                            const double* l2, double* z) noexcept nogil:
+    """_substitute of LANES series at once ([date][lane] arrays, _substitute's arithmetic and order)."""
+    cdef Py_ssize_t i, j, b
+    for i in range(n):
+        b = i * LANES
+        for j in range(LANES):
+            z[b + j] = w[b + j] * y[b + j] if w[b + j] > 0 else 0.0
+        if i >= 1:
+            for j in range(LANES):
+                z[b + j] -= l1[b - LANES + j] * z[b - LANES + j]
+        if i >= 2:
+            for j in range(LANES):
+                z[b + j] -= l2[b - 2 * LANES + j] * z[b - 2 * LANES + j]
+    for i in range(n * LANES):
+        z[i] /= dd[i]
+    for i in range(n - 1, -1, -1):
+        b = i * LANES
+        if i + 1 < n:
+            for j in range(LANES):
+                z[b + j] -= l1[b + j] * z[b + LANES + j]
+        if i + 2 < n:
+            for j in range(LANES):
+                z[b + j] -= l2[b + j] * z[b + 2 * LANES + j]
+
+
+def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double lam):
+    """whittaker() of every row in one call: z[r] = whittaker(y[r], weights[r], lam), the same numbers.
+
+    Rows are solved LANES at a time side by side (each with its own factors): one series' solve is a
+    chain of dependent steps, so interleaving independent series keeps the floating-point units busy.
+    A row with fewer than 3 positive weights (a pixel almost never seen) is all NaN, not an error.
     """
-    cdef Py_ssize_t m = y.shape[0], n = y.shape[1], r, i, last = -1
+    cdef Py_ssize_t m = y.shape[0], n = y.shape[1], r0, i, j, k
     if weights.shape[0] != m or weights.shape[1] != n:
         raise ValueError("y and weights differ in shape")
     if lam <= 0:
         raise ValueError("lambda must be > 0")
     out_arr = np.empty((m, n), dtype=np.float64)
     cdef double[:, ::1] z = out_arr
+    if m == 0 or n == 0:
+        return out_arr
     cdef _Work work = _Work(n)
-    cdef bint same
+    cdef double* lanes = <double*>calloc(6 * n * LANES, sizeof(double))  # y, w, dd, l1, l2, z; [date][lane]
+    if lanes == NULL:
+        raise MemoryError()
+    cdef double* ly = lanes
+    cdef double* lw = lanes + n * LANES
+    cdef double* ldd = lanes + 2 * n * LANES
+    cdef double* ll1 = lanes + 3 * n * LANES
+    cdef double* ll2 = lanes + 4 * n * LANES
+    cdef double* lz = lanes + 5 * n * LANES
+    cdef int ok[LANES]
+    cdef double lams[LANES]
+    for j in range(LANES):
+        lams[j] = lam
+    r0 = 0
     with nogil:
-        for r in range(m):
-            if n < 3 or _positive(&weights[r, 0], n) < 3:
+        while r0 < m:
+            k = min(<Py_ssize_t>LANES, m - r0)
+            for j in range(LANES):  # a lane past the last row solves a dummy series (all seen, zeros)
+                ok[j] = j < k and n >= 3 and _positive(&weights[r0 + j, 0], n) >= 3
                 for i in range(n):
-                    z[r, i] = NAN
-                continue
-            same = last >= 0
-            if same:
+                    ly[i * LANES + j] = y[r0 + j, i] if ok[j] else 0.0
+                    lw[i * LANES + j] = weights[r0 + j, i] if ok[j] else 1.0
+            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ll1, ll2)
+            _substitute_lanes(ly, lw, n, ldd, ll1, ll2, lz)
+            for j in range(k):
                 for i in range(n):
-                    if weights[r, i] != weights[last, i]:
-                        same = False
-                        break
-            if not same:
-                _factor(&weights[r, 0], lam, n, work.p0, work.p1, work.dd, work.l1, work.l2)
-                last = r
-            _substitute(&y[r, 0], &weights[r, 0], n, work.dd, work.l1, work.l2, &z[r, 0])
+                    z[r0 + j, i] = lz[i * LANES + j] if ok[j] else NAN
+            r0 += LANES
+        free(lanes)
     return out_arr
 
 
@@ -208,8 +280,9 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
     consecutive grid points k, k+1 is sqrt(Δlog fit² + Δlog penalty²) / (g[k+1] − g[k]); the chosen
     log10 λ is the midpoint (g[k] + g[k+1]) / 2 of the pair with the smallest distance (the first, on a
     tie). Returns (z at the chosen λ, chosen log10 λ). Needs at least 3 positive weights.
+    The grid's solves run LANES λ at a time side by side (the penalty bands are built once).
     """
-    cdef Py_ssize_t n = y.shape[0], n_grid = log10_grid.shape[0], k, i
+    cdef Py_ssize_t n = y.shape[0], n_grid = log10_grid.shape[0], k, k0, i, j, b
     if weights.shape[0] != n:
         raise ValueError("y and weights differ in length")
     if n_grid < 2:
@@ -222,27 +295,49 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
     out_arr = np.empty(n, dtype=np.float64)
     cdef double[::1] z = out_arr
     cdef _Work work = _Work(n)
-    cdef double fit, pen, r, dist, best = INFINITY, chosen = 0.0, prev_fit = 0.0, prev_pen = 0.0
+    cdef double* lanes = <double*>calloc(6 * n * LANES + 2 * n_grid, sizeof(double))  # y, w, dd, l1, l2, z
+    if lanes == NULL:
+        raise MemoryError()
+    cdef double* ly = lanes
+    cdef double* lw = lanes + n * LANES
+    cdef double* ldd = lanes + 2 * n * LANES
+    cdef double* ll1 = lanes + 3 * n * LANES
+    cdef double* ll2 = lanes + 4 * n * LANES
+    cdef double* lz = lanes + 5 * n * LANES
+    cdef double* fits = lanes + 6 * n * LANES
+    cdef double* pens = fits + n_grid
+    cdef double lams[LANES]
+    cdef double fit, pen, r, dist, best = INFINITY, chosen = 0.0
     with nogil:
-        for k in range(n_grid):
-            _factor(&weights[0], pow(10.0, log10_grid[k]), n, work.p0, work.p1, work.dd, work.l1, work.l2)
-            _substitute(&y[0], &weights[0], n, work.dd, work.l1, work.l2, work.z)
-            fit = 0.0
-            for i in range(n):
-                if weights[i] > 0:
-                    r = y[i] - work.z[i]
-                    fit += weights[i] * r * r
-            pen = 0.0
-            for i in range(n - 2):
-                r = work.z[i] - 2 * work.z[i + 1] + work.z[i + 2]
-                pen += r * r
-            fit, pen = _log_floored(fit), _log_floored(pen)
-            if k > 0:
-                dist = sqrt((fit - prev_fit) ** 2 + (pen - prev_pen) ** 2) / (log10_grid[k] - log10_grid[k - 1])
-                if dist < best:
-                    best = dist
-                    chosen = (log10_grid[k - 1] + log10_grid[k]) / 2
-            prev_fit, prev_pen = fit, pen
+        for i in range(n):
+            for j in range(LANES):
+                ly[i * LANES + j] = y[i] if weights[i] > 0 else 0.0
+                lw[i * LANES + j] = weights[i]
+        k0 = 0
+        while k0 < n_grid:
+            for j in range(LANES):  # lanes past the grid's end repeat its last λ
+                lams[j] = pow(10.0, log10_grid[min(k0 + j, n_grid - 1)])
+            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ll1, ll2)
+            _substitute_lanes(ly, lw, n, ldd, ll1, ll2, lz)
+            for j in range(min(<Py_ssize_t>LANES, n_grid - k0)):
+                fit = 0.0
+                for i in range(n):
+                    if weights[i] > 0:
+                        r = y[i] - lz[i * LANES + j]
+                        fit += weights[i] * r * r
+                pen = 0.0
+                for i in range(n - 2):
+                    b = i * LANES + j
+                    r = lz[b] - 2 * lz[b + LANES] + lz[b + 2 * LANES]
+                    pen += r * r
+                fits[k0 + j], pens[k0 + j] = _log_floored(fit), _log_floored(pen)
+            k0 += LANES
+        for k in range(1, n_grid):
+            dist = sqrt((fits[k] - fits[k - 1]) ** 2 + (pens[k] - pens[k - 1]) ** 2) / (log10_grid[k] - log10_grid[k - 1])
+            if dist < best:
+                best = dist
+                chosen = (log10_grid[k - 1] + log10_grid[k]) / 2
+        free(lanes)
         _factor(&weights[0], pow(10.0, chosen), n, work.p0, work.p1, work.dd, work.l1, work.l2)
         _substitute(&y[0], &weights[0], n, work.dd, work.l1, work.l2, &z[0])
     return out_arr, chosen

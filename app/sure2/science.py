@@ -7,8 +7,9 @@ With automatic λ the V-curve (app.sure2._kernels.whittaker_vcurve, grid LOG10_L
 for the series' *departure from the baseline* and that departure is smoothed; the curve is the
 baseline plus the smoothed departure. Why the departure: the V-curve balances fit against roughness,
 and the roughness of an NDVI curve is mostly its phenology, not noise. On near noise-free field means
-it then picks λ of 10^2–10^3 and flattens the peak (seed-7 season: 58 of 389 payout decisions wrong,
-against 9 with λ = 10); the departure's roughness is noise and damage, which is what λ is for.
+it then picks λ of 10^2–10^3 and flattens the peak (seed-7 season, its 389 fields that are not
+cloud-heavy: 58 payout decisions wrong, against 9 with λ = 10); the departure's roughness is noise
+and damage, which is what λ is for.
 """
 
 import numpy as np
