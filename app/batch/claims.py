@@ -8,6 +8,11 @@ Which fields a worker takes: a contiguous run of the plan (spatial order, so a w
 cache keeps serving neighbouring fields). It continues from where its last chunk ended; when that
 spot is taken it jumps to the middle of the largest free stretch (a stretch at the plan's start is
 taken from its beginning), so workers spread out and rarely collide.
+
+At a national scale (a million fields, a hundred workers) a claim must cost what changed, not what
+exists: the picker keeps a "closed" flag per field of its plan (settled, or failed too often: both
+only ever become true), updated from the fields whose outcome the last replay changed, and finds the
+largest free stretch with one vectorised pass.
 """
 
 import threading
@@ -15,25 +20,42 @@ import time
 
 from app.batch.journal import Journal
 from app.batch.owner import Liveness, Owner
-from app.batch.state import BatchState
+from app.batch.state import BatchState, compact
 
 
 class ClaimBoard:
-    def __init__(self, journal: Journal, lease_s: float = 120.0, owner: Owner | None = None):
+    """workers=True: a worker's board, which never reads results records (see app.batch.state)."""
+
+    def __init__(self, journal: Journal, lease_s: float = 120.0, owner: Owner | None = None,
+                 state: BatchState | None = None, worker: bool = False):
         self.journal = journal
         self.owner = str(owner or Owner.me())
         self.liveness = Liveness(lease_s)
-        self.state = BatchState()
+        self.state = state or BatchState()
+        self.worker = worker
+        self._changed = set()
 
     def sync(self) -> BatchState:
-        self.state.apply(self.journal.read_new())
+        self._changed.update(self.state.apply(self.journal.read_new(skip_results=self.worker)))
         return self.state
+
+    def take_changed(self) -> set:
+        """Fields whose outcome changed since the last call (for Picker.observe)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _own(self, records: list[dict]) -> list[dict]:
+        """Per-field outcomes folded into one record each (state.compact), signed by this owner (a
+        record naming another owner, as the parent's on behalf of a hung worker, keeps it)."""
+        return [{**r, "o": r.get("o", self.owner)} if "r" in r else {"o": self.owner, **r} for r in compact(records)]
 
     def record(self, records: list[dict]) -> None:
         """Append records as this owner (one locked write)."""
+        if not records:
+            return
         with self.journal.locked():
             self.sync()
-            self.journal.append([{"o": self.owner, **r} for r in records])
+            self.journal.append(self._own(records))
 
     def live_claims(self, now: float | None = None) -> dict:
         """field -> owner, for fields held by live owners other than this one."""
@@ -47,10 +69,10 @@ class ClaimBoard:
             self.sync()
             finished = list(extra) + ([{"release": list(release)}] if release else [])
             if finished:  # replayed before picking, so this worker's own outcomes count
-                self.journal.append([{"o": self.owner, **r} for r in finished])
+                self.journal.append(self._own(finished))
                 self.sync()
-            taken = self.live_claims()
-            chosen = picker.pick(n, lambda fid: fid not in taken and picker.wanted(self.state, fid))
+            picker.observe(self.state, self.take_changed())
+            chosen = picker.pick(n, self.live_claims())
             if chosen:
                 self.journal.append([{"o": self.owner, "claim": chosen}])
         return chosen
@@ -60,7 +82,7 @@ class ClaimBoard:
         with self.journal.locked():
             self.sync()
             taken = self.live_claims()
-        return any(fid in taken and picker.wanted(self.state, fid) for fid in picker.fields)
+        return any(picker.wanted(self.state, fid) for fid in taken if fid in picker.position)
 
     def heartbeat_every(self, seconds: float) -> "threading.Event":
         """Append a heartbeat every `seconds` from a daemon thread; set the returned event to stop."""
@@ -82,44 +104,59 @@ class Picker:
 
     def __init__(self, fields: list[str], since: float, max_failures: int, failures_since: float):
         self.fields = fields
+        self.position = {fid: i for i, fid in enumerate(fields)}
         self.since = since  # outcomes before this (an older run's) do not settle a field
         self.max_failures = max_failures
         self.failures_since = failures_since
+        self.closed = bytearray(len(fields))  # 1: not wanted any more (settled, or failed too often)
         self.cursor = None
+        self._observed = False
 
     def wanted(self, state: BatchState, fid: str) -> bool:
         return not state.settled_since(fid, self.since) and (
             state.failure_count(fid, self.failures_since) < self.max_failures
         )
 
-    def pick(self, n: int, free) -> list[str]:
+    def observe(self, state: BatchState, changed) -> None:
+        """Close the fields that are no longer wanted: all of them the first time, then those changed."""
+        if not self._observed:
+            changed = set(state.outcome) | set(state.failures)
+            self._observed = True
+        for fid in changed:
+            i = self.position.get(fid)
+            if i is not None and not self.closed[i] and not self.wanted(state, fid):
+                self.closed[i] = 1
+
+    def pick(self, n: int, taken) -> list[str]:
+        """Up to n free fields: not closed, not in `taken` (held by live others)."""
         total = len(self.fields)
         if total == 0 or n <= 0:
             return []
-        if self.cursor is None or self.cursor >= total or not free(self.fields[self.cursor]):
-            self.cursor = self._largest_free_stretch(free)
+        free = lambda i: not self.closed[i] and self.fields[i] not in taken
+        if self.cursor is None or self.cursor >= total or not free(self.cursor):
+            self.cursor = self._largest_free_stretch(taken)
             if self.cursor is None:
                 return []
         chosen = []
         i = self.cursor
-        while i < total and len(chosen) < n and free(self.fields[i]):
+        while i < total and len(chosen) < n and free(i):
             chosen.append(self.fields[i])
             i += 1
         self.cursor = i
         return chosen
 
-    def _largest_free_stretch(self, free) -> int | None:
-        best_start, best_len, start = None, 0, None
-        for i, fid in enumerate(self.fields + [None]):
-            if fid is not None and free(fid):
-                if start is None:
-                    start = i
-                continue
-            if start is not None and i - start > best_len:
-                best_start, best_len = start, i - start
-            start = None
-        if best_start is None:
+    def _largest_free_stretch(self, taken) -> int | None:
+        import numpy as np
+
+        free = np.frombuffer(self.closed, dtype=np.uint8) == 0
+        held = [self.position[f] for f in taken if f in self.position]
+        free[held] = False
+        edges = np.diff(np.concatenate(([0], free.view(np.int8), [0])))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        if len(starts) == 0:
             return None
+        longest = int(np.argmax(ends - starts))
+        best_start, best_len = int(starts[longest]), int(ends[longest] - starts[longest])
         # the plan's start (a first worker) or a short stretch: take it from its beginning;
         # otherwise someone is working up to it: begin in its middle, leaving them room.
         if best_start == 0 or best_len < 4:

@@ -26,12 +26,16 @@ from pathlib import Path
 from app.errors import EnvironmentFailure
 
 
+RESULTS_PREFIX = b'{"r":'  # results records (app.batch.state) start their line with it
+
+
 class Journal:
-    def __init__(self, path):
+    def __init__(self, path, offset: int = 0):
+        """offset: start reading there (a line boundary: where a snapshot's state ends)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        self._offset = 0
+        self._offset = offset
         self._pending = b""  # bytes after the last newline seen: a line still being written
         # flock is held per open file, not per thread: threads of one process serialise here.
         self._thread_lock = threading.Lock()
@@ -64,8 +68,13 @@ class Journal:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def read_new(self) -> list[dict]:
-        """Records appended since the last call (complete lines only; garbage lines skipped)."""
+    def position(self) -> int:
+        """The offset up to which every complete line has been read."""
+        return self._offset - len(self._pending)
+
+    def read_new(self, skip_results: bool = False) -> list[dict]:
+        """Records appended since the last call (complete lines only; garbage lines skipped;
+        results records left unparsed with skip_results)."""
         size = os.fstat(self._fd).st_size
         if size <= self._offset:
             return []
@@ -75,6 +84,8 @@ class Journal:
         self._pending = lines.pop()
         records = []
         for line in lines:
+            if skip_results and line.startswith(RESULTS_PREFIX):
+                continue
             try:
                 rec = json.loads(line)
             except ValueError:
@@ -92,7 +103,8 @@ class Journal:
         if not records:
             return
         now = time.time()
-        text = "".join(json.dumps({"t": now, **r}, separators=(",", ":")) + "\n" for r in records)
+        # the record's own keys first: a results record's line then starts with RESULTS_PREFIX
+        text = "".join(json.dumps({**r, "t": now}, separators=(",", ":")) + "\n" for r in records)
         data = text.encode()
         if self._pending:  # a killed writer's partial line: start ours on a fresh line
             data = b"\n" + data

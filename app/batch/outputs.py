@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-VERIFIED_PER_RECORD = 2000  # entries per journal record of newly verified outputs (keeps lines short)
+VERIFIED_PER_RECORD = 2000  # entries per results record of newly verified outputs (keeps lines short)
 
 
 def context_of(season, settings) -> str:
@@ -95,7 +95,8 @@ class OutputIndex:
 
     def records(self) -> list[dict]:
         """Journal records for the outputs verified here (then forgotten: record them once)."""
-        out = [{"verified": [list(v) for v in self.verified[i:i + VERIFIED_PER_RECORD]], "c": self.context}
+        out = [{"r": [[fid, None, summary, ident, self.context] for fid, summary, ident in
+                      self.verified[i:i + VERIFIED_PER_RECORD]]}
                for i in range(0, len(self.verified), VERIFIED_PER_RECORD)]
         self.verified = []
         return out

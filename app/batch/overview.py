@@ -5,8 +5,7 @@ import os
 import sys
 import time
 
-from app.batch.claims import ClaimBoard
-from app.batch.journal import Journal
+from app.batch.snapshot import open_board
 from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list
 from app.batch.report import season_report
@@ -22,8 +21,8 @@ def _open(args, looking: bool):
     season = Season.open(args.data)  # before anything is written: a bad --data writes nothing
     layout = BatchLayout(args.out)
     layout.create()
-    journal = Journal(layout.journal)
-    return season, journal, ClaimBoard(journal, lease_s=args.lease), layout
+    board = open_board(layout, args.lease)
+    return season, board.journal, board, layout
 
 
 def _plan(args, season, layout, board, tidy: bool):

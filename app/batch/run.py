@@ -12,11 +12,11 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 
-from app.batch.claims import ClaimBoard
-from app.batch.journal import Journal
 from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
+from app.batch.snapshot import Snapshotter, open_board
 from app.batch.pool import WorkerPool
 from app.batch.progress import Progress
 from app.batch.report import current_rows, run_section, season_report
@@ -38,27 +38,37 @@ def run_batch(args) -> int:
         layout.create()
         tmp = private_temp_dir(base, "sure2-batch-")  # the workers' and containers' /tmp: ours alone
         try:
-            with Journal(layout.journal) as journal:
-                return _plan_run_report(args, season, layout, journal, ids, tmp)
+            board = open_board(layout, args.lease)
+            with board.journal:
+                return _plan_run_report(args, season, layout, board, ids, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
+def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
     workers = args.workers or physical_cores()
     since = time.time()
     failures_since = since if args.retry_failed else 0.0
-    board = ClaimBoard(journal, lease_s=args.lease)
     plan = make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since,
                      settings_change=args.settings_change, verify_all=args.verify == "full")
     print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
+    snapshots = Snapshotter(layout, board, since)
+    snapshots.maybe(force=True)  # workers joining load it instead of replaying the whole journal
     progress = Progress(len(plan.todo), every_s=args.progress_every)
+    counts = RunCounts(plan.todo, since)
+
+    def tick():
+        board.sync()
+        progress.update(*counts.update(board.state, board.take_changed()))
+        snapshots.maybe()
+
     t0 = time.monotonic()
     pool = _worker_pool(args, plan.todo, since, failures_since, tmp, board)
     pool.start(min(workers, len(plan.todo)))
-    stopped = pool.supervise(lambda: progress.update(*_counts(board.sync(), plan.todo, since)))
+    stopped = pool.supervise(tick)
     wall = time.monotonic() - t0
-    progress.finish(*_counts(board.sync(), plan.todo, since))
+    board.sync()
+    progress.finish(*counts.update(board.state, board.take_changed()))
     if stopped == EXIT_INTERRUPTED:
         return EXIT_INTERRUPTED
     requested = plan.todo + plan.valid + list(plan.given_up)
@@ -75,6 +85,7 @@ def _plan_run_report(args, season, layout, journal, ids, tmp) -> int:
     except OSError as exc:  # the disk that just filled up may refuse the report too
         print(f"batch: report not written: {exc}", file=sys.stderr)
         return stopped or EXIT_ENVIRONMENT
+    snapshots.maybe(force=True)
     if stopped:
         return stopped
     if plan.bad_ids or any(rows[fid]["state"] not in STATUSES for fid in requested):
@@ -86,10 +97,24 @@ def _fmt(counts: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
 
 
-def _counts(state, todo: list, since: float) -> tuple[int, int, int]:
-    """(done, failed, skipped) among the planned fields, from outcomes since the run began."""
-    kinds = [o.kind for o in map(state.outcome.get, todo) if o is not None and o.t >= since]
-    return kinds.count("ok"), kinds.count("fail") + kinds.count("bad"), kinds.count("skip")
+class RunCounts:
+    """(done, failed, skipped) among the planned fields from outcomes since the run began, kept up to
+    date from the fields each replay changed (a national plan is never re-counted whole)."""
+
+    def __init__(self, todo: list, since: float):
+        self.todo, self.since = set(todo), since
+        self.kind = {}  # field -> its last outcome kind in this run
+        self.totals = Counter()
+
+    def update(self, state, changed) -> tuple[int, int, int]:
+        for fid in changed:
+            out = state.outcome.get(fid)
+            if fid in self.todo and out is not None and out.t >= self.since and self.kind.get(fid) != out.kind:
+                self.totals[self.kind.get(fid)] -= 1
+                self.kind[fid] = out.kind
+                self.totals[out.kind] += 1
+        t = self.totals
+        return t["ok"], t["fail"] + t["bad"], t["skip"]
 
 
 def _worker_pool(args, todo, since, failures_since, tmp, board) -> WorkerPool:

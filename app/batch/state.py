@@ -1,27 +1,33 @@
-"""The batch's state, rebuilt by replaying the journal's records in order.
+"""The batch's state, rebuilt by replaying the journal's records in order (after a snapshot, if any).
 
 Record kinds (every record also has "t" and "o" = owner):
   claim [ids] / release [ids] / exit          who holds which fields (exit releases all)
   hb                                           heartbeat: the owner is alive
-  start [ids]                                  an assessment is about to run (the attempt log)
-  ok id sec s f c | skip id f c | fail id why | bad id why   outcomes (skip: found valid after claiming)
-  verified [[id, s, f], ...] c                 outputs a planner checked in full and found valid
+  start [ids]                                  assessments are about to run (the attempt log)
+  ok [ids] | skip [ids] | fail [[id, why]] | bad [[id, why]]   outcomes, a chunk's in one record
+                                               (skip: found valid after claiming; a single id, or
+                                               "fail": id + "why", is read too)
+  r [[id, sec, s, f, c], ...]                  results: what an output says and how to trust it
   invalid id why moved                         an invalid output was moved aside
 
-`s` is the assessment's summary (outcome, payout, ...); `f` the output file's identity when it was
-known valid ([size, mtime_ns, inode]); `c` the validity context it was valid in (code version, data
-fingerprint and settings, hashed): the planner trusts a file whose identity and context still match
+A results record starts its line with `{"r":` so that workers, which never need results, skip the
+line unparsed (Journal.read_new(skip_results=True)): at a national scale the journal holds a million
+summaries, and a hundred workers would each parse all of them at every claim. `s` is the
+assessment's summary (outcome, payout, ...); `f` the output file's identity when it was known valid
+([size, mtime_ns, inode]); `c` the validity context it was valid in (code version, data fingerprint
+and settings, hashed): the planner trusts a file whose identity and context still match
 (app.batch.outputs) and checks every other file in full.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 SETTLED = ("ok", "skip", "bad")
+OUTCOMES = ("ok", "skip", "fail", "bad")
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     kind: str
     t: float
     why: str = ""
@@ -34,16 +40,24 @@ class BatchState:
     last_seen: dict = field(default_factory=dict)  # owner -> time of its last record
     outcome: dict = field(default_factory=dict)  # field -> last Outcome
     failures: dict = field(default_factory=lambda: defaultdict(list))  # field -> [Outcome]
-    starts: dict = field(default_factory=lambda: defaultdict(int))  # field -> attempts started
     summary: dict = field(default_factory=dict)  # field -> latest assessment summary
     seconds: dict = field(default_factory=dict)  # field -> latest assessment compute time
     files: dict = field(default_factory=dict)  # field -> (context, size, mtime_ns, inode) known valid
     invalid: list = field(default_factory=list)  # records of outputs moved aside
 
-    def apply(self, records: list[dict]) -> None:
+    def apply(self, records: list[dict]) -> set:
+        """Replay records; return the fields whose outcome changed."""
+        changed = set()
         for r in records:
             owner, t = r.get("o", "?"), r.get("t", 0.0)
             self.last_seen[owner] = max(t, self.last_seen.get(owner, 0.0))
+            for fid, sec, summary, identity, context in r.get("r", ()):
+                if summary is not None:
+                    self.summary[fid] = summary
+                if sec is not None:
+                    self.seconds[fid] = sec
+                if identity is not None:
+                    self.files[fid] = (context, *identity)
             for fid in r.get("claim", ()):
                 previous = self.claim_of.get(fid)
                 if previous is not None:  # a takeover
@@ -55,27 +69,18 @@ class BatchState:
             if "exit" in r:
                 for fid in list(self.held.get(owner, ())):
                     self._release(owner, fid)
-            for fid in r.get("start", ()):
-                self.starts[fid] += 1
-            for kind in ("ok", "skip", "fail", "bad"):
+            for kind in OUTCOMES:
                 if kind in r:
-                    fid = r[kind]
-                    out = Outcome(kind, t, r.get("why", ""))
-                    self.outcome[fid] = out
-                    if kind in ("fail", "bad"):
-                        self.failures[fid].append(out)
-                    if "s" in r:
-                        self.summary[fid] = r["s"]
-                    if kind == "ok":
-                        self.seconds[fid] = r.get("sec", 0.0)
-                    if "f" in r:
-                        self.files[fid] = (r.get("c"), *r["f"])
-            for fid, summary, identity in r.get("verified", ()):
-                self.summary[fid] = summary
-                self.files[fid] = (r.get("c"), *identity)
+                    for fid, why in _outcome_items(r, kind):
+                        out = Outcome(kind, t, why)
+                        self.outcome[fid] = out
+                        changed.add(fid)
+                        if kind in ("fail", "bad"):
+                            self.failures[fid].append(out)
             if "invalid" in r:
                 self.invalid.append(r)
                 self.files.pop(r["invalid"], None)
+        return changed
 
     def _release(self, owner: str, fid: str) -> None:
         if self.claim_of.get(fid) == owner:
@@ -91,3 +96,28 @@ class BatchState:
 
     def live_owners(self, liveness, now: float) -> set:
         return {o for o, fids in self.held.items() if fids and liveness.alive(o, self.last_seen[o], now)}
+
+
+def _outcome_items(r: dict, kind: str):
+    """(field, why) pairs of one outcome kind in a record, in either of its two forms."""
+    value = r[kind]
+    if isinstance(value, str):
+        return [(value, r.get("why", ""))]
+    return [(item, "") if isinstance(item, str) else (item[0], item[1]) for item in value]
+
+
+def compact(records: list[dict]) -> list[dict]:
+    """Per-field outcome records (as backends yield them: {"ok": id, "sec", "s", "f", "c"},
+    {"fail": id, "why"}, ...) folded into one results record and one outcomes record; others (records
+    that name their owner, too) kept as they are."""
+    results, outcomes, others = [], {}, []
+    for r in records:
+        kind = None if "o" in r else next((k for k in OUTCOMES if k in r and isinstance(r[k], str)), None)
+        if kind is None:
+            others.append(r)
+            continue
+        fid = r[kind]
+        outcomes.setdefault(kind, []).append([fid, r.get("why", "")] if kind in ("fail", "bad") else fid)
+        if any(k in r for k in ("sec", "s", "f")):
+            results.append([fid, r.get("sec"), r.get("s"), r.get("f"), r.get("c")])
+    return ([{"r": results}] if results else []) + ([outcomes] if outcomes else []) + others

@@ -14,10 +14,10 @@ import time
 
 from app.batch.backends import CommandBackend, InprocBackend, StopBatch, apptainer_prefix, storage_message
 from app.batch.backends import sure2_cli_prefix
-from app.batch.claims import ClaimBoard, Picker
-from app.batch.journal import Journal
+from app.batch.claims import Picker
 from app.batch.layout import BatchLayout
 from app.batch.outputs import OutputChecker, context_of, identity, is_settings_problem
+from app.batch.snapshot import open_board
 from app.batch.watch import ProgressPipe
 from app.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, is_storage_error
 from app.hpc.threads import cap_threads
@@ -56,8 +56,7 @@ def worker_main(args) -> int:
 def _work(args) -> int:
     fields = [line.strip() for line in sys.stdin if line.strip()]
     layout = BatchLayout(args.out)
-    journal = Journal(layout.journal)
-    board = ClaimBoard(journal, lease_s=args.lease)
+    board = open_board(layout, args.lease, worker=True)  # the snapshot, then the journal after it
     picker = Picker(fields, since=args.since, max_failures=args.max_failures, failures_since=args.failures_since)
     backend = _make_backend(args)  # the season opens here, after the thread cap
     checker = _checker(backend, args)

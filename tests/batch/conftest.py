@@ -72,6 +72,19 @@ def journal_records(out: Path) -> list[dict]:
     return records
 
 
+def outcome_events(out: Path) -> list[tuple]:
+    """Every outcome in the journal as (kind, field, owner, t, why), whatever the record's form
+    (a chunk's outcomes in one record, or a single one)."""
+    from app.batch.state import OUTCOMES, _outcome_items
+
+    events = []
+    for r in journal_records(out):
+        for kind in OUTCOMES:
+            if kind in r:
+                events += [(kind, fid, r["o"], r["t"], why) for fid, why in _outcome_items(r, kind)]
+    return events
+
+
 def attempts(out: Path) -> dict:
     """field -> number of assessments started (the attempt log)."""
     counts = {}

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.batch.conftest import (
-    BACKENDS, ROOT, assert_complete, attempts, batch_cmd, backend_args, journal_records, output_problems,
+    BACKENDS, ROOT, assert_complete, attempts, batch_cmd, backend_args, journal_records, outcome_events,
+    output_problems,
     run_batch, valid_fields,
 )
 
@@ -70,7 +71,7 @@ def _kill_when(proc, out, ok_target, extra_s, started) -> bool:
     so the test means the same on a fast or a contended machine. True if the kill hit a live batch."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        done = sum(1 for r in journal_records(out) if "ok" in r and r["t"] >= started)
+        done = sum(1 for kind, _, _, t, _ in outcome_events(out) if kind == "ok" and t >= started)
         if done >= ok_target:
             break
         time.sleep(0.005)
@@ -312,7 +313,7 @@ def test_a_killed_workers_claims_are_taken_over(season, season_dir, tmp_path):
     records = journal_records(out)
     held = next(r["claim"] for r in reversed(records) if "claim" in r and r["o"] == owner)
     assert not any("exit" in r for r in records if r["o"] == owner)  # it never released anything
-    finished_by = {r["ok"]: r["o"] for r in records if "ok" in r} | {r["skip"]: r["o"] for r in records if "skip" in r}
+    finished_by = {fid: owner for kind, fid, owner, _, _ in outcome_events(out) if kind in ("ok", "skip")}
     assert held and all(finished_by[fid] != owner for fid in held)  # every one of them taken over
 
 
@@ -323,7 +324,7 @@ def test_sigterm_unwinds_cleanly_and_resumes(season, season_dir, tmp_path):
     cmd = batch_cmd("run", season_dir, out, "--workers", 1, "--chunk", 2, "--quiet")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any("ok" in r for r in journal_records(out)):
+    while time.monotonic() < deadline and not any(e[0] == "ok" for e in outcome_events(out)):
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)

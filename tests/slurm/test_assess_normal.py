@@ -56,15 +56,9 @@ def steps(log_text: str) -> dict:
 
 
 def ok_counts(out: Path) -> Counter:
-    counts = Counter()
-    for line in (out / ".batch" / "journal.log").read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if "ok" in rec:
-            counts[rec["ok"]] += 1
-    return counts
+    from tests.batch.conftest import outcome_events
+
+    return Counter(fid for kind, fid, *_ in outcome_events(out) if kind == "ok")
 
 
 def setup_batch(tmp_path, image, n):
