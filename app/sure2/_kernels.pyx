@@ -68,8 +68,9 @@ cdef void _penalty_bands(Py_ssize_t n, double* p0, double* p1) noexcept nogil:
 
 
 cdef void _factor(const double* w, double lam, Py_ssize_t n, const double* p0, const double* p1,
-                  double* dd, double* l1, double* l2) noexcept nogil:
-    """LDL' of the pentadiagonal A = W + lam * D'D: dd the diagonal of D, l1/l2 the sub-diagonals of L."""
+                  double* dd, double* di, double* l1, double* l2) noexcept nogil:
+    """LDL' of the pentadiagonal A = W + lam * D'D: dd the diagonal of D (di its reciprocal: one division
+    per date, multiplications elsewhere), l1/l2 the sub-diagonals of L."""
     cdef Py_ssize_t i
     for i in range(n):
         dd[i] = w[i] + lam * p0[i]
@@ -77,16 +78,17 @@ cdef void _factor(const double* w, double lam, Py_ssize_t n, const double* p0, c
             dd[i] -= l1[i - 1] * l1[i - 1] * dd[i - 1]
         if i >= 2:
             dd[i] -= l2[i - 2] * l2[i - 2] * dd[i - 2]
+        di[i] = 1.0 / dd[i]
         if i + 1 < n:
             l1[i] = lam * p1[i]
             if i >= 1:
                 l1[i] -= l2[i - 1] * l1[i - 1] * dd[i - 1]
-            l1[i] /= dd[i]
+            l1[i] *= di[i]
         if i + 2 < n:
-            l2[i] = lam / dd[i]
+            l2[i] = lam * di[i]
 
 
-cdef void _substitute(const double* y, const double* w, Py_ssize_t n, const double* dd, const double* l1,
+cdef void _substitute(const double* y, const double* w, Py_ssize_t n, const double* di, const double* l1,
                       const double* l2, double* z) noexcept nogil:
     """Forward (L), diagonal (D), backward (L') substitution of W y into z; weight-0 entries of y unread."""
     cdef Py_ssize_t i
@@ -97,7 +99,7 @@ cdef void _substitute(const double* y, const double* w, Py_ssize_t n, const doub
         if i >= 2:
             z[i] -= l2[i - 2] * z[i - 2]
     for i in range(n):
-        z[i] /= dd[i]
+        z[i] *= di[i]
     for i in range(n - 1, -1, -1):
         if i + 1 < n:
             z[i] -= l1[i] * z[i + 1]
@@ -120,16 +122,16 @@ cdef class _Work:
     cdef double* p0
     cdef double* p1
     cdef double* dd
+    cdef double* di
     cdef double* l1
     cdef double* l2
-    cdef double* z
 
     def __cinit__(self, Py_ssize_t n):
         self.buf = <double*>calloc(6 * n + 1, sizeof(double))
         if self.buf == NULL:
             raise MemoryError()
         self.p0, self.p1, self.dd = self.buf, self.buf + n, self.buf + 2 * n
-        self.l1, self.l2, self.z = self.buf + 3 * n, self.buf + 4 * n, self.buf + 5 * n
+        self.di, self.l1, self.l2 = self.buf + 3 * n, self.buf + 4 * n, self.buf + 5 * n
         _penalty_bands(n, self.p0, self.p1)
 
     def __dealloc__(self):
@@ -155,8 +157,8 @@ def whittaker(const double[::1] y, const double[::1] weights, double lam):
     cdef double[::1] z = out_arr
     cdef _Work work = _Work(n)
     with nogil:
-        _factor(&weights[0], lam, n, work.p0, work.p1, work.dd, work.l1, work.l2)
-        _substitute(&y[0], &weights[0], n, work.dd, work.l1, work.l2, &z[0])
+        _factor(&weights[0], lam, n, work.p0, work.p1, work.dd, work.di, work.l1, work.l2)
+        _substitute(&y[0], &weights[0], n, work.di, work.l1, work.l2, &z[0])
     return out_arr
 
 
@@ -165,7 +167,7 @@ cdef enum:
 
 
 cdef void _factor_lanes(const double* w, const double* lam, Py_ssize_t n, const double* p0, const double* p1,
-                        double* dd, double* l1, double* l2) noexcept nogil:
+                        double* dd, double* di, double* l1, double* l2) noexcept nogil:
     """_factor of LANES systems at once, lane j with lam[j]; arrays are [date][lane]. Each lane does
     exactly _factor's arithmetic in _factor's order (same results); their recurrences overlap."""
     cdef Py_ssize_t i, j, b, b1, b2
@@ -179,6 +181,8 @@ cdef void _factor_lanes(const double* w, const double* lam, Py_ssize_t n, const 
         if i >= 2:
             for j in range(LANES):
                 dd[b + j] -= l2[b2 + j] * l2[b2 + j] * dd[b2 + j]
+        for j in range(LANES):
+            di[b + j] = 1.0 / dd[b + j]
         if i + 1 < n:
             for j in range(LANES):
                 l1[b + j] = lam[j] * p1[i]
@@ -186,13 +190,13 @@ cdef void _factor_lanes(const double* w, const double* lam, Py_ssize_t n, const 
                 for j in range(LANES):
                     l1[b + j] -= l2[b1 + j] * l1[b1 + j] * dd[b1 + j]
             for j in range(LANES):
-                l1[b + j] /= dd[b + j]
+                l1[b + j] *= di[b + j]
         if i + 2 < n:
             for j in range(LANES):
-                l2[b + j] = lam[j] / dd[b + j]
+                l2[b + j] = lam[j] * di[b + j]
 
 
-cdef void _substitute_lanes(const double* y, const double* w, Py_ssize_t n, const double* dd, const double* l1,
+cdef void _substitute_lanes(const double* y, const double* w, Py_ssize_t n, const double* di, const double* l1,
                             const double* l2, double* z) noexcept nogil:
     """_substitute of LANES series at once ([date][lane] arrays, _substitute's arithmetic and order)."""
     cdef Py_ssize_t i, j, b
@@ -207,7 +211,7 @@ cdef void _substitute_lanes(const double* y, const double* w, Py_ssize_t n, cons
             for j in range(LANES):
                 z[b + j] -= l2[b - 2 * LANES + j] * z[b - 2 * LANES + j]
     for i in range(n * LANES):
-        z[i] /= dd[i]
+        z[i] *= di[i]
     for i in range(n - 1, -1, -1):
         b = i * LANES
         if i + 1 < n:
@@ -235,7 +239,7 @@ def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double
     if m == 0 or n == 0:
         return out_arr
     cdef _Work work = _Work(n)
-    cdef double* lanes = <double*>calloc(6 * n * LANES, sizeof(double))  # y, w, dd, l1, l2, z; [date][lane]
+    cdef double* lanes = <double*>calloc(7 * n * LANES, sizeof(double))  # y, w, dd, l1, l2, z, di; [date][lane]
     if lanes == NULL:
         raise MemoryError()
     cdef double* ly = lanes
@@ -244,6 +248,7 @@ def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double
     cdef double* ll1 = lanes + 3 * n * LANES
     cdef double* ll2 = lanes + 4 * n * LANES
     cdef double* lz = lanes + 5 * n * LANES
+    cdef double* ldi = lanes + 6 * n * LANES
     cdef int ok[LANES]
     cdef double lams[LANES]
     for j in range(LANES):
@@ -257,8 +262,8 @@ def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double
                 for i in range(n):
                     ly[i * LANES + j] = y[r0 + j, i] if ok[j] else 0.0
                     lw[i * LANES + j] = weights[r0 + j, i] if ok[j] else 1.0
-            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ll1, ll2)
-            _substitute_lanes(ly, lw, n, ldd, ll1, ll2, lz)
+            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ldi, ll1, ll2)
+            _substitute_lanes(ly, lw, n, ldi, ll1, ll2, lz)
             for j in range(k):
                 for i in range(n):
                     z[r0 + j, i] = lz[i * LANES + j] if ok[j] else NAN
@@ -295,7 +300,7 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
     out_arr = np.empty(n, dtype=np.float64)
     cdef double[::1] z = out_arr
     cdef _Work work = _Work(n)
-    cdef double* lanes = <double*>calloc(6 * n * LANES + 2 * n_grid, sizeof(double))  # y, w, dd, l1, l2, z
+    cdef double* lanes = <double*>calloc(7 * n * LANES + 2 * n_grid, sizeof(double))  # y, w, dd, l1, l2, z, di
     if lanes == NULL:
         raise MemoryError()
     cdef double* ly = lanes
@@ -304,7 +309,8 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
     cdef double* ll1 = lanes + 3 * n * LANES
     cdef double* ll2 = lanes + 4 * n * LANES
     cdef double* lz = lanes + 5 * n * LANES
-    cdef double* fits = lanes + 6 * n * LANES
+    cdef double* ldi = lanes + 6 * n * LANES
+    cdef double* fits = lanes + 7 * n * LANES
     cdef double* pens = fits + n_grid
     cdef double lams[LANES]
     cdef double fit, pen, r, dist, best = INFINITY, chosen = 0.0
@@ -317,8 +323,8 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
         while k0 < n_grid:
             for j in range(LANES):  # lanes past the grid's end repeat its last λ
                 lams[j] = pow(10.0, log10_grid[min(k0 + j, n_grid - 1)])
-            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ll1, ll2)
-            _substitute_lanes(ly, lw, n, ldd, ll1, ll2, lz)
+            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ldi, ll1, ll2)
+            _substitute_lanes(ly, lw, n, ldi, ll1, ll2, lz)
             for j in range(min(<Py_ssize_t>LANES, n_grid - k0)):
                 fit = 0.0
                 for i in range(n):
@@ -338,6 +344,6 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
                 best = dist
                 chosen = (log10_grid[k - 1] + log10_grid[k]) / 2
         free(lanes)
-        _factor(&weights[0], pow(10.0, chosen), n, work.p0, work.p1, work.dd, work.l1, work.l2)
-        _substitute(&y[0], &weights[0], n, work.dd, work.l1, work.l2, &z[0])
+        _factor(&weights[0], pow(10.0, chosen), n, work.p0, work.p1, work.dd, work.di, work.l1, work.l2)
+        _substitute(&y[0], &weights[0], n, work.di, work.l1, work.l2, &z[0])
     return out_arr, chosen

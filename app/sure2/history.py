@@ -70,13 +70,12 @@ def yearly_shortfalls(entry, kind, stack_doy, days, base_mean, sowing, harvest):
         return None
     _, doy, curves = entry
     support = index_support(days, sowing, harvest)
-    out = []
+    at = []
     for curve in curves:
         seen = ~np.isnan(curve)
-        if seen.sum() < 2:
-            continue
-        at = np.interp(stack_doy, doy[seen], curve[seen], left=np.nan, right=np.nan)
-        if np.isnan(at[support]).any():
-            continue
-        out.append(shortfall(kind, days, np.where(support, at, 0.0), base_mean, sowing, harvest))
-    return np.array(out)
+        if seen.sum() >= 2:
+            at.append(np.interp(stack_doy, doy[seen], curve[seen], left=np.nan, right=np.nan))
+    at = np.array([a for a in at if not np.isnan(a[support]).any()]).reshape(-1, len(days))
+    if len(at) == 0:
+        return np.array([])
+    return shortfall(kind, days, np.where(support, at, 0.0), base_mean, sowing, harvest)

@@ -11,6 +11,8 @@ So `payout_cents(insured_sum_cents, recorded fraction)` reproduces `amount_cents
 import math
 from decimal import ROUND_HALF_UP, Decimal
 
+import numpy as np
+
 from app.sure2.science import window_integral
 
 INDEX_KINDS = ("ndvi_integral", "ndvi_peak")
@@ -18,28 +20,30 @@ FRACTION_DIGITS = 6
 _FRACTION_QUANTUM = Decimal(1).scaleb(-FRACTION_DIGITS)
 
 
-def shortfall(kind, days, smoothed, base_mean, sowing, harvest) -> float:
+def shortfall(kind, days, smoothed, base_mean, sowing, harvest):
     """Signed relative shortfall against the baseline over the sowing→harvest window (0 = normal,
-    negative = better than normal).
+    negative = better than normal): a float, or one per row of a 2-D `smoothed` (curves on `days`).
 
     ndvi_integral: 1 − ∫NDVI / ∫baseline;  ndvi_peak: 1 − peak NDVI / baseline peak.
     A NaN (NaN in the curves) raises: it must never pass as "no loss".
     """
+    smoothed = np.asarray(smoothed, dtype=np.float64)
     if kind == "ndvi_integral":
         field = window_integral(days, smoothed, sowing, harvest)
         normal = window_integral(days, base_mean, sowing, harvest)
     elif kind == "ndvi_peak":
         win = (days >= sowing) & (days <= harvest)
         if not win.any():
-            return 0.0
-        field, normal = float(smoothed[win].max()), float(base_mean[win].max())
+            return 0.0 if smoothed.ndim == 1 else np.zeros(smoothed.shape[0])
+        field, normal = smoothed[..., win].max(axis=-1), float(base_mean[win].max())
     else:
         raise ValueError(f"unknown index {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
-    if math.isnan(field) or math.isnan(normal):
+    if np.isnan(field).any() or math.isnan(normal):
         raise ValueError(f"{kind} index is NaN (a NaN in the smoothed series or the baseline)")
     if normal <= 0:
-        return 0.0
-    return 1.0 - field / normal
+        return 0.0 if smoothed.ndim == 1 else np.zeros(smoothed.shape[0])
+    out = 1.0 - field / normal
+    return float(out) if smoothed.ndim == 1 else out
 
 
 def loss_index(kind, days, smoothed, base_mean, sowing, harvest) -> float:

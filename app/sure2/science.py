@@ -62,18 +62,28 @@ def smooth_field(ndvi_mean, weights, base, lam):
     return smooth(ndvi_mean, weights, lam), lam
 
 
-def window_integral(days, values, start, end) -> float:
-    """Integral (NDVI x day) of the piecewise-linear curve through (days, values) over [start, end].
+def window_integral(days, values, start, end):
+    """Integral (NDVI x day) of the piecewise-linear curve through (days, values) over [start, end]:
+    a float, or one per row when `values` is 2-D (curves on the same days).
 
     The window is clipped to the observed season; outside it the integral is not extrapolated.
     """
+    values = np.asarray(values, dtype=np.float64)
     start, end = max(start, days[0]), min(end, days[-1])
     if end <= start:
-        return 0.0
-    inner = (days > start) & (days < end)
+        return 0.0 if values.ndim == 1 else np.zeros(values.shape[0])
+    inner = np.flatnonzero((days > start) & (days < end))
     x = np.concatenate(([start], days[inner], [end]))
-    y = np.interp(x, days, values)
-    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+    y = np.concatenate((_at(days, values, start), values[..., inner], _at(days, values, end)), axis=-1)
+    total = np.sum((y[..., 1:] + y[..., :-1]) * np.diff(x), axis=-1) / 2
+    return float(total) if values.ndim == 1 else total
+
+
+def _at(days, values, t):
+    """values linearly interpolated at day t (days[0] <= t <= days[-1]), kept as a last axis of length 1."""
+    j = int(np.clip(np.searchsorted(days, t, "right") - 1, 0, len(days) - 2))
+    f = (t - days[j]) / (days[j + 1] - days[j])
+    return values[..., j:j + 1] + f * (values[..., j + 1:j + 2] - values[..., j:j + 1])
 
 
 def in_window(days, start, end):

@@ -37,9 +37,9 @@ def zonal_numpy(stack, mask, nodata):
         return counts, np.where(counts > 0, sums / counts / 1e4, np.nan)
 
 
-def vcurve_dense(y, weights, log10_grid, floor=1e-30):
-    """The V-curve choice of λ (same criterion as the compiled kernel) with dense solves:
-    (z at the chosen λ, chosen log10 λ)."""
+def vcurve_dense(y, weights, log10_grid, floor):
+    """The V-curve choice of λ (same criterion as the compiled kernel, fit and penalty floored at
+    `floor` before their log) with dense solves: (z at the chosen λ, chosen log10 λ)."""
     fits, pens = [], []
     observed = weights > 0
     for g in log10_grid:

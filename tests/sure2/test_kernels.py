@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.sure2._kernels import whittaker, whittaker_batch, whittaker_vcurve, zonal_stats
+from app.sure2._kernels import VCURVE_FLOOR, whittaker, whittaker_batch, whittaker_vcurve, zonal_stats
 from app.sure2.science import LOG10_LAMBDA_GRID
 
 from .references import vcurve_dense, whittaker_dense, zonal_loop, zonal_numpy
@@ -80,7 +80,7 @@ def _season_like(seed, n=37, noise=0.03, gap_share=0.3, step=0.0):
 def test_vcurve_matches_dense_reference(seed, noise, step, n):
     y, w = _season_like(seed, n, noise, step=step)
     z, log10_lam = whittaker_vcurve(y, w, LOG10_LAMBDA_GRID)
-    z_ref, log10_ref = vcurve_dense(y, w, LOG10_LAMBDA_GRID)
+    z_ref, log10_ref = vcurve_dense(y, w, LOG10_LAMBDA_GRID, VCURVE_FLOOR)
     assert log10_lam == log10_ref  # the same grid midpoint, exactly
     np.testing.assert_allclose(z, z_ref, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(z, whittaker(y, w, 10.0 ** log10_lam))  # the chosen λ's own smoothing
