@@ -222,6 +222,42 @@ cdef void _substitute_lanes(const double* y, const double* w, Py_ssize_t n, cons
                 z[b + j] -= l2[b + j] * z[b + 2 * LANES + j]
 
 
+cdef class _Lanes:
+    """Scratch for LANES series of n dates solved side by side: [date][lane] arrays (y, w, the factors,
+    z), each lane's λ, and the penalty bands; allocated once per call."""
+    cdef Py_ssize_t n
+    cdef double* buf
+    cdef double* p0
+    cdef double* p1
+    cdef double* y
+    cdef double* w
+    cdef double* dd
+    cdef double* di
+    cdef double* l1
+    cdef double* l2
+    cdef double* z
+    cdef double lam[LANES]
+
+    def __cinit__(self, Py_ssize_t n):
+        cdef Py_ssize_t size = n * LANES
+        self.n = n
+        self.buf = <double*>calloc(2 * n + 7 * size + 1, sizeof(double))
+        if self.buf == NULL:
+            raise MemoryError()
+        self.p0, self.p1 = self.buf, self.buf + n
+        self.y, self.w, self.dd = self.buf + 2 * n, self.buf + 2 * n + size, self.buf + 2 * n + 2 * size
+        self.di, self.l1, self.l2 = self.buf + 2 * n + 3 * size, self.buf + 2 * n + 4 * size, self.buf + 2 * n + 5 * size
+        self.z = self.buf + 2 * n + 6 * size
+        _penalty_bands(n, self.p0, self.p1)
+
+    cdef void solve(self) noexcept nogil:
+        _factor_lanes(self.w, self.lam, self.n, self.p0, self.p1, self.dd, self.di, self.l1, self.l2)
+        _substitute_lanes(self.y, self.w, self.n, self.di, self.l1, self.l2, self.z)
+
+    def __dealloc__(self):
+        free(self.buf)
+
+
 def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double lam):
     """whittaker() of every row in one call: z[r] = whittaker(y[r], weights[r], lam), the same numbers.
 
@@ -238,21 +274,10 @@ def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double
     cdef double[:, ::1] z = out_arr
     if m == 0 or n == 0:
         return out_arr
-    cdef _Work work = _Work(n)
-    cdef double* lanes = <double*>calloc(7 * n * LANES, sizeof(double))  # y, w, dd, l1, l2, z, di; [date][lane]
-    if lanes == NULL:
-        raise MemoryError()
-    cdef double* ly = lanes
-    cdef double* lw = lanes + n * LANES
-    cdef double* ldd = lanes + 2 * n * LANES
-    cdef double* ll1 = lanes + 3 * n * LANES
-    cdef double* ll2 = lanes + 4 * n * LANES
-    cdef double* lz = lanes + 5 * n * LANES
-    cdef double* ldi = lanes + 6 * n * LANES
+    cdef _Lanes lanes = _Lanes(n)
     cdef int ok[LANES]
-    cdef double lams[LANES]
     for j in range(LANES):
-        lams[j] = lam
+        lanes.lam[j] = lam
     r0 = 0
     with nogil:
         while r0 < m:
@@ -260,15 +285,13 @@ def whittaker_batch(const double[:, ::1] y, const double[:, ::1] weights, double
             for j in range(LANES):  # a lane past the last row solves a dummy series (all seen, zeros)
                 ok[j] = j < k and n >= 3 and _positive(&weights[r0 + j, 0], n) >= 3
                 for i in range(n):
-                    ly[i * LANES + j] = y[r0 + j, i] if ok[j] else 0.0
-                    lw[i * LANES + j] = weights[r0 + j, i] if ok[j] else 1.0
-            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ldi, ll1, ll2)
-            _substitute_lanes(ly, lw, n, ldi, ll1, ll2, lz)
+                    lanes.y[i * LANES + j] = y[r0 + j, i] if ok[j] else 0.0
+                    lanes.w[i * LANES + j] = weights[r0 + j, i] if ok[j] else 1.0
+            lanes.solve()
             for j in range(k):
                 for i in range(n):
-                    z[r0 + j, i] = lz[i * LANES + j] if ok[j] else NAN
+                    z[r0 + j, i] = lanes.z[i * LANES + j] if ok[j] else NAN
             r0 += LANES
-        free(lanes)
     return out_arr
 
 
@@ -300,41 +323,31 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
     out_arr = np.empty(n, dtype=np.float64)
     cdef double[::1] z = out_arr
     cdef _Work work = _Work(n)
-    cdef double* lanes = <double*>calloc(7 * n * LANES + 2 * n_grid, sizeof(double))  # y, w, dd, l1, l2, z, di
-    if lanes == NULL:
-        raise MemoryError()
-    cdef double* ly = lanes
-    cdef double* lw = lanes + n * LANES
-    cdef double* ldd = lanes + 2 * n * LANES
-    cdef double* ll1 = lanes + 3 * n * LANES
-    cdef double* ll2 = lanes + 4 * n * LANES
-    cdef double* lz = lanes + 5 * n * LANES
-    cdef double* ldi = lanes + 6 * n * LANES
-    cdef double* fits = lanes + 7 * n * LANES
-    cdef double* pens = fits + n_grid
-    cdef double lams[LANES]
+    cdef _Lanes lanes = _Lanes(n)
+    fits_arr, pens_arr = np.empty(n_grid), np.empty(n_grid)
+    cdef double[::1] fits = fits_arr
+    cdef double[::1] pens = pens_arr
     cdef double fit, pen, r, dist, best = INFINITY, chosen = 0.0
     with nogil:
         for i in range(n):
             for j in range(LANES):
-                ly[i * LANES + j] = y[i] if weights[i] > 0 else 0.0
-                lw[i * LANES + j] = weights[i]
+                lanes.y[i * LANES + j] = y[i] if weights[i] > 0 else 0.0
+                lanes.w[i * LANES + j] = weights[i]
         k0 = 0
         while k0 < n_grid:
             for j in range(LANES):  # lanes past the grid's end repeat its last λ
-                lams[j] = pow(10.0, log10_grid[min(k0 + j, n_grid - 1)])
-            _factor_lanes(lw, lams, n, work.p0, work.p1, ldd, ldi, ll1, ll2)
-            _substitute_lanes(ly, lw, n, ldi, ll1, ll2, lz)
+                lanes.lam[j] = pow(10.0, log10_grid[min(k0 + j, n_grid - 1)])
+            lanes.solve()
             for j in range(min(<Py_ssize_t>LANES, n_grid - k0)):
                 fit = 0.0
                 for i in range(n):
                     if weights[i] > 0:
-                        r = y[i] - lz[i * LANES + j]
+                        r = y[i] - lanes.z[i * LANES + j]
                         fit += weights[i] * r * r
                 pen = 0.0
                 for i in range(n - 2):
                     b = i * LANES + j
-                    r = lz[b] - 2 * lz[b + LANES] + lz[b + 2 * LANES]
+                    r = lanes.z[b] - 2 * lanes.z[b + LANES] + lanes.z[b + 2 * LANES]
                     pen += r * r
                 fits[k0 + j], pens[k0 + j] = _log_floored(fit), _log_floored(pen)
             k0 += LANES
@@ -343,7 +356,6 @@ def whittaker_vcurve(const double[::1] y, const double[::1] weights, const doubl
             if dist < best:
                 best = dist
                 chosen = (log10_grid[k - 1] + log10_grid[k]) / 2
-        free(lanes)
         _factor(&weights[0], pow(10.0, chosen), n, work.p0, work.p1, work.dd, work.di, work.l1, work.l2)
         _substitute(&y[0], &weights[0], n, work.di, work.l1, work.l2, &z[0])
     return out_arr, chosen
