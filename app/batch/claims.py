@@ -33,15 +33,19 @@ class ClaimBoard:
         self.liveness = Liveness(lease_s)
         self.state = state or BatchState()
         self.worker = worker
-        self._changed = set()
+        self._changed = {}  # consumer -> fields whose outcome changed since it last asked
 
     def sync(self) -> BatchState:
-        self._changed.update(self.state.apply(self.journal.read_new(skip_results=self.worker)))
+        changed = self.state.apply(self.journal.read_new(skip_results=self.worker))
+        for fields in self._changed.values():
+            fields.update(changed)
         return self.state
 
-    def take_changed(self) -> set:
-        """Fields whose outcome changed since the last call (for Picker.observe)."""
-        changed, self._changed = self._changed, set()
+    def take_changed(self, consumer: str) -> set:
+        """Fields whose outcome changed since this consumer's last call (all it has not seen yet at the
+        first call is the picker's business: Picker.observe looks at everything once)."""
+        changed = self._changed.get(consumer, set())
+        self._changed[consumer] = set()
         return changed
 
     def _own(self, records: list[dict]) -> list[dict]:
@@ -63,16 +67,21 @@ class ClaimBoard:
         live = self.state.live_owners(self.liveness, now) - {self.owner}
         return {fid: o for fid, o in self.state.claim_of.items() if o in live}
 
-    def claim(self, picker: "Picker", n: int, release: list[str] = (), extra: list[dict] = ()) -> list[str]:
-        """Append `extra` outcomes, release `release`, then claim up to n free fields: one lock."""
+    def claim(self, picker: "Picker", n: int, release: list[str] = (), extra: list[dict] = (), slot=0) -> list[str]:
+        """Append `extra` outcomes, release `release`, then claim up to n free fields: one lock.
+
+        Free: not held by a live other owner, nor by this owner already (a dispatcher claims for
+        several workers; `slot` names the worker, whose own cursor in the plan continues)."""
         with self.journal.locked():
             self.sync()
             finished = list(extra) + ([{"release": list(release)}] if release else [])
             if finished:  # replayed before picking, so this worker's own outcomes count
                 self.journal.append(self._own(finished))
                 self.sync()
-            picker.observe(self.state, self.take_changed())
-            chosen = picker.pick(n, self.live_claims())
+            picker.observe(self.state, self.take_changed("picker"))
+            taken = self.live_claims()
+            taken.update(dict.fromkeys(self.state.held.get(self.owner, ()), self.owner))
+            chosen = picker.pick(n, taken, slot)
             if chosen:
                 self.journal.append([{"o": self.owner, "claim": chosen}])
         return chosen
@@ -109,7 +118,7 @@ class Picker:
         self.max_failures = max_failures
         self.failures_since = failures_since
         self.closed = bytearray(len(fields))  # 1: not wanted any more (settled, or failed too often)
-        self.cursor = None
+        self.cursors = {}  # slot -> where that worker's next chunk starts
         self._observed = False
 
     def wanted(self, state: BatchState, fid: str) -> bool:
@@ -127,22 +136,23 @@ class Picker:
             if i is not None and not self.closed[i] and not self.wanted(state, fid):
                 self.closed[i] = 1
 
-    def pick(self, n: int, taken) -> list[str]:
-        """Up to n free fields: not closed, not in `taken` (held by live others)."""
+    def pick(self, n: int, taken, slot=0) -> list[str]:
+        """Up to n free fields (not closed, not in `taken`) from where slot's last chunk ended."""
         total = len(self.fields)
         if total == 0 or n <= 0:
             return []
         free = lambda i: not self.closed[i] and self.fields[i] not in taken
-        if self.cursor is None or self.cursor >= total or not free(self.cursor):
-            self.cursor = self._largest_free_stretch(taken)
-            if self.cursor is None:
+        cursor = self.cursors.get(slot)
+        if cursor is None or cursor >= total or not free(cursor):
+            cursor = self._largest_free_stretch(taken)
+            if cursor is None:
                 return []
         chosen = []
-        i = self.cursor
+        i = cursor
         while i < total and len(chosen) < n and free(i):
             chosen.append(self.fields[i])
             i += 1
-        self.cursor = i
+        self.cursors[slot] = i
         return chosen
 
     def _largest_free_stretch(self, taken) -> int | None:

@@ -85,14 +85,11 @@ def parser() -> argparse.ArgumentParser:
     _selection(p)
 
     p = sub.add_parser("worker")  # started by `run`, one per worker process; not for people
-    _common(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True)
     _settings(p)
     for name in ("--backend", "--image", "--tmp", "--apptainer"):
         p.add_argument(name)
-    p.add_argument("--chunk", type=int, required=True)
-    p.add_argument("--max-failures", type=int, required=True)
-    p.add_argument("--since", type=float, required=True)
-    p.add_argument("--failures-since", type=float, required=True)
     p.add_argument("--parent-pid", type=int, default=0)
     p.add_argument("--progress-fd", type=int, default=None)
     return ap
@@ -110,7 +107,7 @@ def _check_args(ap, args) -> None:
             ap.error("--workers must be >= 0, --chunk and --max-failures >= 1")
         if not args.field_timeout > 0:
             ap.error("--field-timeout must be > 0 seconds")
-    if args.lease <= 0:
+    if getattr(args, "lease", 1) <= 0:
         ap.error("--lease must be > 0")
 
 

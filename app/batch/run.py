@@ -15,6 +15,7 @@ import time
 from collections import Counter
 
 from app.batch.layout import BatchLayout
+from app.batch.claims import Picker
 from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
 from app.batch.snapshot import Snapshotter, open_board
 from app.batch.pool import WorkerPool
@@ -59,7 +60,7 @@ def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
 
     def tick():
         board.sync()
-        progress.update(*counts.update(board.state, board.take_changed()))
+        progress.update(*counts.update(board.state, board.take_changed("progress")))
         snapshots.maybe()
 
     t0 = time.monotonic()
@@ -68,7 +69,7 @@ def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
     stopped = pool.supervise(tick)
     wall = time.monotonic() - t0
     board.sync()
-    progress.finish(*counts.update(board.state, board.take_changed()))
+    progress.finish(*counts.update(board.state, board.take_changed("progress")))
     if stopped == EXIT_INTERRUPTED:
         return EXIT_INTERRUPTED
     requested = plan.todo + plan.valid + list(plan.given_up)
@@ -124,11 +125,10 @@ def _worker_pool(args, todo, since, failures_since, tmp, board) -> WorkerPool:
     cmd = [
         sys.executable, "-m", "app.batch", "worker",
         "--data", str(args.data), "--out", str(args.out), "--backend", args.backend,
-        "--chunk", str(args.chunk), "--lease", str(args.lease), "--max-failures", str(args.max_failures),
-        "--since", repr(since), "--failures-since", repr(failures_since), "--parent-pid", str(os.getpid()),
-        "--tmp", str(tmp), "--apptainer", args.apptainer, "--settings-change", args.settings_change,
-        *args.settings.cli_args(),
+        "--parent-pid", str(os.getpid()), "--tmp", str(tmp), "--apptainer", args.apptainer,
+        "--settings-change", args.settings_change, *args.settings.cli_args(),
     ]
     if args.image:
         cmd += ["--image", str(args.image)]
-    return WorkerPool(cmd, env, todo, board, args.field_timeout)
+    picker = Picker(todo, since=since, max_failures=args.max_failures, failures_since=failures_since)
+    return WorkerPool(cmd, env, board, picker, args.chunk, args.field_timeout, heartbeat_s=args.lease / 4)

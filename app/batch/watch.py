@@ -1,24 +1,26 @@
-"""A hung field cannot hold a season: workers report per-field progress to `run`, which releases a
-field that makes no progress for --field-timeout seconds.
+"""The pipe from a worker to its parent: every event of a chunk, and the watch that notices a hung field.
 
-A worker's heartbeat thread alone would keep its lease alive while its main thread hangs (a dead
-Lustre OST, a FIFO, a stopped container), and a thread inside the worker cannot be trusted to notice
-(a C call holding the GIL, a D-state read). So the watch lives in the parent: each worker writes one
-line per event to a pipe the parent reads (`B f1,f2,…` a chunk begins, `D f` a field finished, `E` the
-chunk ended). When a worker has been on the same field for longer than the timeout, the parent records
-on the worker's behalf `fail <field> timeout` and `exit` (its claims are released, the field counts one
-failure and is retried elsewhere, up to --max-failures), kills the worker and its descendants (its
-container too) and starts a replacement.
+A worker writes one line per event (one write() each, atomic on a pipe):
+  B ["f1", ...]   a chunk arrived           S ["f1", ...]   these are about to be assessed (the attempt log)
+  O {...}         one field's outcome (ok / skip / fail / bad, with its summary and file identity)
+                  or an invalid output moved aside
+  E               the chunk is done; the worker waits for the next
+The parent (app.batch.pool) records them in the journal and keeps, per worker, the field it is on and
+since when. A worker's own threads could not be trusted to notice a hang (a C call holding the GIL, a
+D-state read on a dead Lustre OST, a stopped container): the parent, which only reads pipes, can.
 """
 
+import json
 import os
 import time
+
+from app.batch.state import OUTCOMES
 
 DEFAULT_FIELD_TIMEOUT_S = 300.0
 
 
 class ProgressPipe:
-    """Worker side: the events above, one write() each (atomic on a pipe); a no-op without a pipe."""
+    """Worker side: the events above; a no-op without a pipe (a worker run by hand)."""
 
     def __init__(self, fd: int | None):
         self.fd = fd
@@ -28,48 +30,56 @@ class ProgressPipe:
             os.write(self.fd, (line + "\n").encode())
 
     def begin(self, fields: list[str]) -> None:
-        if fields:
-            self._send("B " + ",".join(fields))
+        self._send("B " + json.dumps(fields))
 
-    def done(self, fid: str) -> None:
-        self._send(f"D {fid}")
+    def starting(self, fields: list[str]) -> None:
+        if fields:
+            self._send("S " + json.dumps(fields))
+
+    def outcome(self, record: dict) -> None:
+        self._send("O " + json.dumps(record, separators=(",", ":")))
 
     def end(self) -> None:
         self._send("E")
 
 
 class WorkerWatch:
-    """Parent side, one per worker: the field it is on and since when (monotonic)."""
+    """Parent side, one per worker: its events, the fields of its chunk not done yet, since when."""
 
     def __init__(self, fd: int):
         self.fd = fd
         os.set_blocking(fd, False)
         self._buffer = b""
-        self.remaining: list[str] = []
+        self.remaining: list[str] = []  # of the current chunk, in order: the first is the one being worked on
+        self.busy = False
         self.since = time.monotonic()
 
-    def read(self) -> None:
+    def read(self) -> list[tuple[str, object]]:
+        """New events as (kind, payload); updates remaining/busy/since. [] when nothing came."""
+        events = []
         while True:
             try:
-                data = os.read(self.fd, 65536)
+                data = os.read(self.fd, 1 << 16)
             except BlockingIOError:
-                return
+                break
             if not data:
-                return
+                break
             self._buffer += data
-            *lines, self._buffer = self._buffer.split(b"\n")
-            for line in lines:
-                self._event(line.decode(errors="replace"))
-
-    def _event(self, line: str) -> None:
-        kind, _, rest = line.partition(" ")
-        self.since = time.monotonic()
-        if kind == "B":
-            self.remaining = rest.split(",")
-        elif kind == "D" and rest in self.remaining:
-            self.remaining.remove(rest)
-        elif kind == "E":
-            self.remaining = []
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            kind, _, rest = line.decode(errors="replace").partition(" ")
+            payload = json.loads(rest) if rest else None
+            self.since = time.monotonic()
+            if kind == "B":
+                self.remaining, self.busy = list(payload), True
+            elif kind == "O":
+                fid = next((payload[k] for k in OUTCOMES if k in payload), None)
+                if fid in self.remaining:
+                    self.remaining.remove(fid)
+            elif kind == "E":
+                self.remaining, self.busy = [], False
+            events.append((kind, payload))
+        return events
 
     def hung_field(self, timeout_s: float, now: float | None = None) -> str | None:
         """The field this worker has been stuck on for longer than timeout_s, if any."""

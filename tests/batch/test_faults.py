@@ -290,30 +290,47 @@ def _children(pid):
     return [int(c) for c in text.split()]
 
 
-def test_a_killed_workers_claims_are_taken_over(season, season_dir, tmp_path):
+def test_a_killed_worker_costs_one_failure_and_its_chunk_is_dispatched_again(season, season_dir, tmp_path):
+    """kill -9 of one worker mid-chunk: the field it was on counts a failure ("worker died"), the rest of
+    its chunk goes to other workers, a replacement starts, and the batch still finishes everything."""
     out = tmp_path / "out"
-    out.mkdir()
     cmd = batch_cmd("run", season_dir, out, "--workers", 2, "--chunk", 10, "--quiet")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim, deadline = None, time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline:
-        claimers = {r["o"] for r in journal_records(out) if "claim" in r}
-        for pid in _children(proc.pid):
-            owner = next((o for o in claimers if o.split("|")[-2] == str(pid)), None)
-            if owner:
-                victim = pid
-                break
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("start" in r for r in journal_records(out)):
         time.sleep(0.002)
-    assert victim is not None, "no worker claimed anything"
-    os.kill(victim, signal.SIGKILL)  # mid-chunk: its claim stays in the journal, unreleased
+    victim = _children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr  # the surviving worker finished the dead one's fields
+    assert proc.returncode == 0, stderr
     assert_complete(season, out)
+    died = [e for e in outcome_events(out) if e[0] == "fail"]
+    assert len(died) == 1 and died[0][4].startswith("worker died (exit -9)"), died
+    restarts = [r["t"] for r in journal_records(out) if died[0][1] in r.get("start", ())]
+    assert restarts and max(restarts) > died[0][3]  # dispatched again after the death, and done
 
+
+def test_a_killed_runs_claims_are_taken_over_by_another_run(season, season_dir, tmp_path):
+    """kill -9 of a whole run (the journal participant, with its workers): its claims stay in the journal,
+    unreleased; another run finds the owner dead (same host: exactly) and finishes them."""
+    out = tmp_path / "out"
+    cmd = batch_cmd("run", season_dir, out, "--workers", 1, "--chunk", 10, "--quiet")
+    first = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    owner = None
+    while owner is None and time.monotonic() < deadline:
+        owner = next((r["o"] for r in journal_records(out) if "start" in r), None)
+        time.sleep(0.002)
+    assert owner is not None and owner.split("|")[-2] == str(first.pid)
+    os.killpg(first.pid, signal.SIGKILL)  # mid-chunk
+    first.wait()
+    second = run_batch(season_dir, out, workers=1)
+    assert second.returncode == 0, second.stderr
+    assert_complete(season, out)
     records = journal_records(out)
     held = next(r["claim"] for r in reversed(records) if "claim" in r and r["o"] == owner)
     assert not any("exit" in r for r in records if r["o"] == owner)  # it never released anything
-    finished_by = {fid: owner for kind, fid, owner, _, _ in outcome_events(out) if kind in ("ok", "skip")}
+    finished_by = {fid: o for kind, fid, o, _, _ in outcome_events(out) if kind in ("ok", "skip")}
     assert held and all(finished_by[fid] != owner for fid in held)  # every one of them taken over
 
 
