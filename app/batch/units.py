@@ -2,15 +2,13 @@
 
 For every contract in the season's units.parquet (app.sure2.units): the unit's fields are the
 catalogue's fields of its region × crop; those assessed (valid outputs) give their curves (`date`,
-`ndvi_smooth`, `baseline_mean`) and areas, and app.sure2.units.assess_unit makes the unit's index and
+`ndvi_smooth`, `baseline_mean`) and areas, and app.sure2.units.assess_units makes the units' index and
 payout. A unit depends on all of its fields' outputs, so it is made again with every report (cheap:
 one column read per field), written once per unit in one file. A season without unit contracts gets
 no file.
 """
 
 from collections import defaultdict
-
-import numpy as np
 
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 
@@ -31,43 +29,22 @@ def schema():
                       ("baseline_mean", pa.list_(pa.float64()))])
 
 
-def field_curve(path, fid: str, area_ha: float):
-    """A FieldCurve from an output (its dates with both a curve and a baseline), or None if it has none."""
-    import pyarrow.parquet as pq
-
-    from app.sure2.units import FieldCurve
-
-    t = pq.read_table(path, columns=["date", "ndvi_smooth", "baseline_mean"]).to_pydict()
-    keep = [i for i, (z, b) in enumerate(zip(t["ndvi_smooth"], t["baseline_mean"])) if z is not None and b is not None]
-    if len(keep) < 2:
-        return None
-    pick = lambda name: np.array([t[name][i] for i in keep], dtype=np.float64)
-    days = np.array([t["date"][i].toordinal() for i in keep], dtype=np.float64)
-    return FieldCurve(fid, float(area_ha), days, pick("ndvi_smooth"), pick("baseline_mean"))
-
-
 def unit_results(season, rows: dict, out_dir) -> list[dict]:
-    from app.sure2.history import season_history
-    from app.sure2.output import output_path
-    from app.sure2.units import assess_unit, read_units
+    """Every unit contract's result from the assessed fields' outputs (app.sure2.units.assess_units)."""
+    import pyarrow.parquet as pq  # pyarrow after the batch's thread caps
 
-    contracts = read_units(season.data_dir)
-    if not contracts:
+    from app.sure2.output import output_path
+    from app.sure2.units import assess_units, field_curve, read_units
+
+    if not read_units(season.data_dir):
         return []
-    cat = season.columns(("region_id", "crop", "area_ha"))
-    members, n_fields, area = defaultdict(list), defaultdict(int), defaultdict(float)
-    for fid, region, crop, area_ha in zip(season.field_ids, cat["region_id"], cat["crop"], cat["area_ha"]):
-        key = (region, crop)
-        n_fields[key] += 1
-        area[key] += float(area_ha or 0.0)
+    area = dict(zip(season.field_ids, season.columns(("area_ha",))["area_ha"]))
+    curves = {}
+    for fid in season.field_ids:
         if rows.get(fid, {}).get("state") == "assessed":
-            curve = field_curve(output_path(out_dir, fid), fid, area_ha)
-            if curve is not None:
-                members[key].append(curve)
-    history = season_history(str(season.data_dir))
-    return [assess_unit(c, members[(c["region_id"], c["crop"])], n_fields[(c["region_id"], c["crop"])],
-                        area[(c["region_id"], c["crop"])], history.get((c["region_id"], c["crop"])))
-            for c in contracts]
+            t = pq.read_table(output_path(out_dir, fid), columns=["date", "ndvi_smooth", "baseline_mean"]).to_pydict()
+            curves[fid] = field_curve(fid, area[fid], t["date"], t["ndvi_smooth"], t["baseline_mean"])
+    return assess_units(season, curves)
 
 
 def write_unit_results(season, rows: dict, layout) -> str:

@@ -171,7 +171,7 @@ def evaluate_command(args) -> int:
         else:
             results, settings_text = evaluate.results_in_memory(season, settings), settings.canonical()
         rows = evaluate.rows_of(season, truth, results)
-        report = evaluate.evaluate(rows, season.fingerprint, settings_text)
+        report = evaluate.evaluate(rows, season.fingerprint, settings_text, evaluate.unit_rows(season, results))
     dest = Path(args.report or Path(args.out or ".") / evaluate.REPORT_NAME)
     paths = evaluate.write_report(report, rows, dest)
     sys.stdout.write(evaluate.render_table(report))

@@ -18,6 +18,8 @@ The numbers:
                 the share of fields within 1 % of their insured sum.
   damaged area  (outputs of the pixel level) |damaged fraction − true damaged fraction| per damage type,
                 and the share within DAMAGE_TOLERANCE.
+  units         the same decision, correlation and amount numbers for the season's area units
+                (app.sure2.units, from the fields' curves) against truth_units.parquet.
   groups        the decision and amount numbers again by crop, cloudiness, damage type and terms.
                 Cloudiness: share of the sowing→harvest acquisitions observed (coverage.observed_share):
                 clear >= 0.8, partly cloudy >= 0.5, cloudy below, not assessed.
@@ -35,7 +37,7 @@ from app.errors import BadInput
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.sure2.outcome import ASSESSED, FieldOutcome
 
-TRUTH = "truth.parquet"
+TRUTH, TRUTH_UNITS = "truth.parquet", "truth_units.parquet"
 REPORT_NAME = "basis_risk"
 DAMAGE_TOLERANCE = 0.10  # absolute damaged-area fraction
 CLOUDINESS = ((0.8, "clear"), (0.5, "partly cloudy"), (0.0, "cloudy"))
@@ -50,18 +52,29 @@ def read_truth(data_dir) -> dict:
     return {row["field_id"]: row for row in pq.read_table(path).to_pylist()}
 
 
+def result_of(assessment: dict) -> dict:
+    """What the report takes of an in-memory assessment (app.sure2.assess.assess)."""
+    cols = assessment["columns"]
+    return {"status": ASSESSED, "reason": "", **{k: assessment[k] for k in ("payout", "damage", "coverage")},
+            "curve": (assessment["coverage"]["area_ha"], list(cols["date"]), list(cols["ndvi_smooth"]),
+                      list(cols["baseline_mean"]))}
+
+
+def result_of_outcome(outcome: FieldOutcome) -> dict:
+    return {"status": outcome.status, "reason": outcome.reason, "payout": None, "damage": None,
+            "coverage": outcome.partial.get("coverage", {}), "curve": None}
+
+
 def results_in_memory(season, settings) -> dict:
-    """field_id → {status, reason, payout, damage, coverage}, assessed here."""
+    """field_id → result (status, reason, payout, damage, coverage, curve), assessed here."""
     from app.sure2.assess import assess
 
     out = {}
     for fid in season.field_ids:
         try:
-            r = assess(season, fid, settings)
-            out[fid] = {"status": ASSESSED, "reason": "", **{k: r[k] for k in ("payout", "damage", "coverage")}}
+            out[fid] = result_of(assess(season, fid, settings))
         except FieldOutcome as outcome:
-            out[fid] = {"status": outcome.status, "reason": outcome.reason, "payout": None, "damage": None,
-                        "coverage": outcome.partial.get("coverage", {})}
+            out[fid] = result_of_outcome(outcome)
     return out
 
 
@@ -87,12 +100,37 @@ def results_from_outputs(season, out_dir) -> tuple[dict, str]:
         settings_seen.add(text)
         footer = read_footer(path)
         out[fid] = {k: footer[k] for k in ("status", "reason", "payout", "damage", "coverage")}
+        out[fid]["curve"] = None
+        if footer["status"] == ASSESSED:
+            t = pq.read_table(path, columns=["date", "ndvi_smooth", "baseline_mean"]).to_pydict()
+            out[fid]["curve"] = (footer["coverage"]["area_ha"], t["date"], t["ndvi_smooth"], t["baseline_mean"])
     if not out:
         raise BadInput(f"no valid output of this season and code in {out_dir} ({invalid} missing or invalid)")
     if len(settings_seen) > 1:
         raise BadInput(f"the outputs in {out_dir} were made with {len(settings_seen)} different settings: "
                        "evaluate one set at a time")
     return out, settings_seen.pop()
+
+
+def unit_rows(season, results: dict) -> list[dict]:
+    """Rows (as rows_of makes for fields) of the season's area units against truth_units.parquet, from
+    the fields' curves; [] when the season has no units or no unit truth."""
+    from app.sure2.units import assess_units, field_curve
+
+    path = Path(season.data_dir) / TRUTH_UNITS
+    if not path.is_file():
+        return []
+    truth = {t["unit_id"]: t for t in pq.read_table(path).to_pylist()}
+    curves = {fid: field_curve(fid, *r["curve"]) for fid, r in results.items() if r.get("curve")}
+    rows = []
+    for u in assess_units(season, curves):
+        t, pay = truth.get(u["unit_id"]), u["payout"]
+        if t is not None:
+            rows.append({"unit_id": u["unit_id"], "assessed": u["status"] == ASSESSED,
+                         "index": pay["index_value"] if pay else None, "true_index": t["true_index"],
+                         "amount": pay["amount"] if pay else None, "true_amount": t["true_payout"],
+                         "insured": pay["insured_sum"] if pay else None})
+    return rows
 
 
 def cloudiness(result) -> str:
@@ -172,8 +210,8 @@ def damaged_area(rows) -> dict:
     return out
 
 
-def evaluate(rows: list, fingerprint: str, settings_text: str) -> dict:
-    """The report (a dict; see the module doc) over rows_of(...)."""
+def evaluate(rows: list, fingerprint: str, settings_text: str, units: list | None = None) -> dict:
+    """The report (a dict; see the module doc) over rows_of(...) and unit_rows(...)."""
     groups = {}
     for key in GROUPS:
         parts = defaultdict(list)
@@ -184,6 +222,8 @@ def evaluate(rows: list, fingerprint: str, settings_text: str) -> dict:
     return {"season": fingerprint, "settings": json.loads(settings_text), "damage_tolerance": DAMAGE_TOLERANCE,
             "decision": decision(rows), "correlation": correlation(rows), "amount_error": amount_error(rows),
             "damaged_area": damaged_area(rows), "groups": groups,
+            "units": {"decision": decision(units), "correlation": correlation(units),
+                      "amount_error": amount_error(units)} if units else None,
             "wrong_fields": sorted(r["field_id"] for r in rows if r["assessed"]
                                    and (r["amount"] > 0) != (r["true_amount"] > 0))}
 
@@ -199,6 +239,12 @@ def render_table(report: dict) -> str:
     if a:
         lines.append(f"amount error: mean {a['mean']:,.2f}, median {a['median']:,.2f}, MAE {a['mae']:,.2f}, "
                      f"p5 {a['p5']:,.2f}, p95 {a['p95']:,.2f}; within 1 % of insured: {a['within_1pct_of_insured']:.1%}")
+    u = report["units"]
+    if u:
+        lines.append(f"area units: {u['decision']['assessed']} of {u['decision']['fields']} assessed, false payouts "
+                     f"{u['decision']['false_payouts']}, missed {u['decision']['missed_payouts']}; index vs true "
+                     f"loss Pearson {u['correlation']['pearson']}"
+                     + (f"; amount MAE {u['amount_error']['mae']:,.2f}" if u["amount_error"] else ""))
     for kind, v in report["damaged_area"].items():
         lines.append(f"damaged area, {kind}: MAE {v['mae']:.3f}, within ±{report['damage_tolerance']:g}: "
                      f"{v['within_tolerance']:.1%} of {v['n']}")

@@ -7,15 +7,16 @@ departure from the baseline): the V-curve's λ for the departures of up to PIXEL
 evenly over the field's inner pixels seen on at least SAMPLE_MIN_DATES dates, their lower median;
 every pixel's departure is then smoothed with that λ. One λ per field (its pixels share sensor,
 noise and crop; a V-curve per pixel costs ~60 solves each). All pixels go through one batched call
-(app.sure2._kernels.whittaker_batch, which reuses a factorisation across pixels sharing a cloud pattern).
+(app.sure2._kernels.whittaker_batch, 8 series solved side by side).
 The field's curve is the mean of its pixels' curves: each pixel's gaps are filled from its own views,
 so cloud over part of a field does not tilt the field's curve toward the part in view.
 
 Damage rule, per pixel, on its smoothed curve over the damage window (sowing → harvest −
 DAMAGE_GUARD_DAYS; from then on a fall is ripening, not damage):
   anomaly a(t) = curve(t) − baseline(t); pre-event level p(t) = max of a over the window's earlier dates;
-  damaged at t when a(t) <= p(t) − damage_drop   (it fell that far below its own earlier standing)
-              and   a(t) <= −damage_below        (and lies that far below the normal season)
+  damaged at t when a(t) <= p(t) − damage_drop        (it fell that far below its own earlier standing)
+              and   a(t) <= −damage_z × σ(t)          (and lies that far below the normal season; σ the
+                                                      baseline's std, floored at science.MIN_STD)
   on DAMAGE_SUSTAIN consecutive window dates. Date: from the pixel's clear views around that detection
   (see damage()).
 The first test tells damage from a field that is poorer or later than normal all season long; the

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from app.errors import EnvironmentFailure
-from app.sure2.history import yearly_shortfalls
+from app.sure2.history import season_history, yearly_shortfalls
 from app.sure2.outcome import ASSESSED, FieldOutcome
 from app.sure2.payout import shortfall
 from app.sure2.terms import check_contract, day_number, payout_record
@@ -55,6 +55,38 @@ def read_units(data_dir) -> list[dict]:
         return pq.read_table(path).to_pylist()
     except (OSError, ValueError) as exc:
         raise EnvironmentFailure(f"season {data_dir}: {UNITS} is not readable: {exc}") from exc
+
+
+def field_curve(fid: str, area_ha, dates, smooth, baseline) -> FieldCurve | None:
+    """A field's FieldCurve from its output's columns (the dates with both a curve and a baseline), or
+    None when fewer than 2 such dates are left."""
+    keep = [i for i, (z, b) in enumerate(zip(smooth, baseline))
+            if z is not None and b is not None and not (np.isnan(z) or np.isnan(b))]
+    if len(keep) < 2:
+        return None
+    pick = lambda values: np.array([values[i] for i in keep], dtype=np.float64)
+    days = np.array([dates[i].toordinal() for i in keep], dtype=np.float64)
+    return FieldCurve(fid, float(area_ha), days, pick(smooth), pick(baseline))
+
+
+def assess_units(season, curves: dict) -> list[dict]:
+    """The result of every unit contract of the season ([] without units.parquet); `curves`: field_id →
+    FieldCurve of the assessed fields (the others are counted in the unit's fields and area only)."""
+    contracts = read_units(season.data_dir)
+    if not contracts:
+        return []
+    cat = season.columns(("region_id", "crop", "area_ha"))
+    members, n_fields, area = {}, {}, {}
+    for fid, region, crop, area_ha in zip(season.field_ids, cat["region_id"], cat["crop"], cat["area_ha"]):
+        key = (region, crop)
+        n_fields[key] = n_fields.get(key, 0) + 1
+        area[key] = area.get(key, 0.0) + float(area_ha or 0.0)
+        if curves.get(fid) is not None:
+            members.setdefault(key, []).append(curves[fid])
+    history = season_history(str(season.data_dir))
+    keys = [(c["region_id"], c["crop"]) for c in contracts]
+    return [assess_unit(c, members.get(k, []), n_fields.get(k, 0), area.get(k, 0.0), history.get(k))
+            for c, k in zip(contracts, keys)]
 
 
 def unit_curve(members: list[FieldCurve]):

@@ -22,26 +22,20 @@ BEFORE = Settings(lam=10.0, pixel_level=False)
 
 
 def _results(outcomes):
-    out = {}
-    for fid, o in outcomes.items():
-        if isinstance(o, FieldOutcome):
-            out[fid] = {"status": o.status, "reason": o.reason, "payout": None, "damage": None,
-                        "coverage": o.partial.get("coverage", {})}
-        else:
-            out[fid] = {"status": ASSESSED, "reason": "", "payout": o["payout"], "damage": o["damage"],
-                        "coverage": o["coverage"]}
-    return out
+    return {fid: evaluate.result_of_outcome(o) if isinstance(o, FieldOutcome) else evaluate.result_of(o)
+            for fid, o in outcomes.items()}
 
 
 @pytest.fixture(scope="module")
 def reports(season_dir, truth, outcomes):
     """(default report, report of the assessment before the pixel level) with their rows."""
     with Season.open(season_dir) as season:
-        now = evaluate.rows_of(season, truth, _results(outcomes))
-        before = evaluate.rows_of(season, truth, evaluate.results_in_memory(season, BEFORE))
+        results = {"now": _results(outcomes), "before": evaluate.results_in_memory(season, BEFORE)}
+        rows = {k: evaluate.rows_of(season, truth, r) for k, r in results.items()}
+        units = {k: evaluate.unit_rows(season, r) for k, r in results.items()}
         fingerprint = season.fingerprint
-    return ((evaluate.evaluate(now, fingerprint, Settings().canonical()), now),
-            (evaluate.evaluate(before, fingerprint, BEFORE.canonical()), before))
+    return ((evaluate.evaluate(rows["now"], fingerprint, Settings().canonical(), units["now"]), rows["now"]),
+            (evaluate.evaluate(rows["before"], fingerprint, BEFORE.canonical(), units["before"]), rows["before"]))
 
 
 def test_pixel_level_and_vcurve_not_worse_at_the_payout_decision(reports):
@@ -74,6 +68,10 @@ def test_report_numbers_are_consistent(reports, truth):
         assert set(report["groups"]["terms"]) == {"fixed", "percentile"}
     (now, _), (before, _) = reports
     assert now["damaged_area"]["hail"]["within_tolerance"] >= 0.95
+    for report in (now, before):  # the 20 area units of the generated season, against their truth
+        u = report["units"]["decision"]
+        assert u["fields"] == u["assessed"] == 20 and u["wrong"] <= 3, u
+        assert report["units"]["correlation"]["pearson"] > 0.9
     assert before["damaged_area"] == {}  # no pixel level, no damaged area
 
 
@@ -87,7 +85,7 @@ def test_cli_on_outputs_writes_json_table_and_png(season_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "app.sure2", "evaluate", "--data", str(season_dir), "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "false payouts" in r.stdout and "cloudiness: clear" in r.stdout
+    assert "false payouts" in r.stdout and "cloudiness: clear" in r.stdout and "area units" in r.stdout
     report = json.loads((out / "basis_risk" / "basis_risk.json").read_text())
     assert report["decision"]["fields"] == 30 and report["settings"] == Settings().as_dict()
     assert (out / "basis_risk" / "basis_risk.txt").read_text() == r.stdout
