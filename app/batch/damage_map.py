@@ -27,27 +27,35 @@ def map_path(layout, stack_name: str):
     return layout.root / f"damage_{re.sub(r'[^A-Za-z0-9_-]', '_', stack_name)}.tif"
 
 
-def patches_of(season, rows: dict, out_dir) -> dict:
-    """stack name → [(row0, col0, classes, date index)] of the assessed outputs' map patches."""
+def patches_of(season, rows: dict, out_dir) -> tuple[dict, list]:
+    """(stack name → [(row0, col0, classes, date index)], fields whose output no longer reads) for the
+    assessed outputs whose summary has a damaged area (made with the pixel level): only their footers
+    are read."""
     import pyarrow.parquet as pq  # pyarrow and GDAL after the batch's thread caps
 
     from app.sure2.output import output_path
     from app.sure2.pixels import read_patch
 
-    out = defaultdict(list)
+    out, unreadable = defaultdict(list), []
     for fid in season.field_ids:
-        if rows.get(fid, {}).get("state") != "assessed":
+        row = rows.get(fid, {})
+        if row.get("state") != "assessed" or row.get("damaged_fraction") is None:
             continue
-        blob = (pq.read_metadata(output_path(out_dir, fid)).metadata or {}).get(b"damage_map")
+        try:
+            blob = (pq.read_metadata(output_path(out_dir, fid)).metadata or {}).get(b"damage_map")
+        except (OSError, ValueError):  # changed since it was verified: `--verify full` will redo it
+            unreadable.append(fid)
+            continue
         patch = json.loads(blob) if blob else None
         if patch:
             out[patch["stack"]].append(read_patch(patch))
-    return out
+    return out, unreadable
 
 
 def write_damage_maps(season, rows: dict, layout) -> str:
     """Write the maps; return a note saying where they went."""
-    patches = patches_of(season, rows, layout.out)
+    patches, unreadable = patches_of(season, rows, layout.out)
+    skipped = f" ({len(unreadable)} output(s) unreadable, e.g. {unreadable[0]})" if unreadable else ""
     written = []
     for name, stack in sorted(season.stacks.items()):
         path = map_path(layout, name)
@@ -56,7 +64,9 @@ def write_damage_maps(season, rows: dict, layout) -> str:
             continue
         write_stack_map(stack, patches[name], path)
         written.append(str(path))
-    return f"damage map(s) {', '.join(written)}" if written else "no damage map (no output of the pixel level)"
+    if not written:
+        return f"no damage map (no output of the pixel level){skipped}"
+    return f"damage map(s) {', '.join(written)}{skipped}"
 
 
 def write_stack_map(stack, patches: list, path) -> None:

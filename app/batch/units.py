@@ -34,7 +34,7 @@ def unit_results(season, rows: dict, out_dir) -> list[dict]:
     import pyarrow.parquet as pq  # pyarrow after the batch's thread caps
 
     from app.sure2.output import output_path
-    from app.sure2.units import assess_units, field_curve, read_units
+    from app.sure2.units import assess_units, day_numbers, field_curve, read_units
 
     if not read_units(season.data_dir):
         return []
@@ -42,8 +42,10 @@ def unit_results(season, rows: dict, out_dir) -> list[dict]:
     curves = {}
     for fid in season.field_ids:
         if rows.get(fid, {}).get("state") == "assessed":
-            t = pq.read_table(output_path(out_dir, fid), columns=["date", "ndvi_smooth", "baseline_mean"]).to_pydict()
-            curves[fid] = field_curve(fid, area[fid], t["date"], t["ndvi_smooth"], t["baseline_mean"])
+            t = pq.ParquetFile(output_path(out_dir, fid)).read(columns=["date", "ndvi_smooth", "baseline_mean"])
+            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
+            curves[fid] = field_curve(fid, area[fid], day_numbers(column("date")), column("ndvi_smooth"),
+                                      column("baseline_mean"))
     return assess_units(season, curves)
 
 

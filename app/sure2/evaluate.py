@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from app.errors import BadInput
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.sure2.outcome import ASSESSED, FieldOutcome
+from app.sure2.units import day_numbers
 
 TRUTH, TRUTH_UNITS = "truth.parquet", "truth_units.parquet"
 REPORT_NAME = "basis_risk"
@@ -56,8 +57,8 @@ def result_of(assessment: dict) -> dict:
     """What the report takes of an in-memory assessment (app.sure2.assess.assess)."""
     cols = assessment["columns"]
     return {"status": ASSESSED, "reason": "", **{k: assessment[k] for k in ("payout", "damage", "coverage")},
-            "curve": (assessment["coverage"]["area_ha"], list(cols["date"]), list(cols["ndvi_smooth"]),
-                      list(cols["baseline_mean"]))}
+            "curve": (assessment["coverage"]["area_ha"], day_numbers(cols["date"]), cols["ndvi_smooth"],
+                      cols["baseline_mean"])}
 
 
 def result_of_outcome(outcome: FieldOutcome) -> dict:
@@ -102,8 +103,10 @@ def results_from_outputs(season, out_dir) -> tuple[dict, str]:
         out[fid] = {k: footer[k] for k in ("status", "reason", "payout", "damage", "coverage")}
         out[fid]["curve"] = None
         if footer["status"] == ASSESSED:
-            t = pq.read_table(path, columns=["date", "ndvi_smooth", "baseline_mean"]).to_pydict()
-            out[fid]["curve"] = (footer["coverage"]["area_ha"], t["date"], t["ndvi_smooth"], t["baseline_mean"])
+            t = pq.ParquetFile(path).read(columns=["date", "ndvi_smooth", "baseline_mean"])
+            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
+            out[fid]["curve"] = (footer["coverage"]["area_ha"], day_numbers(column("date")), column("ndvi_smooth"),
+                                 column("baseline_mean"))
     if not out:
         raise BadInput(f"no valid output of this season and code in {out_dir} ({invalid} missing or invalid)")
     if len(settings_seen) > 1:

@@ -57,16 +57,20 @@ def read_units(data_dir) -> list[dict]:
         raise EnvironmentFailure(f"season {data_dir}: {UNITS} is not readable: {exc}") from exc
 
 
-def field_curve(fid: str, area_ha, dates, smooth, baseline) -> FieldCurve | None:
-    """A field's FieldCurve from its output's columns (the dates with both a curve and a baseline), or
-    None when fewer than 2 such dates are left."""
-    keep = [i for i, (z, b) in enumerate(zip(smooth, baseline))
-            if z is not None and b is not None and not (np.isnan(z) or np.isnan(b))]
-    if len(keep) < 2:
+def field_curve(fid: str, area_ha, days, smooth, baseline) -> FieldCurve | None:
+    """A field's FieldCurve from its output's columns (day numbers; NaN where null), on the dates with
+    both a curve and a baseline; None when fewer than 2 such dates are left."""
+    smooth, baseline = np.asarray(smooth, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    keep = np.isfinite(smooth) & np.isfinite(baseline)
+    if keep.sum() < 2:
         return None
-    pick = lambda values: np.array([values[i] for i in keep], dtype=np.float64)
-    days = np.array([dates[i].toordinal() for i in keep], dtype=np.float64)
-    return FieldCurve(fid, float(area_ha), days, pick(smooth), pick(baseline))
+    return FieldCurve(fid, float(area_ha), np.asarray(days, dtype=np.float64)[keep], smooth[keep], baseline[keep])
+
+
+def day_numbers(dates) -> np.ndarray:
+    """Dates (date objects or numpy datetime64[D]) as day numbers (proleptic ordinals, float)."""
+    as_days = np.asarray(dates, dtype="datetime64[D]").astype(np.int64)
+    return (as_days + dt.date(1970, 1, 1).toordinal()).astype(np.float64)
 
 
 def assess_units(season, curves: dict) -> list[dict]:

@@ -60,3 +60,19 @@ def test_area_units_written_once_each_with_exact_money(season, season_dir, finis
         assert len(u["dates"]) == len(u["ndvi_smooth"]) == 37 and u["assessed_area_ha"] >= 0.5 * u["area_ha"]
     text = (finished / ".batch" / "units.txt").read_text()
     assert all(u["unit_id"] in text for u in units)
+
+
+def test_an_output_torn_after_verification_is_left_out_of_the_map_not_fatal(season, finished, tmp_path):
+    import shutil
+
+    from app.batch.damage_map import write_damage_maps
+    from app.batch.layout import BatchLayout
+    from app.sure2.output import footer_summary
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    rows = {fid: {**footer_summary(out / f"{fid}.parquet"), "state": "assessed"} for fid in season.field_ids}
+    torn = next(fid for fid in season.field_ids if rows[fid]["damaged_fraction"] is not None)
+    (out / f"{torn}.parquet").write_bytes(b"torn")
+    note = write_damage_maps(season, rows, BatchLayout(out))
+    assert "1 output(s) unreadable" in note and torn in note and "damage map(s)" in note
