@@ -31,10 +31,10 @@ class BatchLayout:
     def create(self) -> None:
         self.invalid.mkdir(parents=True, exist_ok=True)
 
-    def move_aside(self, path: Path) -> Path:
+    def move_aside(self, path) -> Path:
         """Move an invalid output into invalid/ (same filesystem: a rename, never a copy)."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = self.invalid / f"{path.name}.{stamp}.{os.getpid()}"
+        target = self.invalid / f"{os.path.basename(path)}.{stamp}.{os.getpid()}"
         os.replace(path, target)
         return target
 

@@ -36,13 +36,15 @@ class OutputChecker:
 
     def __init__(self, season, out_dir, settings):
         from app.sure2.assess import expected
-        from app.sure2.output import check_output, output_path
+        from app.sure2.output import check_output
 
-        self._check, self._path, self._expected = check_output, output_path, expected
+        self._check, self._expected = check_output, expected
         self.season, self.out, self.settings = season, Path(out_dir), settings
+        self._prefix = os.path.join(str(out_dir), "")
 
-    def path(self, fid: str) -> Path:
-        return Path(self._path(self.out, fid))
+    def path(self, fid: str) -> str:
+        """OUT/<fid>.parquet for a catalogue field (a string: planning a million fields makes a million)."""
+        return f"{self._prefix}{fid}.parquet"
 
     def problem(self, fid: str) -> str | None:
         """None when the output is valid, else why not."""

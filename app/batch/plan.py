@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.batch.claims import ClaimBoard
-from app.batch.layout import BatchLayout, field_of_temp
+from app.batch.layout import OUTPUT_SUFFIX, BatchLayout, field_of_temp
 from app.batch.outputs import OutputChecker, OutputIndex, context_of, is_settings_problem
 from app.errors import BadInput
 
@@ -95,47 +95,62 @@ def make_plan(
                         full=verify_all, keep_other_settings=settings_change == "keep")
     plan = Plan(todo=[], requested=len(fields) + len(bad), index=index, bad_ids=bad)
     present = {entry.name for entry in os.scandir(layout.out)}
-    problems = {fid: index.problem(fid) for fid in fields if index.checker.path(fid).name in present}
+    problems = {fid: index.problem(fid) for fid in fields if f"{fid}{OUTPUT_SUFFIX}" in present}
     plan.kept = index.kept
     if settings_change == "refuse":
         other = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
         if other:
             raise BadInput(f"{len(other)} output(s) were {problems[other[0]].split(': ', 1)[1]} (e.g. {other[0]}): "
                            "rerun with --settings-change redo to redo them, or keep to keep them")
+    invalid = {}  # field -> why, for outputs to move aside
     for fid in fields:
         fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
         if len(fails) >= max_failures or (fails and fails[-1].kind == "bad"):
             plan.given_up[fid] = fails[-1].why
             continue
-        if fid in problems:
-            reason = problems[fid]
-            if reason is None:
-                plan.valid.append(fid)
-                continue
-            moved = _move_aside_if_unheld(board, layout, index.checker, fid) if tidy else None
-            if moved is None:  # looking only, a live worker holds it, or it became valid meanwhile
-                if tidy and index.problem(fid) is None:
-                    plan.valid.append(fid)
-                    continue
-            else:
-                plan.moved.append((fid, reason, str(moved)))
-        plan.todo.append(fid)
+        if problems.get(fid, "missing") is None:
+            plan.valid.append(fid)
+        elif fid in problems:
+            invalid[fid] = problems[fid]
+        else:
+            plan.todo.append(fid)
+    if tidy:
+        plan.moved = _move_aside_if_unheld(board, layout, index, invalid)
+    moved = {fid for fid, _, _ in plan.moved}
+    for fid in invalid:  # looking only, a live worker holds it, or it became valid meanwhile
+        if fid not in moved and tidy and index.problem(fid) is None:
+            plan.valid.append(fid)
+        else:
+            plan.todo.append(fid)
+    position = {fid: i for i, fid in enumerate(fields)}
+    plan.todo.sort(key=position.__getitem__)  # catalogue (spatial) order
     if tidy:
         plan.swept = sweep_dead_temp_files(board, layout, present)
         board.record(index.records())
     return plan
 
 
-def _move_aside_if_unheld(board, layout, checker, fid) -> Path | None:
+def _move_aside_if_unheld(board, layout, index, invalid: dict) -> list:
+    """Move invalid outputs aside, under the journal lock, if no live worker holds their field and the
+    file is still the one found invalid (same identity: else it is checked again, as a worker may just
+    have written it). One journal record per thousand moved. Returns [(field, why, moved-to path)]."""
+    from app.batch.outputs import identity
+
+    if not invalid:
+        return []
+    checked = {fid: identity(index.checker.path(fid)) for fid in invalid}
+    moved = []
     with board.journal.locked():
         board.sync()
-        if fid in board.live_claims():
-            return None
-        reason = checker.problem(fid)
-        if reason is None or not checker.path(fid).exists():
-            return None
-        moved = layout.move_aside(checker.path(fid))
-        board.journal.append([{"o": board.owner, "invalid": fid, "why": reason, "moved": str(moved)}])
+        held = board.live_claims()
+        for fid, why in invalid.items():
+            path = index.checker.path(fid)
+            now = identity(path)
+            if fid in held or now is None or (now != checked[fid] and index.checker.problem(fid) is None):
+                continue
+            moved.append((fid, why, str(layout.move_aside(path))))
+        for i in range(0, len(moved), 1000):
+            board.journal.append([{"o": board.owner, "invalid": [list(m) for m in moved[i:i + 1000]]}])
     return moved
 
 

@@ -79,7 +79,7 @@ def run_section(plan, state, since: float, wall_s: float, workers: int, backend:
         "requested": plan.requested, "already_valid": len(plan.valid), "done": kinds["ok"],
         "skipped_after_claim": kinds["skip"], "failed": kinds["fail"] + kinds["bad"],
         "given_up": len(plan.given_up), "bad_ids": plan.bad_ids,
-        "moved_aside": len(plan.moved) + sum(1 for r in state.invalid if r.get("t", 0) >= since),
+        "moved_aside": sum(1 for _, t in state.invalid if t >= since),
         "remaining": len(plan.todo) - len(ran),
         "wall_s": round(wall_s, 3), "workers": workers, "backend": backend, "compute_s": round(compute_s, 3),
         "overhead": round(wall_s / ideal, 4) if wall_s and ideal else None,

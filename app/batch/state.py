@@ -8,7 +8,7 @@ Record kinds (every record also has "t" and "o" = owner):
                                                (skip: found valid after claiming; a single id, or
                                                "fail": id + "why", is read too)
   r [[id, sec, s, f, c], ...]                  results: what an output says and how to trust it
-  invalid id why moved                         an invalid output was moved aside
+  invalid id why moved | invalid [[id, why, moved], ...]   invalid outputs moved aside
 
 A results record starts its line with `{"r":` so that workers, which never need results, skip the
 line unparsed (Journal.read_new(skip_results=True)): at a national scale the journal holds a million
@@ -43,7 +43,7 @@ class BatchState:
     summary: dict = field(default_factory=dict)  # field -> latest assessment summary
     seconds: dict = field(default_factory=dict)  # field -> latest assessment compute time
     files: dict = field(default_factory=dict)  # field -> (context, size, mtime_ns, inode) known valid
-    invalid: list = field(default_factory=list)  # records of outputs moved aside
+    invalid: list = field(default_factory=list)  # (field, t) of outputs moved aside
 
     def apply(self, records: list[dict]) -> set:
         """Replay records; return the fields whose outcome changed."""
@@ -78,8 +78,10 @@ class BatchState:
                         if kind in ("fail", "bad"):
                             self.failures[fid].append(out)
             if "invalid" in r:
-                self.invalid.append(r)
-                self.files.pop(r["invalid"], None)
+                moved = [r["invalid"]] if isinstance(r["invalid"], str) else [m[0] for m in r["invalid"]]
+                for fid in moved:
+                    self.invalid.append((fid, t))
+                    self.files.pop(fid, None)
         return changed
 
     def _release(self, owner: str, fid: str) -> None:

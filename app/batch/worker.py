@@ -118,7 +118,7 @@ def _recheck(fid, checker, layout, progress, context, keep_other_settings) -> bo
     if keep_other_settings and is_settings_problem(reason):
         progress.outcome({"skip": fid, "s": footer_summary(path)})
         return False
-    if path.exists():
+    if os.path.exists(path):
         moved = layout.move_aside(path)
         progress.outcome({"invalid": fid, "why": reason, "moved": str(moved)})
     return True
