@@ -9,6 +9,8 @@
           evenly spread sample of fields and EXTRAPOLATED to the season (printed as such).
           With --image, also one `apptainer run SIF ID` per field (same sampling).
 - overhead = batch wall ÷ (sum of per-field compute ÷ workers)   (1.00 = no orchestration cost)
+- verification of the batch's outputs: per file, footer only vs the whole file with page checksums
+  (app.sure2.output.check_output), and `batch plan` trusting the journal's records vs `--verify full`.
 """
 
 import argparse
@@ -52,10 +54,31 @@ def time_batch(season: Path, out: Path, workers: int) -> dict:
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.monotonic() - t0
-    report = json.loads((out / ".batch" / "report.json").read_text())
-    assert report["counts"]["done"] == report["counts"]["requested"], report["counts"]
-    return {"wall_s": wall, "workers_phase_s": report["timing"]["wall_s"], "compute_s": report["timing"]["compute_s"],
-            "fields": report["counts"]["done"]}
+    run = json.loads((out / ".batch" / "report.json").read_text())["run"]
+    assert run["done"] == run["requested"], run
+    return {"wall_s": wall, "workers_phase_s": run["wall_s"], "compute_s": run["compute_s"], "fields": run["done"]}
+
+
+def time_verification(season: Path, out: Path) -> dict:
+    """ms per output: footer only vs whole file; seconds of `batch plan`: trusted vs --verify full."""
+    from app.sure2.assess import expected
+    from app.sure2.output import check_output
+    from app.sure2.season import Season
+    from app.sure2.settings import Settings
+
+    rows = {}
+    with Season.open(season) as s:
+        wanted = [(out / f"{fid}.parquet", expected(s, fid, Settings())) for fid in s.field_ids]
+    for full in (False, True):
+        t0 = time.perf_counter()
+        assert all(check_output(path, want, full=full) is None for path, want in wanted)
+        rows["whole file" if full else "footer only"] = (time.perf_counter() - t0) * 1e3 / len(wanted)
+    for verify in ("trusted", "full"):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "app.batch", "plan", "--data", str(season), "--out", str(out),
+                        "--verify", verify], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rows[f"plan --verify {verify}"] = time.perf_counter() - t0
+    return rows
 
 
 def time_naive(prefix_for, ids: list, workers: int) -> float:
@@ -90,6 +113,7 @@ def main() -> None:
     sample = ids[::step][: args.sample]
 
     batch = time_batch(season, fresh(work / "out-batch"), workers)
+    verification = time_verification(season, work / "out-batch")
     naive_out = fresh(work / "out-naive")
     naive_s = time_naive(lambda fid: sure2_cli_prefix(season, naive_out)[:-4] + [fid, "--data", str(season),
                                                                               "--out", str(naive_out)],
@@ -106,6 +130,10 @@ def main() -> None:
         f"naive python per field: {len(sample)} sampled (s)": round(naive_s, 1),
         "naive python, EXTRAPOLATED to the season (s)": round(naive_total),
         "speed-up batch vs naive python": round(naive_total / batch["wall_s"], 1),
+        "verify one output: footer only (ms)": round(verification["footer only"], 3),
+        "verify one output: whole file, page checksums (ms)": round(verification["whole file"], 3),
+        "plan, trusting the journal's records (s)": round(verification["plan --verify trusted"], 1),
+        "plan --verify full (s)": round(verification["plan --verify full"], 1),
     }
     if args.image:
         sif_out = fresh(work / "out-sif")
