@@ -17,6 +17,7 @@
 import datetime as dt
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from app.season.scene_ndvi import DEFAULT_MASKED
 from app.season.scenes import load_scenes
 from app.season.stack_build import build_stack, stack_is_valid
 from app.season.stack_plan import NODATA, __doc__ as ASSIGNMENT_RULE, plan_stacks
+from app.sure2.history import HISTORY
 from app.sure2.season import BASELINE, FIELDS, FORMAT, MANIFEST, stack_entry
 
 IMPORT_LOG = "import_log.jsonl"
@@ -83,8 +85,9 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
 
     _write_fields(out / FIELDS, fields, stack_of)
     _write_baseline(out / BASELINE, baseline_table if baseline is not None else None)
+    with_history = _copy_history(baseline, out)
     _write_log(out / IMPORT_LOG, fields, stack_of)
-    files = {name: sha256_file(out / name) for name in [FIELDS, BASELINE] + [p.file for p in plans]}
+    files = {name: sha256_file(out / name) for name in [FIELDS, BASELINE, *with_history] + [p.file for p in plans]}
     manifest = {
         "format": FORMAT,
         "stacks": {p.name: stack_entry(p.file, p.crs, p.transform, p.width, p.height, 128, NODATA, p.dates)
@@ -144,6 +147,18 @@ def _write_fields(path, fields, stack_of) -> None:
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": types}}}  # no crs = OGC:CRS84
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), tmp)
+
+
+def _copy_history(baseline, out: Path) -> list[str]:
+    """The history.parquet beside the baseline (`app.season baseline` writes both), into the season:
+    percentile terms are priced on it. [its name] if copied, else []."""
+    history = Path(baseline).with_name(HISTORY) if baseline is not None else None
+    if history is None or not history.is_file():
+        (out / HISTORY).unlink(missing_ok=True)
+        return []
+    with atomic_path(out / HISTORY) as tmp:
+        shutil.copyfile(history, tmp)
+    return [HISTORY]
 
 
 def _write_baseline(path, table) -> None:

@@ -30,7 +30,8 @@ def build_parser():
     b.add_argument("--mapping", required=True, help="mapping.toml: source columns → contract (see app.season.mapping)")
     b.add_argument("--scenes", required=True, help="STAC ItemCollection JSON, item JSON, or a directory of item JSONs")
     b.add_argument("--out", required=True, help="the season directory (created; rerun resumes)")
-    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline` (default: none, fields get no_baseline)")
+    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline`; its history.parquet beside it comes "
+                   "along (percentile terms are priced on it); default: none, fields get no_baseline")
     b.add_argument("--layer", help="the layer of a multi-layer field file (or `layer` in the mapping)")
     b.add_argument("--mask-scl", default=",".join(map(str, DEFAULT_MASKED)),
                    help="SCL classes that make a pixel nodata (default %(default)s)")

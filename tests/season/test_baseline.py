@@ -1,6 +1,8 @@
 """`app.season baseline`: from past seasons built the same way (history + a documented minimum of
 years), and from a user table (checked; a bad row refuses the table, nothing written)."""
 
+import json
+
 import pyarrow.parquet as pq
 
 from season_helpers import build_args, season_cli
@@ -28,6 +30,12 @@ def test_baseline_from_past_seasons(tmp_path):
         assert {r["year"] for r in history if (r["region_id"], r["crop"]) == (region, crop)} == {2022, 2023, 2024}
     summer = [r for r in base if 190 <= r["doy"] <= 200 and r["crop"] != "potato"]
     assert summer and all(0.3 < r["ndvi_mean"] < 0.95 and 0 <= r["ndvi_std"] < 0.35 for r in summer)  # damaged years included
+    # a season built on that baseline carries its history too (percentile terms are priced on it)
+    priced = tmp_path / "priced"
+    got = season_cli(*build_args(raw, priced, "fields.gpkg", out / "baseline.parquet"))
+    assert got.returncode == 0, got.stderr
+    assert (priced / "history.parquet").read_bytes() == (out / "history.parquet").read_bytes()
+    assert "history.parquet" in json.loads((priced / "season.json").read_text())["files"]
     strict = season_cli("baseline", "--seasons", *seasons, "--out", tmp_path / "strict", "--min-years", 4)
     assert strict.returncode == 0
     assert pq.read_table(tmp_path / "strict" / "baseline.parquet").num_rows == 0  # too short a history
