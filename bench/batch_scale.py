@@ -12,7 +12,8 @@ No-op assessments throughout: this measures the journal, the claims and the plan
   claiming chunks of one field list; fields per second over all of them.
 - replay: a journal as a finished batch of F fields leaves it (chunked claims, starts, outcomes with
   summaries and file identities, heartbeats); a new run joining it: from opening the journal to its
-  first claim, from byte 0 and from a snapshot. (A worker joining a run reads no journal at all.)
+  first claim, from byte 0 and from a snapshot (and what writing the snapshot costs). A worker joining
+  a run reads no journal at all: it is working once its imports are done.
 - plan-report: a season of F fields (small square polygons), F output files the journal records as
   verified (planning trusts their identity and reads none; that is the trusted path the issue allows),
   then `plan` and `report` as the CLI runs them (the report writes JSON, table, map and layer).
@@ -47,7 +48,7 @@ def field_ids(n: int) -> list[str]:
 
 def claimer(journal: str, n: int, chunk: int, go: str) -> None:
     fields = field_ids(n)
-    board = ClaimBoard(Journal(journal), lease_s=120, worker=True)
+    board = ClaimBoard(Journal(journal), lease_s=120)
     picker = Picker(fields, since=0.0, max_failures=3, failures_since=0.0)
     while not os.path.exists(go):
         time.sleep(0.001)
@@ -151,12 +152,12 @@ def write_finished_journal(path: Path, n: int, chunk: int = 16, runs: int = 8, c
             write({"o": OWNER.format(pid=1000 + w, start=1), "exit": 1, "t": t})
 
 
-def join_time(layout, n: int, worker_snapshot: bool) -> float:
+def join_time(layout, n: int) -> float:
     """Seconds from opening the journal (through its snapshot, if any) to a new run's first claim."""
     from app.batch.snapshot import open_board
 
     t0 = time.perf_counter()
-    board = open_board(layout, lease_s=120, worker=worker_snapshot)
+    board = open_board(layout, lease_s=120)
     picker = Picker(field_ids(n), since=0.0, max_failures=3, failures_since=0.0)
     board.claim(picker, 16)
     board.journal.close()
@@ -175,14 +176,13 @@ def bench_replay(work: Path, sizes: list[int]) -> list[dict]:
         layout.create()
         write_finished_journal(layout.journal, n)
         row = {"fields": n, "journal_mb": round(layout.journal.stat().st_size / 1e6, 1),
-               "join_from_byte_0_s": round(join_time(layout, n, False), 3)}
-        t0 = time.perf_counter()
+               "join_from_byte_0_s": round(join_time(layout, n), 3)}
         board = open_board(layout, lease_s=120)
         board.sync()
-        write(layout, board.state, board.journal.position(), since=time.time())
+        t0 = time.perf_counter()
+        write(layout, board.state, board.journal.position())
         row["snapshot_write_s"] = round(time.perf_counter() - t0, 3)
-        row["join_from_snapshot_s"] = round(join_time(layout, n, False), 3)
-        row["join_from_work_snapshot_s"] = round(join_time(layout, n, True), 3)
+        row["join_from_snapshot_s"] = round(join_time(layout, n), 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

@@ -24,19 +24,16 @@ from app.batch.state import BatchState, compact
 
 
 class ClaimBoard:
-    """workers=True: a worker's board, which never reads results records (see app.batch.state)."""
-
     def __init__(self, journal: Journal, lease_s: float = 120.0, owner: Owner | None = None,
-                 state: BatchState | None = None, worker: bool = False):
+                 state: BatchState | None = None):
         self.journal = journal
         self.owner = str(owner or Owner.me())
         self.liveness = Liveness(lease_s)
         self.state = state or BatchState()
-        self.worker = worker
         self._changed = {}  # consumer -> fields whose outcome changed since it last asked
 
     def sync(self) -> BatchState:
-        changed = self.state.apply(self.journal.read_new(skip_results=self.worker))
+        changed = self.state.apply(self.journal.read_new())
         for fields in self._changed.values():
             fields.update(changed)
         return self.state
@@ -51,7 +48,7 @@ class ClaimBoard:
     def _own(self, records: list[dict]) -> list[dict]:
         """Per-field outcomes folded into one record each (state.compact), signed by this owner (a
         record naming another owner, as the parent's on behalf of a hung worker, keeps it)."""
-        return [{**r, "o": r.get("o", self.owner)} if "r" in r else {"o": self.owner, **r} for r in compact(records)]
+        return [{"o": self.owner, **r} for r in compact(records)]
 
     def record(self, records: list[dict]) -> None:
         """Append records as this owner (one locked write)."""

@@ -26,9 +26,6 @@ from pathlib import Path
 from app.errors import EnvironmentFailure
 
 
-RESULTS_PREFIX = b'{"r":'  # results records (app.batch.state) start their line with it
-
-
 class Journal:
     def __init__(self, path, offset: int = 0):
         """offset: start reading there (a line boundary: where a snapshot's state ends)."""
@@ -72,9 +69,8 @@ class Journal:
         """The offset up to which every complete line has been read."""
         return self._offset - len(self._pending)
 
-    def read_new(self, skip_results: bool = False) -> list[dict]:
-        """Records appended since the last call (complete lines only; garbage lines skipped;
-        results records left unparsed with skip_results)."""
+    def read_new(self) -> list[dict]:
+        """Records appended since the last call (complete lines only; garbage lines skipped)."""
         size = os.fstat(self._fd).st_size
         if size <= self._offset:
             return []
@@ -84,8 +80,6 @@ class Journal:
         self._pending = lines.pop()
         records = []
         for line in lines:
-            if skip_results and line.startswith(RESULTS_PREFIX):
-                continue
             try:
                 rec = json.loads(line)
             except ValueError:
@@ -103,7 +97,6 @@ class Journal:
         if not records:
             return
         now = time.time()
-        # the record's own keys first: a results record's line then starts with RESULTS_PREFIX
         text = "".join(json.dumps({**r, "t": now}, separators=(",", ":")) + "\n" for r in records)
         data = text.encode()
         if self._pending:  # a killed writer's partial line: start ours on a fresh line

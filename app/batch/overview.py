@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from app.batch.snapshot import open_board
+from app.batch.snapshot import Snapshotter, open_board
 from app.batch.layout import BatchLayout
 from app.batch.plan import make_plan, read_id_list
 from app.batch.report import season_report
@@ -46,6 +46,7 @@ def plan_command(args) -> int:
             print(f"batch: invalid output of {fid} ({reason}) moved to {moved}", file=sys.stderr)
         for bad, why in plan.bad_ids.items():
             print(f"batch: bad id {bad!r}: {why}", file=sys.stderr)
+        Snapshotter(layout, board, every_s=0).maybe()  # a long replay is not repeated by the next reader
     return EXIT_FAILED if plan.bad_ids else EXIT_OK
 
 
@@ -59,7 +60,7 @@ def status_command(args) -> int:
         last = max(board.state.last_seen.values(), default=None)
         status = {
             **plan.counts(),
-            "live_workers": len(live),
+            "live_runs": len(live),
             "fields_claimed": held,
             "last_activity_s_ago": None if last is None else round(now - last, 1),
             "given_up_fields": plan.given_up,
@@ -83,4 +84,5 @@ def report_command(args) -> int:
         failures_since = time.time() if args.retry_failed else 0.0
         rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since,
                              keep_other_settings=args.settings_change == "keep")
+        Snapshotter(layout, board, every_s=0).maybe()
     return EXIT_FAILED if any(r["state"] in ("failed", "given_up") for r in rows.values()) else EXIT_OK

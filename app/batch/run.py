@@ -53,8 +53,8 @@ def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
     plan = make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since,
                      settings_change=args.settings_change, verify_all=args.verify == "full")
     print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
-    snapshots = Snapshotter(layout, board, since)
-    snapshots.maybe(force=True)  # workers joining load it instead of replaying the whole journal
+    snapshots = Snapshotter(layout, board)
+    snapshots.maybe(force=True)  # a run joining later loads it instead of replaying the whole journal
     progress = Progress(len(plan.todo), every_s=args.progress_every)
     counts = RunCounts(plan.todo, since)
 

@@ -10,9 +10,8 @@ Record kinds (every record also has "t" and "o" = owner):
   r [[id, sec, s, f, c], ...]                  results: what an output says and how to trust it
   invalid id why moved | invalid [[id, why, moved], ...]   invalid outputs moved aside
 
-A results record starts its line with `{"r":` so that workers, which never need results, skip the
-line unparsed (Journal.read_new(skip_results=True)): at a national scale the journal holds a million
-summaries, and a hundred workers would each parse all of them at every claim. `s` is the
+Only a run's parent reads the journal (workers never do: app.batch.pool), and snapshots spare it the
+replay of a national season's million results (app.batch.snapshot). `s` is the
 assessment's summary (outcome, payout, ...); `f` the output file's identity when it was known valid
 ([size, mtime_ns, inode]); `c` the validity context it was valid in (code version, data fingerprint
 and settings, hashed): the planner trusts a file whose identity and context still match

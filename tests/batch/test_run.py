@@ -65,7 +65,7 @@ def test_status_reports_without_changing_anything(season, season_dir, finished):
     status = cli("status", season_dir, out, "--json")
     assert status.returncode == 0, status.stderr
     s = json.loads(status.stdout)
-    assert s["valid"] == len(season.field_ids) and s["todo"] == 0 and s["live_workers"] == 0
+    assert s["valid"] == len(season.field_ids) and s["todo"] == 0 and s["live_runs"] == 0
 
 
 def test_bad_ids_in_a_list_are_reported_and_the_rest_done(season, season_dir, tmp_path):
