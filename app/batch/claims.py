@@ -20,7 +20,7 @@ import time
 
 from app.batch.journal import Journal
 from app.batch.owner import Liveness, Owner
-from app.batch.state import BatchState, compact
+from app.batch.state import SETTLED, BatchState, compact
 
 
 class ClaimBoard:
@@ -126,8 +126,12 @@ class Picker:
     def observe(self, state: BatchState, changed) -> None:
         """Close the fields that are no longer wanted: all of them the first time, then those changed."""
         if not self._observed:
-            changed = set(state.outcome) | set(state.failures)
             self._observed = True
+            for fid, out in state.outcome.items():  # inlined wanted(): a national season is a million
+                i = self.position.get(fid)
+                if i is not None and out.kind in SETTLED and out.t >= self.since:
+                    self.closed[i] = 1
+            changed = state.failures
         for fid in changed:
             i = self.position.get(fid)
             if i is not None and not self.closed[i] and not self.wanted(state, fid):

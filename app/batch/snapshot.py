@@ -24,7 +24,7 @@ from app.batch.journal import Journal
 from app.batch.state import BatchState, Outcome
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 
-FORMAT = "sure2-batch-snapshot/2"
+FORMAT = "sure2-batch-snapshot/3"
 SNAPSHOT_EVERY_S = 60.0
 MIN_NEW_BYTES = 32 << 20  # a snapshot is not worth writing for less new journal than this
 HEADER = "snapshot.json"
@@ -42,11 +42,11 @@ def write(layout, state: BatchState, offset: int) -> None:
         "kind": [o.kind if o else None for o in outcome],
         "t": [o.t if o else None for o in outcome],
         "why": [o.why if o else None for o in outcome],
-        "summary": [json.dumps(state.summary[f], separators=(",", ":")) if f in state.summary else None
-                    for f in fields],
+        "summary": [_json_text(state.summary.raw(f)) if f in state.summary else None for f in fields],
         "seconds": [state.seconds.get(f) for f in fields],
         "context": [f[0] if f else None for f in files],
-        "file": pa.array([list(f[1:]) if f else None for f in files], type=pa.list_(pa.int64())),
+        **{name: pa.array([f[k] if f else None for f in files], type=pa.int64())
+           for k, name in enumerate(("size", "mtime_ns", "inode"), start=1)},
     })
     name = f"snapshot-{offset}.parquet"
     with atomic_path(layout.root / name) as tmp:
@@ -61,6 +61,10 @@ def write(layout, state: BatchState, offset: int) -> None:
             old.unlink(missing_ok=True)
 
 
+def _json_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
 def load(layout) -> tuple[BatchState, int]:
     """(state, offset) from the snapshot, or (empty state, 0) when there is none that fits the journal."""
     import pyarrow.parquet as pq
@@ -71,8 +75,12 @@ def load(layout) -> tuple[BatchState, int]:
         if header.get("format") != FORMAT or header["journal_ino"] != st.st_ino or header["offset"] > st.st_size:
             return BatchState(), 0
         columns = pq.read_table(layout.root / header["fields"]).to_pydict()
-    except (OSError, ValueError, KeyError):
+        return _state(header, columns), header["offset"]
+    except (OSError, ValueError, KeyError, TypeError):  # torn, foreign or another layout: replay instead
         return BatchState(), 0
+
+
+def _state(header: dict, columns: dict) -> BatchState:
     state = BatchState()
     state.claim_of = dict(header["claim_of"])
     state.held = defaultdict(set)
@@ -81,17 +89,19 @@ def load(layout) -> tuple[BatchState, int]:
     state.last_seen = dict(header["last_seen"])
     state.invalid = [tuple(m) for m in header["invalid"]]
     state.failures = defaultdict(list, {fid: [Outcome(*f) for f in fs] for fid, fs in header["failures"].items()})
-    for fid, kind, t, why, summary, seconds, context, file in zip(*(columns[c] for c in (
-            "field_id", "kind", "t", "why", "summary", "seconds", "context", "file"))):
-        if kind is not None:
-            state.outcome[fid] = Outcome(kind, t, why)
-        if summary is not None:
-            state.summary[fid] = json.loads(summary)
-        if seconds is not None:
-            state.seconds[fid] = seconds
-        if file is not None:
-            state.files[fid] = (context, *file)
-    return state, header["offset"]
+    ids = columns["field_id"]
+    has = lambda name: [c is not None for c in columns[name]]
+    pick = lambda values, mask: (v for v, m in zip(values, mask) if m)
+    mask = has("kind")
+    state.outcome = dict(zip(pick(ids, mask), map(Outcome._make, pick(zip(columns["kind"], columns["t"], columns["why"]), mask))))
+    mask = has("summary")
+    state.summary.update(zip(pick(ids, mask), pick(columns["summary"], mask)))  # decoded when read
+    mask = has("seconds")
+    state.seconds = dict(zip(pick(ids, mask), pick(columns["seconds"], mask)))
+    mask = has("size")
+    state.files = dict(zip(pick(ids, mask), pick(zip(columns["context"], columns["size"], columns["mtime_ns"],
+                                                     columns["inode"]), mask)))
+    return state
 
 
 def open_board(layout, lease_s: float) -> ClaimBoard:

@@ -18,12 +18,32 @@ and settings, hashed): the planner trusts a file whose identity and context stil
 (app.batch.outputs) and checks every other file in full.
 """
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 SETTLED = ("ok", "skip", "bad")
 OUTCOMES = ("ok", "skip", "fail", "bad")
+
+
+class JsonValues(dict):
+    """A dict whose values may stay JSON text until read: a snapshot's million summaries cost their
+    decoding only if a reader (the report) asks for them, not for every plan."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if isinstance(value, str):
+            value = json.loads(value)
+            super().__setitem__(key, value)
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def raw(self, key):
+        """The value as stored: JSON text, or the decoded object."""
+        return super().__getitem__(key)
 
 
 class Outcome(NamedTuple):
@@ -39,7 +59,7 @@ class BatchState:
     last_seen: dict = field(default_factory=dict)  # owner -> time of its last record
     outcome: dict = field(default_factory=dict)  # field -> last Outcome
     failures: dict = field(default_factory=lambda: defaultdict(list))  # field -> [Outcome]
-    summary: dict = field(default_factory=dict)  # field -> latest assessment summary
+    summary: dict = field(default_factory=JsonValues)  # field -> latest assessment summary
     seconds: dict = field(default_factory=dict)  # field -> latest assessment compute time
     files: dict = field(default_factory=dict)  # field -> (context, size, mtime_ns, inode) known valid
     invalid: list = field(default_factory=list)  # (field, t) of outputs moved aside
