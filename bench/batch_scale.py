@@ -75,6 +75,17 @@ for line in sys.stdin:
 """
 
 
+def claims_row(journal: Path, n: int, wall: float, **what) -> dict:
+    """Check every field ended ok in the journal; the row printed and returned."""
+    state = BatchState()
+    state.apply(Journal(journal).read_new())
+    oks = sum(1 for o in state.outcome.values() if o.kind == "ok")
+    assert oks == n, f"{oks} fields ok of {n}"
+    row = {**what, "fields": n, "wall_s": round(wall, 2), "claims_per_s": round(n / wall)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def bench_claims(work: Path, workers: list[int], n: int, chunk: int) -> list[dict]:
     """The real dispatcher and journal with N no-op workers."""
     from app.batch.pool import WorkerPool
@@ -93,13 +104,7 @@ def bench_claims(work: Path, workers: list[int], n: int, chunk: int) -> list[dic
         t0 = time.monotonic()
         assert pool.supervise(lambda: None) == 0
         wall = time.monotonic() - t0
-        state = BatchState()
-        state.apply(Journal(d / "journal.log").read_new())
-        oks = sum(1 for o in state.outcome.values() if o.kind == "ok")
-        assert oks == n, f"{oks} fields ok of {n}"
-        rows.append({"workers": w, "fields": n, "chunk": chunk, "wall_s": round(wall, 2),
-                     "claims_per_s": round(n / wall)})
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(claims_row(d / "journal.log", n, wall, workers=w, chunk=chunk))
     return rows
 
 
@@ -118,13 +123,7 @@ def bench_participants(work: Path, runs: list[int], n: int, chunk: int) -> list[
         for p in procs:
             p.wait()
         wall = time.monotonic() - t0
-        state = BatchState()
-        state.apply(Journal(d / "journal.log").read_new())
-        oks = sum(1 for o in state.outcome.values() if o.kind == "ok")
-        assert oks == n, f"{oks} fields ok of {n}"
-        rows.append({"participants": w, "fields": n, "chunk": chunk, "wall_s": round(wall, 2),
-                     "claims_per_s": round(n / wall)})
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(claims_row(d / "journal.log", n, wall, participants=w, chunk=chunk))
     return rows
 
 

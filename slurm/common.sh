@@ -143,13 +143,20 @@ sl_node_run_cmd() {
   SL_NODE_RUN=(bash "$SL_DIR/common.sh" node-run "$host:$ctr" "$1" --)
 }
 
+# sl_image VAR WHAT: the absolute path of the image $VAR names (exit 2 when unset, 3 when missing).
+sl_image() {
+  local path=${!1:-}
+  [ -n "$path" ] || sl_die 2 "set $1 to the $2 to run"
+  [ -f "$path" ] || sl_die 3 "$1 $path does not exist"
+  realpath "$path"
+}
+
 # sl_sure2_setup: what both assess wrappers share. Sets SL_EXEC (apptainer exec of sure2.sif with
 # binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed) and SL_FIELDS (--fields
 # for the batch, when ASSESS_FIELDS is given).
 sl_sure2_setup() {
-  local image=${SURE2_IMAGE:-} fields=${ASSESS_FIELDS:-}
-  [ -n "$image" ] || sl_die 2 "set SURE2_IMAGE to the sure2.sif to run"
-  [ -f "$image" ] || sl_die 3 "SURE2_IMAGE $image does not exist"
+  local image fields=${ASSESS_FIELDS:-}
+  image=$(sl_image SURE2_IMAGE sure2.sif) || exit
   sl_bind_args out
   SL_FIELDS=()
   if [ -n "$fields" ]; then
@@ -158,7 +165,7 @@ sl_sure2_setup() {
   fi
   [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[out]}"
   sl_env_args SLURM_JOB_ID
-  SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$(realpath "$image")")
+  SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$image")
   sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
 }
 

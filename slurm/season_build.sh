@@ -41,9 +41,7 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
 fi
 source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
 
-image=${SEASON_IMAGE:-}
-[ -n "$image" ] || sl_die 2 "set SEASON_IMAGE to the season.sif to run"
-[ -f "$image" ] || sl_die 3 "SEASON_IMAGE $image does not exist"
+image=$(sl_image SEASON_IMAGE season.sif)
 [ -n "${SEASON_FIELDS:-}" ] || sl_die 2 "set SEASON_FIELDS to the insurer's field file"
 [ -n "${SEASON_MAPPING:-}" ] || sl_die 2 "set SEASON_MAPPING to the mapping.toml"
 sl_bind_args scenes season
@@ -60,7 +58,7 @@ fi
 if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
   args+=(--part "$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-1} + 1))/${SLURM_ARRAY_TASK_COUNT:-1}")
 fi
-SL_EXEC=(apptainer run --containall --cleanenv "${SL_BINDS[@]}" "$(realpath "$image")")
+SL_EXEC=(apptainer run --containall --cleanenv "${SL_BINDS[@]}" "$image")
 sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
 sl_run srun --nodes=1 --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
   "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" "${args[@]}"

@@ -55,10 +55,7 @@ if [ -z "${SLURM_JOB_ID:-}" ]; then
 fi
 source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
 
-image=${TRAIN_IMAGE:-}
-[ -n "$image" ] || sl_die 2 "set TRAIN_IMAGE to the train.sif to run"
-[ -f "$image" ] || sl_die 3 "TRAIN_IMAGE $image does not exist"
-image=$(realpath "$image")
+image=$(sl_image TRAIN_IMAGE train.sif)
 config=${EMB_CONFIG:-}
 [ -n "$config" ] || sl_die 2 "set EMB_CONFIG to the training config (TOML) on the host"
 [ -f "$config" ] || sl_die 2 "EMB_CONFIG $config does not exist"

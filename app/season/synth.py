@@ -34,6 +34,7 @@ import app
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.hpc.cores import physical_cores
 from app.season import phenology as ph
+from app.season.digest import sha256_file
 from app.sure2.history import HISTORY, yearly_shortfalls
 from app.sure2.payout import shortfall
 from app.sure2.season import BASELINE, DATES_TAG, FIELDS, FORMAT, MANIFEST, stack_entry
@@ -344,7 +345,7 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
                         ("truth.parquet", truth), (TRUTH_UNITS, unit_truth)):
         with atomic_path(out / name) as tmp:
             pq.write_table(table, tmp)
-    files = {name: _sha256(out / name) for name in (FIELDS, NDVI, BASELINE, HISTORY, UNITS)}
+    files = {name: sha256_file(out / name) for name in (FIELDS, NDVI, BASELINE, HISTORY, UNITS)}
     fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     stacks = {STACK: stack_entry(NDVI, CRS, transform, width, height, TILE, NODATA, dates)}
     manifest = {"format": FORMAT, "generator": f"app.season.synth {app.__version__}",
@@ -457,10 +458,3 @@ def _write_ndvi(path, rng, seed, dates, doy, curves, swath_curves, crops, labels
                     data[k][cloud] = NODATA
                 dst.write(data, window=((r0, r1), (0, width)))
 
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
