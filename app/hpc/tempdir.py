@@ -9,16 +9,23 @@ user could have prepared. `private_temp_dir` makes a fresh directory (random nam
 base whose every component is trusted: owned by root (and, if others may write to it, sticky, like
 /dev/shm itself) or by us and writable by nobody else; a symlink is trusted only if root owns it.
 Anything else is refused (EnvironmentFailure, exit 3). slurm/common.sh applies the same rule in bash.
+
+A process killed with SIGKILL (walltime, OOM, kill -9) cannot remove its temp dir, and RAM-backed
+/dev/shm is not emptied until the node reboots: the dir's name carries its maker's process identity
+(app.hpc.process), and the next private_temp_dir with the same prefix on this machine removes those
+whose maker is gone.
 """
 
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import EnvironmentFailure
+from app.hpc.process import boot_and_pidns, start_ticks
 
 PARALLEL_FS = frozenset({"lustre", "gpfs", "beegfs", "pvfs2", "orangefs", "cephfs"})
 TEMP_ENV = "APP_TMPDIR"
@@ -100,13 +107,37 @@ def untrusted_component(path) -> str | None:
 
 
 def private_temp_dir(base, prefix: str) -> Path:
-    """A fresh directory of our own (mode 700) under `base` (a pick_temp_dir result: already trusted)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    """A fresh directory of our own (mode 700) under `base` (a pick_temp_dir result: already trusted),
+    named for this process; those of the same prefix whose process is gone are removed first."""
+    removed = remove_orphans(base, prefix)
+    if removed:
+        print(f"temp: removed {removed} temp dir(s) under {base} left by killed processes", file=sys.stderr)
+    pid = os.getpid()
+    boot, pidns = boot_and_pidns()
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{boot}.{pidns}.{pid}.{start_ticks(pid)}.", dir=base))
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
         raise EnvironmentFailure(f"temp dir {path} was not created private (owner {st.st_uid}, "
                                  f"mode {stat.S_IMODE(st.st_mode):o})")
     return path
+
+
+def remove_orphans(base, prefix: str) -> int:
+    """Remove our own private temp dirs under `base` whose maker (same boot and PID namespace, so its
+    pid means one process) no longer runs; return how many. Another user's, a symlink, a live or an
+    unknown process's (another container's namespace, another name) are left alone."""
+    here = boot_and_pidns()
+    removed = 0
+    for entry in os.scandir(base):
+        parts = entry.name[len(prefix):].split(".") if entry.name.startswith(prefix) else ()
+        if len(parts) != 5 or tuple(parts[:2]) != here or not parts[2].isdigit():
+            continue
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or start_ticks(int(parts[2])) == parts[3]:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += not os.path.lexists(entry.path)
+    return removed
 
 
 def pick_temp_dir(force: bool = False, environ=os.environ, mountinfo: str | None = None) -> Path:

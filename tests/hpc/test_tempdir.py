@@ -1,7 +1,12 @@
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from app.errors import EnvironmentFailure
-from app.hpc.tempdir import check_temp_dir, mount_of, pick_temp_dir
+from app.hpc.tempdir import check_temp_dir, mount_of, pick_temp_dir, private_temp_dir
 
 MOUNTINFO = """\
 22 1 8:1 / / rw - ext4 /dev/sda1 rw
@@ -29,3 +34,38 @@ def test_env_choice_is_checked(tmp_path):
     assert pick_temp_dir(environ={"APP_TMPDIR": str(tmp_path)}) == tmp_path
     with pytest.raises(EnvironmentFailure, match="does not exist"):
         pick_temp_dir(environ={"APP_TMPDIR": str(tmp_path / "missing")})
+
+
+MAKE_AND_WAIT = """
+import sys, time
+from app.hpc.tempdir import private_temp_dir
+path = private_temp_dir(sys.argv[1], "job-")
+(path / "scratch.bin").write_bytes(b"x" * 4096)
+print(path, flush=True)
+time.sleep(600)
+"""
+
+
+def _maker(base):
+    proc = subprocess.Popen([sys.executable, "-c", MAKE_AND_WAIT, str(base)], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def test_a_killed_processs_temp_dir_is_removed_by_the_next_one_a_live_ones_kept(tmp_path, capfd):
+    killed, killed_dir = _maker(tmp_path)
+    live, live_dir = _maker(tmp_path)
+    try:
+        killed.send_signal(signal.SIGKILL)  # what walltime and the OOM killer do: no clean-up runs
+        killed.wait()
+        name = os.path.basename(killed_dir)
+        foreign = tmp_path / ("job-" + ".".join(["x" * 8, *name[len("job-"):].split(".")[1:]]))
+        foreign.mkdir(mode=0o700)  # another boot or namespace: its pid means nothing here
+        (tmp_path / "job-someone-else").mkdir()  # not a name this code makes
+        mine = private_temp_dir(tmp_path, "job-")
+        assert not os.path.lexists(killed_dir)
+        assert os.path.isfile(os.path.join(live_dir, "scratch.bin"))
+        assert foreign.is_dir() and (tmp_path / "job-someone-else").is_dir() and mine.is_dir()
+        assert "removed 1 temp dir(s)" in capfd.readouterr().err
+    finally:
+        live.kill()
+        live.wait()
