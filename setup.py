@@ -1,4 +1,5 @@
 """Build of the `app` package: app.sure2 is Cython-compiled; its wheel ships .so files, no sources.
+The season build side's per-window loops (app/season/*.pyx) are compiled too.
 
     python setup.py build_ext --inplace   # development: .so next to the .py (the .so wins at import)
     python setup.py bdist_wheel           # the wheel that goes into sure2.sif
@@ -19,6 +20,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 COMPILED_PACKAGE = "app/sure2"
 SHIMS = {"__init__.py", "__main__.py"}
+KERNELS_ONLY = "app/season"  # only its .pyx are compiled: the rest of the build side stays plain Python
 
 
 def compiled_sources() -> list:
@@ -27,6 +29,10 @@ def compiled_sources() -> list:
         for p in (ROOT / COMPILED_PACKAGE).iterdir()
         if p.suffix in (".py", ".pyx") and p.name not in SHIMS
     )
+
+
+def kernel_sources() -> list:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / KERNELS_ONLY).glob("*.pyx"))
 
 
 def _version() -> str:
@@ -74,7 +80,7 @@ setup(
     packages=find_packages(include=["app", "app.*"]),
     python_requires=">=3.11",
     ext_modules=cythonize(
-        compiled_sources(),
+        compiled_sources() + kernel_sources(),
         quiet=True,
         nthreads=max(1, len(os.sched_getaffinity(0))),
         compiler_directives={

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from app.season._scene_kernels import evidence_counts
+
 OFFSET_DN = 1000
 BASELINE_04 = dt.date(2022, 1, 25)
 CLEAR_CLASSES = (2, 4, 5, 6, 7)
@@ -30,7 +32,7 @@ NO_OFFSET_BELOW = 0.05
 OFFSET_BELOW = 0.005
 MIN_VEGETATION = 0.05
 MIN_CLEAR_PIXELS = 500
-_CLEAR_LUT = np.isin(np.arange(256), CLEAR_CLASSES)
+_CLEAR_LUT = np.isin(np.arange(256), CLEAR_CLASSES).astype(np.uint8)
 
 
 @dataclass
@@ -41,15 +43,14 @@ class Evidence:
     below: int = 0  # clear pixels with red DN < 1000
     vegetation: int = 0
 
-    def add(self, red_dn, scl) -> None:
-        """Without an SCL every non-nodata pixel counts as clear and none as vegetation (so the values
-        can only ever show that there is no offset)."""
-        clear = red_dn > 0
-        if scl is not None:
-            clear &= _CLEAR_LUT[scl]
-            self.vegetation += int(np.count_nonzero(clear & (scl == VEGETATION)))
-        self.clear += int(np.count_nonzero(clear))
-        self.below += int(np.count_nonzero(clear & (red_dn < OFFSET_DN)))
+    def add(self, red_dn, scl, step: int = 1) -> None:
+        """One window's counts (scl at `step` 10 m pixels per SCL pixel, or None). Without an SCL every
+        non-nodata pixel counts as clear and none as vegetation (so the values can only ever show that
+        there is no offset)."""
+        clear, below, vegetation = evidence_counts(red_dn, scl, step, _CLEAR_LUT, VEGETATION, OFFSET_DN)
+        self.clear += clear
+        self.below += below
+        self.vegetation += vegetation
 
 
 @dataclass

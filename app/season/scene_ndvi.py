@@ -6,7 +6,8 @@ decoded once. SCL (20 m) is read over the same ground with `out_shape` at 10 m a
 resampling (each 20 m class covers its 2 × 2 pixels exactly). A pixel is nodata when red or NIR is
 0 (the product's nodata), its SCL class is masked, or NIR + red ≤ 0 after the offset; NDVI is
 (NIR − red) / (NIR + red) of (DN − offset) × scale, clipped to [−1, 1]. The offset is decided after
-all blocks are read (app.season.offset), from the evidence they carry.
+all blocks are read (app.season.offset), from the evidence they carry. Both per-pixel passes are
+compiled (app.season._scene_kernels) and read a real product's 20 m SCL at its own resolution.
 """
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from app.season._scene_kernels import ndvi_int16
 from app.season.offset import Evidence, decide
 from app.season.stack_plan import BLOCK, NODATA
 
@@ -25,11 +27,13 @@ DEFAULT_MASKED = (0, 1, 3, 8, 9, 10)
 
 @dataclass
 class ScenePieces:
-    """What a scene contributes: pieces (block index, row slice, col slice, int16 NDVI) + its audit."""
+    """What a scene contributes: pieces (block index, row slice, col slice, int16 NDVI) + its audit,
+    and how many bytes its COG blocks decoded to."""
 
     scene_id: str
     pieces: list
     audit: dict
+    decoded_bytes: int = 0
 
 
 def _blocks_to_read(plan, scene, block_shape):
@@ -71,29 +75,10 @@ def _scatter(plan, window, dr, dc, ndvi, pieces):
 
 
 def class_lut(classes) -> np.ndarray:
-    """A 256-entry lookup: lut[scl] is True for the given SCL classes (much faster than np.isin)."""
-    lut = np.zeros(256, dtype=bool)
-    lut[list(classes)] = True
+    """A 256-entry lookup: lut[scl] is 1 for the given SCL classes (much faster than np.isin)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[list(classes)] = 1
     return lut
-
-
-def reflectance_ndvi(red, nir, scl, offset_dn: int, masked_lut) -> np.ndarray:
-    """int16 NDVI × 10000 from uint16 DN (scale cancels out of the ratio), nodata where not usable."""
-    n = nir.astype(np.float32)
-    r = red.astype(np.float32)
-    total = n + r
-    total -= 2 * offset_dn
-    n -= r  # NIR − red: the offset cancels
-    ok = (red != 0) & (nir != 0) & (total > 0)
-    if scl is not None:
-        ok &= ~masked_lut[scl]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n /= total
-    np.clip(n, -1.0, 1.0, out=n)
-    n *= 10000
-    out = np.rint(n, out=n).astype(np.int16)
-    out[~ok] = NODATA
-    return out
 
 
 def ready_ndvi(values, nodata, scale: float, scl, masked_lut) -> np.ndarray:
@@ -103,15 +88,16 @@ def ready_ndvi(values, nodata, scale: float, scl, masked_lut) -> np.ndarray:
     if nodata is not None and not np.isnan(nodata):
         ok &= values != nodata
     if scl is not None:
-        ok &= ~masked_lut[scl]
+        ok &= masked_lut[scl] == 0
     ndvi = np.clip(np.where(ok, v * scale, 0.0), -1.0, 1.0)
     return np.where(ok, np.rint(ndvi * 10000), NODATA).astype(np.int16)
 
 
-def _scl_at_10m(scl_ds, t, w):
-    """SCL over a 10 m window: where the 20 m grid is the 10 m grid's own (same origin, half the
-    resolution, window on even pixels: real S2 products) each class is repeated 2 × 2, exactly what
-    nearest resampling gives; otherwise GDAL's nearest resampling onto the window."""
+def _scl_for(scl_ds, t, w):
+    """(SCL, step) over a 10 m window. Where the 20 m grid is the 10 m grid's own (same origin, half
+    the resolution, window on even pixels: real S2 products) the 20 m classes themselves, step 2:
+    each covers its 2 × 2 pixels, exactly what nearest resampling gives; otherwise GDAL's nearest
+    resampling onto the window, step 1."""
     row0, row1, col0, col1 = w
     s = scl_ds.transform
     aligned = (s.a == 2 * t.a and s.e == 2 * t.e and s.c == t.c and s.f == t.f and row0 % 2 == 0 and col0 % 2 == 0)
@@ -119,15 +105,14 @@ def _scl_at_10m(scl_ds, t, w):
         win = Window(col0 // 2, row0 // 2, (col1 - col0 + 1) // 2, (row1 - row0 + 1) // 2)
         inside = win.col_off + win.width <= scl_ds.width and win.row_off + win.height <= scl_ds.height
         if inside:
-            half = scl_ds.read(1, window=win)
-            return np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)[:row1 - row0, :col1 - col0]
+            return scl_ds.read(1, window=win), 2
     x0, y1 = t * (col0, row0)
     x1, y0 = t * (col1, row1)
     sw = scl_ds.window(x0, y0, x1, y1)
     outside = (sw.col_off < 0 or sw.row_off < 0 or sw.col_off + sw.width > scl_ds.width + 1e-6
                or sw.row_off + sw.height > scl_ds.height + 1e-6)
     return scl_ds.read(1, window=sw, out_shape=(row1 - row0, col1 - col0), resampling=Resampling.nearest,
-                       boundless=outside, fill_value=0)
+                       boundless=outside, fill_value=0), 1
 
 
 def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
@@ -145,12 +130,10 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
                 row0, row1, col0, col1 = w
                 win = Window(col0, row0, col1 - col0, row1 - row0)
                 arrays = {b: ds.read(1, window=win) for b, ds in datasets.items()}
-                scl = None
-                if scl_ds is not None:
-                    scl = _scl_at_10m(scl_ds, t, w)
+                scl, step = _scl_for(scl_ds, t, w) if scl_ds is not None else (None, 1)
                 if grid == "red":
-                    evidence.add(arrays["red"], scl)
-                raw.append((w, arrays, scl))
+                    evidence.add(arrays["red"], scl, step)
+                raw.append((w, arrays, scl, step))
             ndvi_nodata = datasets[grid].nodata
         finally:
             for ds in datasets.values():
@@ -167,16 +150,19 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
     if grid == "red":
         decision = decide(scene, evidence)
         audit["offset"] = decision.record()
-        for w, arrays, scl in raw:
-            _scatter(plan, w, dr, dc, reflectance_ndvi(arrays["red"], arrays["nir"], scl, decision.offset_dn, masked),
-                     pieces)
+        for w, arrays, scl, step in raw:
+            ndvi = ndvi_int16(arrays["red"], arrays["nir"], scl, step, decision.offset_dn, masked, NODATA)
+            _scatter(plan, w, dr, dc, ndvi, pieces)
     else:
         asset = scene.assets["ndvi"]
         dtype_float = raw and raw[0][1]["ndvi"].dtype.kind == "f"
         scale = asset.scale if asset.scale is not None else (1.0 if dtype_float else 1e-4)
         nodata = asset.nodata if asset.nodata is not None else ndvi_nodata
         audit["offset"] = {"offset_dn": 0, "reason": f"ready ndvi asset (scale {scale:g}): no BOA offset applies"}
-        for w, arrays, scl in raw:
-            _scatter(plan, w, dr, dc, ready_ndvi(arrays["ndvi"], nodata, scale, scl, masked), pieces)
+        for w, arrays, scl, step in raw:
+            full = None if scl is None else np.repeat(np.repeat(scl, step, axis=0), step, axis=1)[:w[1] - w[0], :w[3] - w[2]]
+            _scatter(plan, w, dr, dc, ready_ndvi(arrays["ndvi"], nodata, scale, full, masked), pieces)
     audit["valid_pixels"] = int(sum(np.count_nonzero(p[3] != NODATA) for p in pieces))
-    return ScenePieces(scene.id, pieces, audit)
+    decoded = sum(a.nbytes for _, arrays, _, _ in raw for a in arrays.values())
+    decoded += sum(scl.nbytes for _, _, scl, _ in raw if scl is not None)
+    return ScenePieces(scene.id, pieces, audit, decoded)
