@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-# distutils: extra_compile_args = -fno-trapping-math
+# distutils: extra_compile_args = -fno-trapping-math -ffp-contract=off
 """Compiled per-window loops of the scene read (app.season.scene_ndvi): the offset evidence and the
 NDVI, one pass each without the GIL, SCL looked up at its own resolution (`step` 10 m pixels per SCL
 pixel: 2 for a real product's 20 m grid, 1 when GDAL resampled it) instead of a 10 m copy.
@@ -7,7 +7,8 @@ pixel: 2 for a real product's 20 m grid, 1 when GDAL resampled it) instead of a 
 The arithmetic is numpy's float32 one, step for step (the same IEEE operations in the same order), so
 the results are bit-identical to tests/season/scene_references.py, which the tests compare them with.
 -fno-trapping-math lets the compiler compute the masked-out lanes too (no FP exception is ever looked
-at), so the NDVI loop vectorises; it changes no result (rounding stays IEEE round-to-nearest).
+at), so the NDVI loop vectorises; it changes no result (rounding stays IEEE round-to-nearest), and
+-ffp-contract=off keeps the compiler from fusing a multiply and an add (one rounding less).
 """
 
 import numpy as np
@@ -18,6 +19,10 @@ cdef extern from *:
     /* One row of each pass, in C so that the selects stay selects (Cython writes ternaries as if/else,
        which mispredict on scattered clouds) and the NDVI loop vectorises. keep[j]: 1 where the SCL
        class is not masked (built per row by the caller; all 1 without an SCL). */
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    /* AVX2 where the node has it (chosen at load time), plain x86-64 elsewhere: the same results */
+    __attribute__((target_clones("avx2", "default")))
+    #endif
     static void ndvi_row(const unsigned short *r, const unsigned short *n, const unsigned char *keep,
                          short *out, Py_ssize_t w, float twice_offset, short nodata) {
         /* 1.5 * 2**23: adding and subtracting it rounds a float32 of magnitude < 2**22 to the nearest

@@ -37,7 +37,8 @@ class ScenePieces:
 
 
 def _blocks_to_read(plan, scene, block_shape):
-    """Scene-pixel windows (aligned to the COG's blocks) that intersect the plan's needed blocks."""
+    """(windows, COG blocks in them, dr, dc): scene-pixel windows, aligned to the COG's blocks and
+    covering those that intersect the plan's needed blocks, as few rectangles as they form."""
     t = Affine(*scene.transform)
     dc = round((plan.transform.c - t.c) / t.a)  # stack pixel (r, c) = scene pixel (r - dr, c - dc)
     dr = round((t.f - plan.transform.f) / t.a)
@@ -53,10 +54,32 @@ def _blocks_to_read(plan, scene, block_shape):
             for cb in range(sc0 // bw, (sc1 - 1) // bw + 1):
                 wanted.add((rb, cb))
     windows = []
-    for rb, cb in sorted(wanted):
-        row0, col0 = rb * bh, cb * bw
-        windows.append((row0, min(scene.height, row0 + bh), col0, min(scene.width, col0 + bw)))
-    return windows, dr, dc
+    for (rb0, rb1), (cb0, cb1) in _rectangles(wanted):
+        windows.append((rb0 * bh, min(scene.height, rb1 * bh), cb0 * bw, min(scene.width, cb1 * bw)))
+    return windows, len(wanted), dr, dc
+
+
+def _rectangles(blocks: set) -> list:
+    """The (row, col) blocks as few rectangles, [((rb0, rb1), (cb0, cb1)), ...] (ends exclusive): runs
+    along each block row, grown down while the next row has the same run. Every block once; one read
+    per rectangle costs far less per block than a read per block."""
+    runs_of_row = {}
+    for rb, cb in sorted(blocks):
+        runs = runs_of_row.setdefault(rb, [])
+        if runs and runs[-1][1] == cb:
+            runs[-1][1] = cb + 1
+        else:
+            runs.append([cb, cb + 1])
+    rectangles, growing = [], {}  # growing: column run -> [first row, end row]
+    for rb, runs in sorted(runs_of_row.items()):
+        spans = [tuple(r) for r in runs]
+        for span in list(growing):
+            if growing[span][1] != rb or span not in spans:
+                rectangles.append((tuple(growing.pop(span)), span))
+        for span in spans:
+            growing.setdefault(span, [rb, rb])[1] = rb + 1
+    rectangles += [(tuple(rows), span) for span, rows in growing.items()]
+    return sorted(rectangles)
 
 
 def _scatter(plan, window, dr, dc, ndvi, pieces):
@@ -123,7 +146,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
         datasets = {b: rasterio.open(scene.assets[b].path) for b in bands}
         scl_ds = rasterio.open(scene.assets["scl"].path) if "scl" in scene.assets else None
         try:
-            windows, dr, dc = _blocks_to_read(plan, scene, datasets[grid].block_shapes[0])
+            windows, n_blocks, dr, dc = _blocks_to_read(plan, scene, datasets[grid].block_shapes[0])
             t = datasets[grid].transform
             raw, evidence = [], Evidence()
             for w in windows:
@@ -144,7 +167,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
              "acquired": scene.acquired.isoformat(), "kind": scene.kind, "catalogue": scene.catalogue,
              "processing_baseline": scene.processing_baseline,
              "boa_offset_applied_flag": scene.offset_applied_flag, "scl": "scl" in scene.assets,
-             "cog_blocks_read": len(windows), "files": {b: str(a.path) for b, a in scene.assets.items()}}
+             "cog_blocks_read": n_blocks, "reads": len(windows), "files": {b: str(a.path) for b, a in scene.assets.items()}}
     pieces = []
     masked = class_lut(masked)
     if grid == "red":

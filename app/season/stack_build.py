@@ -71,6 +71,7 @@ def build_stack(season_dir: Path, plan, masked, workers: int | None = None, log=
         mapped = np.lib.format.open_memmap(Path(scratch) / "store.npy", mode="w+", dtype=np.int16, shape=shape)
         store = mapped.view(np.ndarray)  # the same pages without memmap's Python-level slicing hooks
         store[:] = NODATA
+        touched = np.zeros(shape[:2], dtype=bool)  # (block, date) already written by some scene
         scenes, skipped, decoded = [], [], 0
         read_start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -82,7 +83,11 @@ def build_stack(season_dir: Path, plan, masked, workers: int | None = None, log=
                 k = date_index[scene.solar_day]
                 for b, rows, cols, ndvi in result.pieces:
                     target = store[b, k, rows, cols]
-                    np.copyto(target, ndvi, where=target == NODATA)
+                    if touched[b, k]:  # another granule of this solar day came first: fill only its gaps
+                        np.copyto(target, ndvi, where=target == NODATA)
+                    else:
+                        target[...] = ndvi  # nothing there yet: a plain copy
+                        touched[b, k] = True
                 scenes.append(result.audit)
                 decoded += result.decoded_bytes
         log(f"stack {plan.name}: {len(scenes)} scenes read, {decoded / 1e6:.0f} MB decoded in "
