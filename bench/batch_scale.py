@@ -4,6 +4,7 @@
   nice python bench/batch_scale.py [--work DIR] participants [--runs 2 8 32] [--fields 40000]
   nice python bench/batch_scale.py [--work DIR] replay [--fields 100000 1000000]
   nice python bench/batch_scale.py [--work DIR] plan-report [--fields 1000000]
+  nice python bench/batch_scale.py [--work DIR] worker-start [--fields 13510 1000000]
 
 No-op assessments throughout: this measures the journal, the claims and the planner, not the science.
 - claims: one run's dispatcher (app.batch.pool, the real one) with N worker processes that speak the
@@ -14,6 +15,9 @@ No-op assessments throughout: this measures the journal, the claims and the plan
   summaries and file identities, heartbeats); a new run joining it: from opening the journal to its
   first claim, from byte 0 and from a snapshot (and what writing the snapshot costs). A worker joining
   a run reads no journal at all: it is working once its imports are done.
+- worker-start: a real worker (`python -m app.batch worker`, inproc backend) spawned as a run's
+  dispatcher spawns it, on a season of F fields: seconds until it reports its first chunk begun
+  (imports, the season opened, the output checker ready), and its peak memory by then (VmHWM).
 - plan-report: a season of F fields (small square polygons), F output files the journal records as
   verified (planning trusts their identity and reads none; that is the trusted path the issue allows),
   then `plan` and `report` as the CLI runs them (the report writes JSON, table, map and layer).
@@ -278,6 +282,36 @@ def bench_plan_report(work: Path, n: int) -> dict:
     return row
 
 
+# --- a worker joining --------------------------------------------------------------------------
+
+def bench_worker_start(work: Path, sizes: list[int]) -> list[dict]:
+    rows = []
+    for n in sizes:
+        season, out = work / f"season-{n}", work / f"worker-out-{n}"
+        if not (season / "season.json").exists():
+            fake_season(season, n)
+        shutil.rmtree(out, ignore_errors=True)
+        read_fd, write_fd = os.pipe()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "app.batch", "worker", "--data", str(season), "--out", str(out),
+                                 "--backend", "inproc", "--progress-fd", str(write_fd)], cwd=ROOT, pass_fds=(write_fd,),
+                                stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        os.close(write_fd)
+        proc.stdin.write(json.dumps([field_ids(n)[n // 2]]) + "\n")
+        proc.stdin.flush()
+        with os.fdopen(read_fd) as events:
+            first = events.readline()
+            working = time.perf_counter() - t0
+            peak = next(int(line.split()[1]) for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmHWM"))
+            proc.stdin.close()
+            proc.wait()
+        assert first.startswith("B "), first
+        row = {"fields": n, "worker_working_s": round(working, 2), "worker_peak_mib": peak // 1024}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_claimer"]:
         claimer(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
@@ -297,6 +331,8 @@ def main() -> None:
     r.add_argument("--fields", type=int, nargs="+", default=[100_000, 1_000_000])
     r = sub.add_parser("plan-report")
     r.add_argument("--fields", type=int, default=1_000_000)
+    r = sub.add_parser("worker-start")
+    r.add_argument("--fields", type=int, nargs="+", default=[13_510, 1_000_000])
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -306,6 +342,8 @@ def main() -> None:
         bench_participants(work, args.runs, args.fields, args.chunk)
     elif args.what == "replay":
         bench_replay(work, args.fields)
+    elif args.what == "worker-start":
+        bench_worker_start(work, args.fields)
     elif args.what == "plan-report":
         bench_plan_report(work, args.fields)
 

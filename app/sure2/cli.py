@@ -125,8 +125,7 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
         except OSError as exc:
             sys.stderr.write(f"sure2: cannot create output directory {out_dir}: {one_line(exc)}\n")
             return EXIT_ENVIRONMENT
-    position = {fid: i for i, fid in enumerate(season.field_ids)}
-    ordered = sorted(ids, key=position.__getitem__)  # neighbours share decompressed tiles
+    ordered = season.in_catalogue_order(ids)  # neighbours share decompressed tiles
     for n, fid in enumerate(ordered):
         try:
             _emit(assess_to_file(season, fid, out_dir, settings))

@@ -12,8 +12,15 @@ Layout of a season directory (format sure2-season/2, documented in the README):
 
 Stacks are opened lazily, at a field's first read: a worker touches only the stacks its fields lie
 in, and a stack file that hangs (a dead storage target) holds up only its own fields.
+
+The catalogue stays in Arrow columns (a row becomes Python objects when it is read), and the spatial
+order of the whole catalogue is worked out only when asked for (`field_ids`: the planner, the
+reports); a chunk of IDs is put in that order from its own rows (`in_catalogue_order`). Every worker
+and every container of a batch opens the season: at a national million fields that is a fraction of
+a second and a few hundred MB, not seconds and gigabytes.
 """
 
+import bisect
 import datetime as dt
 import json
 import os
@@ -23,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import rasterio
 import shapely
@@ -114,17 +123,21 @@ class Stack:
 class Season:
     """Open with Season.open(data_dir); use as a context manager or call close()."""
 
-    def __init__(self, data_dir, manifest, fields, baseline, stacks):
+    def __init__(self, data_dir, manifest, fields: pa.Table, baseline, stacks):
         self.data_dir = Path(data_dir)
         self.manifest = manifest
         self.fingerprint = manifest["fingerprint"]
         self.stacks = stacks
         self._fields = fields
         self._baseline = baseline
-        self._row = {fid: i for i, fid in enumerate(fields["field_id"])}
+        self._row = RowOfId(fields.column("field_id").combine_chunks())
+        self._ids = self._row.ids
+        codes = fields.column("stack").combine_chunks().dictionary_encode()
+        self._stack_names = codes.dictionary.to_pylist()
+        self._stack_code = pc.fill_null(codes.indices, -1).to_numpy()  # -1: NO_STACK
         self._datasets = ExitStack()
         self._env = None
-        self.field_ids = self._spatial_order()
+        self._catalogue_rows = self._field_ids = None  # the catalogue order, once asked for
 
     @classmethod
     def open(cls, data_dir) -> "Season":
@@ -135,17 +148,18 @@ class Season:
             manifest = json.loads((data_dir / MANIFEST).read_text())
             if manifest.get("format") != FORMAT:
                 raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT!r} (rebuild the season)")
-            fields = pq.read_table(data_dir / FIELDS).to_pydict()
-            if "stack" not in fields:
-                raise ValueError(f"{FIELDS} has no 'stack' column")
+            fields = pq.read_table(data_dir / FIELDS)
+            for name in ("field_id", "stack", "geometry"):
+                if name not in fields.column_names:
+                    raise ValueError(f"{FIELDS} has no {name!r} column")
             baseline = _read_baseline(data_dir / BASELINE)
             stacks = {name: _stack(data_dir, name, entry) for name, entry in manifest["stacks"].items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            season = cls(data_dir, manifest, fields, baseline, stacks)
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             raise EnvironmentFailure(f"season {data_dir} is not readable: {exc}") from exc
-        unknown = set(fields["stack"]) - set(stacks) - {NO_STACK}
+        unknown = set(season._stack_names) - set(stacks)
         if unknown:
             raise EnvironmentFailure(f"season {data_dir}: {FIELDS} names stacks not in {MANIFEST}: {sorted(unknown)}")
-        season = cls(data_dir, manifest, fields, baseline, stacks)
         for stack in stacks.values():
             stack._open = season._open_stack
         return season
@@ -168,14 +182,32 @@ class Season:
                                      "(size, bands, transform, dates or nodata differ): rebuild the season")
         return ds
 
-    def _spatial_order(self) -> list:
-        """Field ids by stack, then along a Hilbert curve over the stack's tiles (then row, column)."""
-        ids = self._fields["field_id"]
-        stack_of = self._fields["stack"]
-        geoms = shapely.from_wkb(self._fields["geometry"])
+    @property
+    def field_ids(self) -> list:
+        """Every field id in catalogue order (see _spatial_order), worked out at the first call."""
+        if self._field_ids is None:
+            self._field_ids = [self._ids[i] for i in self._catalogue_order()]
+        return self._field_ids
+
+    def _catalogue_order(self) -> list:
+        if self._catalogue_rows is None:
+            self._catalogue_rows = self._spatial_order(np.arange(len(self._ids)))
+        return self._catalogue_rows
+
+    def in_catalogue_order(self, field_ids) -> list:
+        """Known field ids sorted as field_ids has them, from their own rows only."""
+        rows = np.array([self._row[fid] for fid in field_ids], dtype=np.int64)
+        return [self._ids[i] for i in self._spatial_order(rows)]
+
+    def _spatial_order(self, rows: np.ndarray) -> list:
+        """Rows by stack (by name), then along a Hilbert curve over the stack's tiles (then pixel row,
+        column); rows without a stack last, by id. The curve spans the stack's whole tile grid, so any
+        set of rows comes out in the order the whole catalogue has."""
+        geoms = shapely.from_wkb(self._fields.column("geometry").take(rows).to_numpy(zero_copy_only=False))
+        code = self._stack_code[rows]
         order = []
         for name in sorted(self.stacks):
-            sel = np.array([i for i, s in enumerate(stack_of) if s == name], dtype=np.int64)
+            sel = np.flatnonzero(code == self._stack_names.index(name)) if name in self._stack_names else []
             if len(sel) == 0:
                 continue
             st = self.stacks[name]
@@ -185,10 +217,10 @@ class Season:
             col = np.clip(np.nan_to_num(np.asarray(col)), 0, st.width - 1).astype(np.int64)
             row = np.clip(np.nan_to_num(np.asarray(row)), 0, st.height - 1).astype(np.int64)
             tx, ty = col // st.block, row // st.block
-            bits = max(1, int(max(tx.max(initial=0), ty.max(initial=0)) + 1).bit_length())
-            order += sel[np.lexsort((col, row, hilbert_key(tx, ty, bits)))].tolist()
-        order += sorted((i for i, s in enumerate(stack_of) if s is NO_STACK), key=lambda i: ids[i])
-        return [ids[i] for i in order]
+            bits = max(1, int(-(-max(st.width, st.height) // st.block)).bit_length())
+            order += rows[sel[np.lexsort((col, row, hilbert_key(tx, ty, bits)))]].tolist()
+        order += sorted(rows[code == -1].tolist(), key=self._ids.__getitem__)
+        return order
 
     def require(self, field_id) -> str:
         """validate_field_id, then BadInput unless the id is in this season's catalogue."""
@@ -199,18 +231,18 @@ class Season:
 
     def field(self, field_id) -> dict:
         """One field's attributes (a row of fields.parquet)."""
-        i = self._row[self.require(field_id)]
-        return {name: values[i] for name, values in self._fields.items()}
+        return self._fields.slice(self._row[self.require(field_id)], 1).to_pylist()[0]
 
     def columns(self, names) -> dict:
         """Catalogue columns, each a list in the order of field_ids (columns the file lacks: all None)."""
-        rows = [self._row[fid] for fid in self.field_ids]
-        none = [None] * len(self._row)
-        return {n: [self._fields.get(n, none)[i] for i in rows] for n in names}
+        rows = pa.array(self._catalogue_order(), type=pa.int64())
+        present = self._fields.column_names
+        return {n: self._fields.column(n).take(rows).to_pylist() if n in present else [None] * len(rows)
+                for n in names}
 
     def stack_of(self, field_id) -> Stack | None:
-        name = self._fields["stack"][self._row[self.require(field_id)]]
-        return None if name is NO_STACK else self.stacks[name]
+        code = self._stack_code[self._row[self.require(field_id)]]
+        return None if code < 0 else self.stacks[self._stack_names[code]]
 
     def n_rows(self, field_id) -> int:
         """Rows of the field's output: one per acquisition date of its stack (0 without a stack)."""
@@ -237,6 +269,33 @@ class Season:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class RowOfId:
+    """field id -> its row in fields.parquet. The builders write the catalogue sorted by id: then a
+    binary search in the id list answers (no million-entry dict to build when a worker or a container
+    opens a national season); a catalogue in any other order gets a dict."""
+
+    def __init__(self, ids: pa.Array):
+        self.ids = ids.to_pylist()
+        n = len(self.ids)
+        increasing = n < 2 or pc.all(pc.less(ids.slice(0, n - 1), ids.slice(1))).as_py()
+        self._dict = None if increasing else {fid: i for i, fid in enumerate(self.ids)}
+
+    def get(self, field_id):
+        if self._dict is not None:
+            return self._dict.get(field_id)
+        i = bisect.bisect_left(self.ids, field_id)
+        return i if i < len(self.ids) and self.ids[i] == field_id else None
+
+    def __contains__(self, field_id) -> bool:
+        return self.get(field_id) is not None
+
+    def __getitem__(self, field_id) -> int:
+        i = self.get(field_id)
+        if i is None:
+            raise KeyError(field_id)
+        return i
 
 
 def _stack(data_dir: Path, name: str, entry: dict) -> Stack:

@@ -86,3 +86,34 @@ def test_a_season_of_the_old_format_is_refused_with_advice(tmp_path, season_dir)
     (target / "season.json").write_text(json.dumps({**manifest, "format": "sure2-season/1"}))
     with pytest.raises(EnvironmentFailure, match="rebuild the season"):
         Season.open(target)
+
+
+def test_a_chunk_of_ids_is_put_in_catalogue_order_from_its_own_rows(season_dir):
+    with Season.open(season_dir) as whole, Season.open(season_dir) as fresh:
+        order = whole.field_ids
+        chunk = list(np.random.default_rng(3).permutation(order)[:40])
+        assert fresh.in_catalogue_order(chunk) == [f for f in order if f in set(chunk)]
+        assert fresh._catalogue_rows is None  # a container assessing a chunk never orders the whole catalogue
+
+
+def test_ids_are_found_in_a_catalogue_in_any_row_order(season_dir, tmp_path):
+    """Our builders write fields.parquet sorted by id (looked up by binary search); any other order
+    is looked up through a dict: the same answers."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(season_dir, shuffled)
+    table = pq.read_table(season_dir / "fields.parquet")
+    pq.write_table(table.take(np.random.default_rng(5).permutation(table.num_rows)), shuffled / "fields.parquet")
+    with Season.open(season_dir) as s, Season.open(shuffled) as t:
+        assert s._row._dict is None and t._row._dict is not None
+        assert t.field_ids == s.field_ids
+        for fid in s.field_ids[::7]:
+            assert t.field(fid) == s.field(fid) and t.stack_of(fid) is not None
+        for missing in ("NO25-99999", "A", "ZZZ"):
+            with pytest.raises(BadInput, match="unknown field id"):
+                t.require(missing)
+            with pytest.raises(BadInput, match="unknown field id"):
+                s.require(missing)
