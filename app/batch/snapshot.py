@@ -14,10 +14,12 @@ Parquet, not pickle: the output directory may be shared, and loading must never 
 whose journal inode or offset does not match the journal is ignored (full replay).
 """
 
+import gc
 import json
 import os
 import time
 from collections import defaultdict
+from itertools import repeat
 
 from app.batch.claims import ClaimBoard
 from app.batch.journal import Journal
@@ -67,6 +69,7 @@ def _json_text(value) -> str:
 
 def load(layout) -> tuple[BatchState, int]:
     """(state, offset) from the snapshot, or (empty state, 0) when there is none that fits the journal."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -74,13 +77,28 @@ def load(layout) -> tuple[BatchState, int]:
         st = os.stat(layout.journal)
         if header.get("format") != FORMAT or header["journal_ino"] != st.st_ino or header["offset"] > st.st_size:
             return BatchState(), 0
-        columns = pq.read_table(layout.root / header["fields"]).to_pydict()
-        return _state(header, columns), header["offset"]
-    except (OSError, ValueError, KeyError, TypeError):  # torn, foreign or another layout: replay instead
+        return _state(header, pq.read_table(layout.root / header["fields"])), header["offset"]
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):  # torn, foreign or another layout: replay
         return BatchState(), 0
 
 
-def _state(header: dict, columns: dict) -> BatchState:
+def _state(header: dict, table) -> BatchState:
+    """The state, built in bulk: rows filtered in Arrow, columns turned into lists once, dicts made from
+    zips, outcomes made by tuple.__new__ (no Python-level call per field), with the cyclic garbage
+    collector paused (millions of new tuples would otherwise trigger full collections over a growing
+    heap, and none of them can be garbage)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _bulk_state(header, table)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _bulk_state(header: dict, table) -> BatchState:
+    import pyarrow.compute as pc
+
     state = BatchState()
     state.claim_of = dict(header["claim_of"])
     state.held = defaultdict(set)
@@ -89,18 +107,19 @@ def _state(header: dict, columns: dict) -> BatchState:
     state.last_seen = dict(header["last_seen"])
     state.invalid = [tuple(m) for m in header["invalid"]]
     state.failures = defaultdict(list, {fid: [Outcome(*f) for f in fs] for fid, fs in header["failures"].items()})
-    ids = columns["field_id"]
-    has = lambda name: [c is not None for c in columns[name]]
-    pick = lambda values, mask: (v for v, m in zip(values, mask) if m)
-    mask = has("kind")
-    state.outcome = dict(zip(pick(ids, mask), map(Outcome._make, pick(zip(columns["kind"], columns["t"], columns["why"]), mask))))
-    mask = has("summary")
-    state.summary.update(zip(pick(ids, mask), pick(columns["summary"], mask)))  # decoded when read
-    mask = has("seconds")
-    state.seconds = dict(zip(pick(ids, mask), pick(columns["seconds"], mask)))
-    mask = has("size")
-    state.files = dict(zip(pick(ids, mask), pick(zip(columns["context"], columns["size"], columns["mtime_ns"],
-                                                     columns["inode"]), mask)))
+
+    def where_present(name: str, *columns: str) -> list:
+        rows = table.filter(pc.is_valid(table[name]))
+        return [rows[c].to_pylist() for c in ("field_id", *columns)]
+
+    ids, kind, t, why = where_present("kind", "kind", "t", "why")
+    state.outcome = dict(zip(ids, map(tuple.__new__, repeat(Outcome), zip(kind, t, why))))
+    ids, summary = where_present("summary", "summary")
+    state.summary.update(zip(ids, summary))  # JSON text, decoded when read
+    ids, seconds = where_present("seconds", "seconds")
+    state.seconds = dict(zip(ids, seconds))
+    ids, *identity = where_present("size", "context", "size", "mtime_ns", "inode")
+    state.files = dict(zip(ids, zip(*identity)))
     return state
 
 
