@@ -1,5 +1,5 @@
 """The season's result as a vector layer an insurer opens in QGIS: one feature per field with its
-geometry, state, outcome and reason, payout, index, coverage and events.
+geometry, state, outcome and reason, payout, index, coverage, damaged share and hectares, and events.
 
 OUT/.batch/season_result.parquet is GeoParquet 1.0 (EPSG:4326 lon/lat), written everywhere (pyarrow
 is in every image); season_result.gpkg (GeoPackage) is written too where pyogrio is installed (the venv,
@@ -18,7 +18,7 @@ CATALOGUE_COLUMNS = ("source_id", "crop", "region_id", "stack")
 ROW_COLUMNS = {"state": pa.string(), "outcome": pa.string(), "reason": pa.string(), "detail": pa.string(),
                "payout": pa.float64(), "amount_cents": pa.int64(), "currency": pa.string(),
                "index_value": pa.float64(), "raster_coverage": pa.float64(), "observed_share": pa.float64(),
-               "events": pa.string()}
+               "damaged_fraction": pa.float64(), "damaged_ha": pa.float64(), "events": pa.string()}
 GEO = {"version": "1.0.0", "primary_column": "geometry",
        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon", "MultiPolygon"]}}}  # crs: CRS84
 

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from app.sure2.output import read_footer
+from app.sure2.output import footer_summary, read_footer
 from app.sure2.payout import payout_cents
 from app.sure2.pixels import DAMAGED, NO_DATA, read_patch
 from tests.batch.conftest import run_batch
@@ -62,12 +62,23 @@ def test_area_units_written_once_each_with_exact_money(season, season_dir, finis
     assert all(u["unit_id"] in text for u in units)
 
 
+def test_result_layer_carries_each_fields_damaged_share_and_hectares(season, finished):
+    layer = {r["field_id"]: r for r in pq.read_table(finished / ".batch" / "season_result.parquet").to_pylist()}
+    assert list(layer) == season.field_ids
+    damaged = 0
+    for fid in season.field_ids:
+        said = footer_summary(finished / f"{fid}.parquet")
+        row = layer[fid]
+        assert (row["damaged_fraction"], row["damaged_ha"]) == (said["damaged_fraction"], said["damaged_ha"]), fid
+        damaged += bool(row["damaged_fraction"])
+    assert damaged > 0  # the generator's hail swaths show up in QGIS as a column, not only in the map
+
+
 def test_an_output_torn_after_verification_is_left_out_of_the_map_not_fatal(season, finished, tmp_path):
     import shutil
 
     from app.batch.damage_map import write_damage_maps
     from app.batch.layout import BatchLayout
-    from app.sure2.output import footer_summary
 
     out = tmp_path / "out"
     shutil.copytree(finished, out)
