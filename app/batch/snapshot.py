@@ -17,6 +17,8 @@ whose journal inode or offset does not match the journal is ignored (full replay
 import gc
 import json
 import os
+import sys
+import threading
 import time
 from collections import defaultdict
 from itertools import repeat
@@ -134,17 +136,42 @@ def open_board(layout, lease_s: float) -> ClaimBoard:
 
 
 class Snapshotter:
-    """Writes a snapshot when the journal grew enough (and, for a run, often enough)."""
+    """Writes a snapshot when the journal grew enough (and, for a run, often enough).
+
+    Between the forced ones (after planning, at the end) a run's snapshots are written by a background
+    thread from a copy of the state: copying a million-entry dict takes milliseconds, building and
+    writing the snapshot takes seconds, and the dispatcher that would otherwise do it is what every
+    worker waits on for its next chunk. One writer at a time; a failed background write is reported in
+    one line and costs only the next reader a longer replay."""
 
     def __init__(self, layout, board: ClaimBoard, every_s: float = SNAPSHOT_EVERY_S):
         self.layout, self.board, self.every_s = layout, board, every_s
         self._last_offset = getattr(board, "snapshot_offset", 0)
         self._last_time = time.monotonic()
+        self._writer = None
 
     def maybe(self, force: bool = False) -> None:
         offset = self.board.journal.position()
         grown = offset - self._last_offset
         due = time.monotonic() - self._last_time >= self.every_s
         if grown > 0 and (force or (grown >= MIN_NEW_BYTES and due)):
-            write(self.layout, self.board.state, offset)
+            self._wait()
+            if force:
+                write(self.layout, self.board.state, offset)
+            else:
+                self._writer = threading.Thread(target=self._write_quietly, name="snapshot",
+                                                args=(self.board.state.copy(), offset))
+                self._writer.start()
             self._last_offset, self._last_time = offset, time.monotonic()
+
+    def _wait(self) -> None:
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+
+    def _write_quietly(self, state: BatchState, offset: int) -> None:
+        try:
+            write(self.layout, state, offset)
+        except OSError as exc:
+            print(f"batch: snapshot not written ({' '.join(str(exc).split())}): the next reader replays more",
+                  file=sys.stderr)

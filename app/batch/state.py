@@ -103,6 +103,16 @@ class BatchState:
                     self.files.pop(fid, None)
         return changed
 
+    def copy(self) -> "BatchState":
+        """A copy that later records do not change (containers copied, their immutable items shared;
+        summaries kept as they are, JSON text or decoded)."""
+        return BatchState(
+            claim_of=dict(self.claim_of), held=defaultdict(set, {o: set(f) for o, f in self.held.items() if f}),
+            last_seen=dict(self.last_seen), outcome=dict(self.outcome),
+            failures=defaultdict(list, {fid: list(fs) for fid, fs in self.failures.items() if fs}),
+            summary=JsonValues(self.summary), seconds=dict(self.seconds), files=dict(self.files),
+            invalid=list(self.invalid))
+
     def _release(self, owner: str, fid: str) -> None:
         if self.claim_of.get(fid) == owner:
             del self.claim_of[fid]

@@ -59,3 +59,26 @@ def test_a_snapshot_that_does_not_fit_the_journal_is_ignored(tmp_path):
     (layout.root / HEADER).write_text("{not json")
     state, offset = load(layout)
     assert offset == 0 and not state.outcome
+
+
+def test_a_background_snapshot_is_the_state_when_it_was_taken(tmp_path, monkeypatch):
+    """A run's snapshots between the forced ones are written by a thread from a copy: records made
+    while it writes are not in it, and the snapshot plus the tail still equals a full replay."""
+    from app.batch import snapshot
+
+    monkeypatch.setattr(snapshot, "MIN_NEW_BYTES", 1)
+    layout = BatchLayout(tmp_path)
+    layout.create()
+    board = open_board(layout, lease_s=60)
+    summary = {"outcome": "assessed", "payout": 1.0, "amount_cents": 100, "currency": "NOK"}
+    board.record([{"ok": f"F{k}", "sec": 0.1, "s": summary, "f": [k, k, k], "c": "ctx"} for k in range(50)])
+    board.sync()
+    snapshots = snapshot.Snapshotter(layout, board, every_s=0)
+    taken_at = board.journal.position()
+    snapshots.maybe()  # in the background
+    board.record([{"fail": "F0", "why": "later"}, {"ok": "F99", "sec": 0.1, "s": summary}])
+    board.sync()  # the live state moves on while the thread writes
+    snapshots._wait()
+    state, offset = load(layout)
+    assert offset == taken_at and "F99" not in state.outcome and state.outcome["F0"].kind == "ok"
+    _same(open_board(layout, lease_s=60).sync(), _replay_from_zero(layout))
