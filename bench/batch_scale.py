@@ -44,6 +44,12 @@ SUMMARY = {"outcome": "assessed", "reason": "", "detail": "", "raster_coverage":
            "events": "", "payout": 0.0, "amount_cents": 0, "currency": "NOK", "index_value": 0.021}
 
 
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def field_ids(n: int) -> list[str]:
     return [f"F{k:07d}" for k in range(n)]
 
@@ -96,9 +102,7 @@ def bench_claims(work: Path, workers: list[int], n: int, chunk: int) -> list[dic
 
     rows = []
     for w in workers:
-        d = work / f"dispatch-{w}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        d = fresh_dir(work / f"dispatch-{w}")
         board = ClaimBoard(Journal(d / "journal.log"), lease_s=120)
         picker = Picker(field_ids(n), since=0.0, max_failures=3, failures_since=0.0)
         pool = WorkerPool([sys.executable, "-c", NOOP_WORKER], dict(os.environ), board, picker, chunk,
@@ -115,9 +119,7 @@ def bench_claims(work: Path, workers: list[int], n: int, chunk: int) -> list[dic
 def bench_participants(work: Path, runs: list[int], n: int, chunk: int) -> list[dict]:
     rows = []
     for w in runs:
-        d = work / f"claims-{w}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        d = fresh_dir(work / f"claims-{w}")
         go = d / "go"
         procs = [subprocess.Popen([sys.executable, __file__, "_claimer", str(d / "journal.log"), str(n), str(chunk),
                                    str(go)]) for _ in range(w)]
