@@ -23,6 +23,7 @@ from app.season.offset import Evidence, decide
 from app.season.stack_plan import BLOCK, NODATA
 
 DEFAULT_MASKED = (0, 1, 3, 8, 9, 10)
+MAX_READ_PX = 2048  # a read covers at most this many pixels along each side (whole COG blocks)
 
 
 @dataclass
@@ -54,28 +55,30 @@ def _blocks_to_read(plan, scene, block_shape):
             for cb in range(sc0 // bw, (sc1 - 1) // bw + 1):
                 wanted.add((rb, cb))
     windows = []
-    for (rb0, rb1), (cb0, cb1) in _rectangles(wanted):
+    for (rb0, rb1), (cb0, cb1) in _rectangles(wanted, max(1, MAX_READ_PX // bh), max(1, MAX_READ_PX // bw)):
         windows.append((rb0 * bh, min(scene.height, rb1 * bh), cb0 * bw, min(scene.width, cb1 * bw)))
     return windows, len(wanted), dr, dc
 
 
-def _rectangles(blocks: set) -> list:
-    """The (row, col) blocks as few rectangles, [((rb0, rb1), (cb0, cb1)), ...] (ends exclusive): runs
-    along each block row, grown down while the next row has the same run. Every block once; one read
-    per rectangle costs far less per block than a read per block."""
+def _rectangles(blocks: set, max_rows: int, max_cols: int) -> list:
+    """The (row, col) blocks as few rectangles of at most max_rows × max_cols blocks,
+    [((rb0, rb1), (cb0, cb1)), ...] (ends exclusive): runs along each block row, grown down while the
+    next row has the same run. Every block once; one read per rectangle costs far less per block than
+    a read per block, and the cap bounds a read's temporaries (a ready-NDVI asset is turned to float64)."""
     runs_of_row = {}
     for rb, cb in sorted(blocks):
         runs = runs_of_row.setdefault(rb, [])
-        if runs and runs[-1][1] == cb:
+        if runs and runs[-1][1] == cb and cb - runs[-1][0] < max_cols:
             runs[-1][1] = cb + 1
         else:
             runs.append([cb, cb + 1])
     rectangles, growing = [], {}  # growing: column run -> [first row, end row]
     for rb, runs in sorted(runs_of_row.items()):
         spans = [tuple(r) for r in runs]
-        for span in list(growing):
-            if growing[span][1] != rb or span not in spans:
-                rectangles.append((tuple(growing.pop(span)), span))
+        for span, (first, end) in list(growing.items()):
+            if end != rb or span not in spans or end - first == max_rows:
+                rectangles.append(((first, end), span))
+                del growing[span]
         for span in spans:
             growing.setdefault(span, [rb, rb])[1] = rb + 1
     rectangles += [(tuple(rows), span) for span, rows in growing.items()]

@@ -48,3 +48,19 @@ def test_an_scl_that_does_not_cover_the_window_is_refused():
         ndvi_int16(red, red, np.zeros((1, 2), dtype=np.uint8), 2, 0, class_lut(DEFAULT_MASKED), NODATA)
     with pytest.raises(ValueError, match="differ in shape"):
         ndvi_int16(red, red[:2], None, 1, 0, class_lut(DEFAULT_MASKED), NODATA)
+
+
+def test_blocks_are_read_as_capped_rectangles_covering_each_block_once():
+    from app.season.scene_ndvi import _rectangles
+
+    rng = np.random.default_rng(11)
+    for _ in range(500):
+        n, share = rng.integers(0, 10), rng.random()
+        max_rows, max_cols = rng.integers(1, 5, size=2)
+        blocks = {(r, c) for r in range(n) for c in range(n) if rng.random() < share}
+        rects = _rectangles(blocks, max_rows, max_cols)
+        covered = [(r, c) for (r0, r1), (c0, c1) in rects for r in range(r0, r1) for c in range(c0, c1)]
+        assert sorted(covered) == sorted(blocks)
+        assert all(r1 - r0 <= max_rows and c1 - c0 <= max_cols for (r0, r1), (c0, c1) in rects)
+    assert _rectangles({(r, c) for r in range(8) for c in range(8)}, 8, 8) == [((0, 8), (0, 8))]
+    assert len(_rectangles({(0, 0), (0, 1), (1, 1), (2, 0), (2, 1)}, 8, 8)) == 3
