@@ -47,7 +47,6 @@ FIELDS = "fields.parquet"
 BASELINE = "baseline.parquet"
 DATES_TAG = "ACQUISITION_DATES"
 FIELDS_CRS = "EPSG:4326"
-NO_STACK = None  # a field's `stack` when no NDVI stack covers it
 # GDAL block cache: big enough to hold the tiles of a band of neighbouring fields, so each tile is
 # decompressed once per process when fields are taken in catalogue (spatial) order.
 CACHE_ENV = "SURE2_GDAL_CACHEMAX_MB"
@@ -134,7 +133,7 @@ class Season:
         self._ids = self._row.ids
         codes = fields.column("stack").combine_chunks().dictionary_encode()
         self._stack_names = codes.dictionary.to_pylist()
-        self._stack_code = pc.fill_null(codes.indices, -1).to_numpy()  # -1: NO_STACK
+        self._stack_code = pc.fill_null(codes.indices, -1).to_numpy()  # -1: stack null, none covers it
         self._datasets = ExitStack()
         self._env = None
         self._catalogue_rows = self._field_ids = None  # the catalogue order, once asked for
@@ -277,6 +276,8 @@ class RowOfId:
     opens a national season); a catalogue in any other order gets a dict."""
 
     def __init__(self, ids: pa.Array):
+        if ids.null_count:
+            raise ValueError(f"{FIELDS} has {ids.null_count} row(s) without a field_id")
         self.ids = ids.to_pylist()
         n = len(self.ids)
         increasing = n < 2 or pc.all(pc.less(ids.slice(0, n - 1), ids.slice(1))).as_py()

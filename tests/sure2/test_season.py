@@ -117,3 +117,19 @@ def test_ids_are_found_in_a_catalogue_in_any_row_order(season_dir, tmp_path):
                 t.require(missing)
             with pytest.raises(BadInput, match="unknown field id"):
                 s.require(missing)
+
+
+def test_a_catalogue_row_without_an_id_makes_the_season_unreadable(season_dir, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    broken = tmp_path / "broken"
+    shutil.copytree(season_dir, broken)
+    table = pq.read_table(season_dir / "fields.parquet")
+    ids = table.column("field_id").to_pylist()
+    ids[3] = None
+    pq.write_table(table.set_column(0, "field_id", pa.array(ids, pa.string())), broken / "fields.parquet")
+    with pytest.raises(EnvironmentFailure, match="1 row.s. without a field_id"):
+        Season.open(broken)
