@@ -38,7 +38,7 @@ from app.season.scenes import load_scenes
 from app.season.stack_build import build_stack, stack_is_valid
 from app.season.stack_plan import NODATA, __doc__ as ASSIGNMENT_RULE, plan_stacks
 from app.sure2.history import HISTORY
-from app.sure2.season import BASELINE, FIELDS, FORMAT, MANIFEST, stack_entry
+from app.sure2.season import BASELINE, FIELDS, FORMAT, MANIFEST, REFUSED, REFUSED_SCHEMA, stack_entry
 
 IMPORT_LOG = "import_log.jsonl"
 BASELINE_COLUMNS = {"region_id": pa.string(), "crop": pa.string(), "doy": pa.int32(), "ndvi_mean": pa.float64(),
@@ -61,7 +61,7 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
         if note:
             fields.notes[i].append(note)
     for r in fields.refused:
-        log(f"refused row {r['row']} ({r['source_id']!r}): {r['reason']}")
+        log(f"refused row {r['row']} ({r['source_id']!r}): {r['detail']}")
     for s in catalogue.skipped:
         log(f"scene {s['id'] or s['source']} skipped: {s['reason']}")
 
@@ -84,10 +84,11 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
             audits[plan.name] = json.loads((out / f"{Path(plan.file).stem}.json").read_text())
 
     _write_fields(out / FIELDS, fields, stack_of)
+    _write_refused(out / REFUSED, fields.refused)
     _write_baseline(out / BASELINE, baseline_table if baseline is not None else None)
     with_history = _copy_history(baseline, out)
     _write_log(out / IMPORT_LOG, fields, stack_of)
-    files = {name: sha256_file(out / name) for name in [FIELDS, BASELINE, *with_history] + [p.file for p in plans]}
+    files = {name: sha256_file(out / name) for name in [FIELDS, BASELINE, REFUSED, *with_history] + [p.file for p in plans]}
     manifest = {
         "format": FORMAT,
         "stacks": {p.name: stack_entry(p.file, p.crs, p.transform, p.width, p.height, 128, NODATA, p.dates)
@@ -149,6 +150,24 @@ def _write_fields(path, fields, stack_of) -> None:
         pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), tmp)
 
 
+def _write_refused(path, refused: list) -> None:
+    """refused.parquet: every source row the import refused, in source order (written even when empty,
+    so a season built by this code says "none" rather than nothing)."""
+    rows = sorted(refused, key=lambda r: r["row"])
+    table = pa.table({
+        "source_id": pa.array([r["source_id"] for r in rows], pa.string()),
+        "row": pa.array([r["row"] for r in rows], pa.int64()),
+        "reason": pa.array([r["reason"] for r in rows], pa.string()),
+        "detail": pa.array([r["detail"] for r in rows], pa.string()),
+        "geometry": pa.array([None if r["geometry"] is None else shapely.to_wkb(r["geometry"]) for r in rows],
+                             pa.binary()),
+    }, schema=REFUSED_SCHEMA)
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": []}}}  # lon/lat, like fields.parquet
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), tmp)
+
+
 def _copy_history(baseline, out: Path) -> list[str]:
     """The history.parquet beside the baseline (`app.season baseline` writes both), into the season:
     percentile terms are priced on it. [its name] if copied, else []."""
@@ -173,7 +192,7 @@ def _write_log(path, fields, stack_of) -> None:
                 "outcome": "imported", "stack": stack_of[i], "area_ha": fields.area_ha[i], "notes": fields.notes[i]}
                for i in range(len(fields))]
     entries += [{"row": r["row"], "source_id": r["source_id"], "field_id": None, "outcome": "refused",
-                 "stack": None, "notes": [r["reason"]]} for r in fields.refused]
+                 "stack": None, "reason": r["reason"], "notes": [r["detail"]]} for r in fields.refused]
     entries.sort(key=lambda e: e["row"])
     atomic_write_bytes(path, "".join(json.dumps(e, default=str) + "\n" for e in entries).encode())
 
@@ -199,7 +218,8 @@ def _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, 
                          else "none: every field's outcome will be 'no baseline' until a season is built with one"),
         },
         "fields_import": {
-            "rows": len(fields) + len(fields.refused), "imported": len(fields), "refused": fields.refused,
+            "rows": len(fields) + len(fields.refused), "imported": len(fields),
+            "refused": [{k: r[k] for k in ("row", "source_id", "reason", "detail")} for r in fields.refused],
             "notes_by_kind": _note_kinds(fields), "without_stack": sum(s is None for s in stack_of),
             "log": IMPORT_LOG, "log_sha256": sha256_file(out / IMPORT_LOG),
             "assignment_rule": " ".join(ASSIGNMENT_RULE.split("Assignment rule")[1].split("A stack's grid")[0].split()),

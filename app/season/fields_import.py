@@ -28,6 +28,9 @@ from app.season.mapping import Mapping, check_columns, map_row
 from app.vector import read_vector, repair_polygons, reproject
 
 FIELDS_CRS = "EPSG:4326"
+# why a source row is refused (SEASON/refused.parquet `reason`): no ID, an ID on several rows, two IDs
+# that the ID rule maps to one season ID
+REFUSAL_REASONS = ("no_id", "duplicate_id", "id_collision")
 PIXEL_M2 = 100.0  # one 10 m Sentinel-2 pixel
 MIN_PIXELS = 4.0
 HALF_PIXEL_M = 5.0
@@ -46,7 +49,7 @@ class ImportedFields:
     area_ha: list = field(default_factory=list)
     contract: list = field(default_factory=list)  # dicts from mapping.map_row
     notes: list = field(default_factory=list)  # list of strings per field
-    refused: list = field(default_factory=list)  # {"row", "source_id", "reason"}
+    refused: list = field(default_factory=list)  # {"row", "source_id", "reason", "detail", "geometry"}
 
     def __len__(self) -> int:
         return len(self.field_id)
@@ -73,9 +76,11 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
     local = local_utm(lonlat)
     for i in range(len(table)):
         row_no = i + 1
-        reason = _refusal(ids[i], mapped[i], seen_source, seen_mapped, ids, mapped)
-        if reason:
-            out.refused.append({"row": row_no, "source_id": ids[i], "reason": reason})
+        refusal = _refusal(ids[i], mapped[i], seen_source, seen_mapped, ids, mapped)
+        if refusal:
+            reason, detail = refusal
+            out.refused.append({"row": row_no, "source_id": ids[i], "reason": reason, "detail": detail,
+                                "geometry": lonlat[i]})
             continue
         notes = []
         if mapped[i] != ids[i]:
@@ -98,14 +103,15 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
     return out
 
 
-def _refusal(source, mapped, seen_source, seen_mapped, ids, all_mapped) -> str | None:
+def _refusal(source, mapped, seen_source, seen_mapped, ids, all_mapped) -> tuple[str, str] | None:
+    """(reason, detail) for a row that cannot be imported (REFUSAL_REASONS), else None."""
     if source is None:
-        return "no ID (the ID column is empty)"
+        return "no_id", "no ID (the ID column is empty)"
     if seen_source[source] > 1:
-        return f"duplicate ID: {source!r} is on {seen_source[source]} rows"
+        return "duplicate_id", f"duplicate ID: {source!r} is on {seen_source[source]} rows"
     if seen_mapped[mapped] > 1:
         others = sorted({s for s, m in zip(ids, all_mapped) if m == mapped and s != source and s is not None})
-        return f"ID {source!r} maps to {mapped!r}, as does {', '.join(repr(o) for o in others)}"
+        return "id_collision", f"ID {source!r} maps to {mapped!r}, as does {', '.join(repr(o) for o in others)}"
     return None
 
 
