@@ -17,8 +17,10 @@
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +48,12 @@ BASELINE_COLUMNS = {"region_id": pa.string(), "crop": pa.string(), "doy": pa.int
 
 
 def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None, layer=None,
-                 masked=DEFAULT_MASKED, part=(1, 1), workers=None, log=None) -> dict:
+                 masked=DEFAULT_MASKED, part=(1, 1), workers=None, log=None, strict=False) -> dict:
     log = log or (lambda msg: print(f"season: {msg}", file=sys.stderr, flush=True))
     mapping = load_mapping(mapping_path)
     fields = import_fields(fields_path, mapping, layer)
+    if strict:
+        _refuse_nulls(import_summary(fields, mapping))
     if baseline is not None:
         baseline_table = read_baseline_table(baseline)
     catalogue = load_scenes(scenes_path)
@@ -62,6 +66,9 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
             fields.notes[i].append(note)
     for r in fields.refused:
         log(f"refused row {r['row']} ({r['source_id']!r}): {r['detail']}")
+    summary_of_import = import_summary(fields, mapping)
+    for line in summary_lines(summary_of_import):
+        log(line)
     for s in catalogue.skipped:
         log(f"scene {s['id'] or s['source']} skipped: {s['reason']}")
 
@@ -98,8 +105,8 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
         "n_fields": len(fields),
         "builder": f"app.season build {app.__version__}",
         "built_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "audit": _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, plans, audits,
-                        stack_of, masked, out),
+        "audit": _audit(fields, summary_of_import, fields_path, mapping_path, scenes_path, baseline, catalogue,
+                        plans, audits, stack_of, masked, out),
     }
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1, default=str) + "\n").encode())
     log(f"season written: {out} ({len(fields)} fields, {len(plans)} stack(s), {len(fields.refused)} row(s) refused)")
@@ -109,6 +116,10 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
 def read_baseline_table(path) -> pa.Table:
     """A baseline.parquet as `app.season baseline` writes it (BadInput if it is not one)."""
     path = Path(path)
+    if path.suffix.lower() in (".csv", ".txt", ".tsv") or (path.is_file() and not _is_parquet(path)):
+        raise BadInput(f"--baseline {path.name} is a table, not a baseline.parquet: make one first with "
+                       f"`python -m app.season baseline --table {path.name} --out DIR`, then give "
+                       "--baseline DIR/baseline.parquet")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -117,6 +128,11 @@ def read_baseline_table(path) -> pa.Table:
     if missing:
         raise BadInput(f"baseline {path.name} lacks column(s) {', '.join(missing)} (make it with `app.season baseline`)")
     return table.select(list(BASELINE_COLUMNS)).cast(pa.schema(BASELINE_COLUMNS))
+
+
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
 
 
 def _write_fields(path, fields, stack_of) -> None:
@@ -139,6 +155,8 @@ def _write_fields(path, fields, stack_of) -> None:
         "index": pa.array(column("index"), pa.string()),
         "trigger": pa.array(column("trigger"), pa.float64()),
         "exit": pa.array(column("exit"), pa.float64()),
+        "trigger_percentile": pa.array(column("trigger_percentile"), pa.float64()),
+        "exit_percentile": pa.array(column("exit_percentile"), pa.float64()),
         "stack": pa.array(pick(stack_of), pa.string()),
         "note": pa.array([fields.note(i) for i in order], pa.string()),
         "source_id": pa.array(pick(fields.source_id), pa.string()),
@@ -198,16 +216,52 @@ def _write_log(path, fields, stack_of) -> None:
 
 
 def _note_kinds(fields) -> dict:
-    counts = {}
-    for notes in fields.notes:
-        for note in notes:
-            kind = note.split(":")[0]
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
+    """note kind (its words before ':' or '(') → count, most common first."""
+    counts = Counter(re.split(r"[:(]", note, maxsplit=1)[0].strip() for notes in fields.notes for note in notes)
+    return dict(counts.most_common())
 
 
-def _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, plans, audits, stack_of,
-           masked, out) -> dict:
+def import_summary(fields, mapping) -> dict:
+    """What the import did with the insurer's rows: the build's summary (stderr) and the audit's."""
+    columns = ("crop", *mapping.terms)
+    nulls = {c: sum(row[c] is None for row in fields.contract) for c in columns}
+    return {
+        "rows": len(fields) + len(fields.refused), "imported": len(fields),
+        "refused_by_reason": dict(Counter(r["reason"] for r in fields.refused).most_common()),
+        "ids_mapped": sum(f != s for f, s in zip(fields.field_id, fields.source_id)),
+        "nulls": nulls,
+        "null_examples": {c: [s for s, row in zip(fields.source_id, fields.contract) if row[c] is None][:3]
+                          for c in columns if nulls[c]},
+        "without_geometry": sum(g is None for g in fields.geometry),
+        "notes_by_kind": _note_kinds(fields),
+    }
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The import summary for people: rows in = imported + refused, empty contract values, notes."""
+    refused = sum(summary["refused_by_reason"].values())
+    by_reason = ", ".join(f"{k} {v}" for k, v in summary["refused_by_reason"].items())
+    nulls = ", ".join(f"{k} {v}" for k, v in summary["nulls"].items() if v) or "none"
+    notes = ", ".join(f"{k} {v}" for k, v in summary["notes_by_kind"].items()) or "none"
+    return [f"import: {summary['rows']} rows read = {summary['imported']} imported + {refused} refused"
+            + (f" ({by_reason})" if refused else "")
+            + f"; {summary['ids_mapped']} ID(s) mapped to the season's form (source_id keeps the insurer's)",
+            f"import: empty contract values: {nulls}"
+            + (f"; {summary['without_geometry']} field(s) without a usable geometry" if summary["without_geometry"] else ""),
+            f"import: notes by kind: {notes}"]
+
+
+def _refuse_nulls(summary: dict) -> None:
+    """--strict: an imported field with an empty contract value stops the build before anything is written."""
+    empty = {c: n for c, n in summary["nulls"].items() if n}
+    if empty:
+        raise BadInput("--strict: contract values are empty: " + "; ".join(
+            f"{c} on {n} field(s), e.g. {', '.join(map(repr, summary['null_examples'][c]))}" for c, n in empty.items())
+            + " (see the notes above); nothing was written")
+
+
+def _audit(fields, summary_of_import, fields_path, mapping_path, scenes_path, baseline, catalogue, plans, audits,
+           stack_of, masked, out) -> dict:
     return {
         "inputs": {
             "fields": {"file": str(Path(fields_path).resolve()), "sha256": _sha_of_input(fields_path),
@@ -218,7 +272,7 @@ def _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, 
                          else "none: every field's outcome will be 'no baseline' until a season is built with one"),
         },
         "fields_import": {
-            "rows": len(fields) + len(fields.refused), "imported": len(fields),
+            **summary_of_import,
             "refused": [{k: r[k] for k in ("row", "source_id", "reason", "detail")} for r in fields.refused],
             "notes_by_kind": _note_kinds(fields), "without_stack": sum(s is None for s in stack_of),
             "log": IMPORT_LOG, "log_sha256": sha256_file(out / IMPORT_LOG),

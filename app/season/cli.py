@@ -30,13 +30,16 @@ def build_parser():
     b.add_argument("--mapping", required=True, help="mapping.toml: source columns → contract (see app.season.mapping)")
     b.add_argument("--scenes", required=True, help="STAC ItemCollection JSON, item JSON, or a directory of item JSONs")
     b.add_argument("--out", required=True, help="the season directory (created; rerun resumes)")
-    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline`; its history.parquet beside it comes "
-                   "along (percentile terms are priced on it); default: none, fields get no_baseline")
+    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline` (a CSV table: run `app.season "
+                   "baseline --table FILE.csv --out DIR` first); its history.parquet beside it comes along "
+                   "(percentile terms are priced on it); default: none, fields get no_baseline")
     b.add_argument("--layer", help="the layer of a multi-layer field file (or `layer` in the mapping)")
     b.add_argument("--mask-scl", default=",".join(map(str, DEFAULT_MASKED)),
                    help="SCL classes that make a pixel nodata (default %(default)s)")
     b.add_argument("--part", default="1/1", help="K/N: build only stacks K, K+N, ... (Slurm array tasks); default 1/1")
     b.add_argument("--workers", type=int, help="reader threads (default: physical cores)")
+    b.add_argument("--strict", action="store_true",
+                   help="an imported field with an empty contract value stops the build (exit 2, nothing written)")
 
     bl = sub.add_parser("baseline", help="baseline.parquet from past seasons (+ history.parquet) or a user table")
     src = bl.add_mutually_exclusive_group(required=True)
@@ -92,7 +95,7 @@ def build_command(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise BadInput("--workers must be at least 1")
     summary = build_season(args.fields, args.mapping, args.scenes, args.out, args.baseline, args.layer,
-                           _masked(args.mask_scl), _part(args.part), args.workers)
+                           _masked(args.mask_scl), _part(args.part), args.workers, strict=args.strict)
     print(json.dumps(summary))
     return EXIT_OK
 

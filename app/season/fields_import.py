@@ -12,7 +12,8 @@ Order of decisions, each recorded in the import log (one entry per source row):
     a geometry that repair leaves without area becomes null (the field stays, with the note);
   - fields smaller than MIN_PIXELS Sentinel-2 pixels, or narrower than one pixel, are flagged
     ("sliver: 0.3 pixels"): kept, the assessment decides (too few pixels → not assessable);
-  - the mapping fills the contract; what it cannot fill is null with a note.
+  - the mapping fills the contract (each contract column read as a whole first: an ambiguous or
+    mostly unreadable column stops the import, BadInput); what it cannot fill is null with a note.
 Area is measured in the field's own UTM zone (that of its centroid's longitude).
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import shapely
 
 from app.season.field_ids import season_id, source_text
-from app.season.mapping import Mapping, check_columns, map_row
+from app.season.mapping import Mapping, check_columns, map_row, read_columns
 from app.vector import read_vector, repair_polygons, reproject
 
 FIELDS_CRS = "EPSG:4326"
@@ -66,6 +67,7 @@ def utm_crs(lon: float, lat: float) -> str:
 def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedFields:
     table = read_vector(path, layer=layer or mapping.layer)
     check_columns(mapping, table.columns, table.path.name)
+    read = read_columns(mapping, table.columns)  # BadInput for an unreadable or ambiguous column
     out = ImportedFields(table.path.name, table.crs.to_string())
     ids = [source_text(v) for v in table.columns[mapping.id_column]]
     mapped = [season_id(s) if s is not None else None for s in ids]
@@ -82,9 +84,7 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
             out.refused.append({"row": row_no, "source_id": ids[i], "reason": reason, "detail": detail,
                                 "geometry": lonlat[i]})
             continue
-        notes = []
-        if mapped[i] != ids[i]:
-            notes.append(f"id mapped from {ids[i]!r}")
+        notes = []  # an ID mapping is no note: source_id keeps the insurer's ID
         if repair_notes[i]:
             notes.append(repair_notes[i])
         geom = lonlat[i]
@@ -92,7 +92,7 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
         if geom is not None:
             notes += _size_flags(local[i])
         row = {name: values[i] for name, values in table.columns.items()}
-        contract, contract_notes = map_row(mapping, row, area)
+        contract, contract_notes = map_row(mapping, row, area, read, i)
         out.field_id.append(mapped[i])
         out.source_id.append(ids[i])
         out.row.append(row_no)
