@@ -33,7 +33,7 @@ from app.errors import BadInput
 from app.hpc.atomic import atomic_path, atomic_write_bytes
 from app.season.digest import sha256_file
 from app.season.fields_import import import_fields
-from app.season.mapping import load_mapping
+from app.season.mapping import PAIRS, load_mapping
 from app.season.offset import __doc__ as OFFSET_RULE
 from app.season.scene_ndvi import DEFAULT_MASKED
 from app.season.scenes import load_scenes
@@ -224,13 +224,20 @@ def _note_kinds(fields) -> dict:
 def import_summary(fields, mapping) -> dict:
     """What the import did with the insurer's rows: the build's summary (stderr) and the audit's."""
     columns = ("crop", *mapping.terms)
-    nulls = {c: sum(row[c] is None for row in fields.contract) for c in columns}
+    pair_terms = {n: kind for kind, names in PAIRS.items() for n in names}
+
+    def empty(row, c) -> bool:  # a payout term counts only in the pair its row uses (app.season.mapping)
+        used = "percentile" if all(row[n] is not None for n in PAIRS["percentile"]) or \
+            "fixed" not in mapping.pairs else "fixed"
+        return row[c] is None and pair_terms.get(c, used) == used
+
+    nulls = {c: sum(empty(row, c) for row in fields.contract) for c in columns}
     return {
         "rows": len(fields) + len(fields.refused), "imported": len(fields),
         "refused_by_reason": dict(Counter(r["reason"] for r in fields.refused).most_common()),
         "ids_mapped": sum(f != s for f, s in zip(fields.field_id, fields.source_id)),
         "nulls": nulls,
-        "null_examples": {c: [s for s, row in zip(fields.source_id, fields.contract) if row[c] is None][:3]
+        "null_examples": {c: [s for s, row in zip(fields.source_id, fields.contract) if empty(row, c)][:3]
                           for c in columns if nulls[c]},
         "without_geometry": sum(g is None for g in fields.geometry),
         "notes_by_kind": _note_kinds(fields),

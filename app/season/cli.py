@@ -45,6 +45,8 @@ def build_parser():
     src = bl.add_mutually_exclusive_group(required=True)
     src.add_argument("--seasons", nargs="+", help="past season directories built by `app.season build`")
     src.add_argument("--table", help="a user table (CSV or Parquet): region_id, crop, doy, ndvi_mean, ndvi_std, n_samples")
+    bl.add_argument("--history", help="with --table: a history table (CSV or Parquet): region_id, crop, year, doy, "
+                    "ndvi_mean, the unit's mean curve per past year; percentile terms are priced on it")
     bl.add_argument("--out", required=True, help="directory for baseline.parquet (+ history.parquet, baseline.json)")
     bl.add_argument("--min-years", type=int, default=5, help="years of history a region x crop needs (default 5)")
     bl.add_argument("--lambda", dest="lam", type=float, default=10.0, help="Whittaker smoothing (default 10)")
@@ -57,6 +59,10 @@ def build_parser():
     r.add_argument("--block", type=int, default=256, help="COG block size of the 10 m bands")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--year", type=int, default=2025, help="the season's year (past seasons for a baseline)")
+    r.add_argument("--variant", choices=("register", "insurer"), default="register",
+                   help="the field file: register (default) or insurer (Norwegian export: SKIFTE_ID with '/', "
+                        "BYGG/HVETE/HAVRE/POTET, DD.MM.YYYY text dates, AREAL_DAA, FORS_SUM, percentile terms, "
+                        "slivers, fields sown early or late)")
     return p
 
 
@@ -104,8 +110,10 @@ def baseline_command(args) -> int:
     from app.season import baseline
 
     if args.table:
-        summary = baseline.from_table(args.table, args.out)
+        summary = baseline.from_table(args.table, args.out, args.history)
     else:
+        if args.history:
+            raise BadInput("--history goes with --table (from --seasons the history is measured)")
         if args.min_years < 1 or args.lam <= 0:
             raise BadInput("--min-years must be >= 1 and --lambda > 0")
         missing = [d for d in args.seasons if not os.path.isfile(os.path.join(d, "season.json"))]
@@ -123,7 +131,7 @@ def raw_command(args) -> int:
         raise BadInput("--fields 1..100000, --tile >= 64, --dates >= 1")
     try:
         print(json.dumps(generate(args.out, args.fields, args.tile, args.dates, args.seed, args.block,
-                                  year=args.year)))
+                                  year=args.year, variant=args.variant)))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     return EXIT_OK

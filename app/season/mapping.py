@@ -17,9 +17,10 @@
     # exit_percentile = { column = "UTLOP_PST" }
 
 Contract terms: `region_id`, `sowing_date`, `harvest_date`, `insured_sum`, `currency`, `index` (all
-required) and ONE pair of payout terms: `trigger` + `exit` (loss-index fractions) or
-`trigger_percentile` + `exit_percentile` (percent of the history's NDVI distribution). Each term is a
-table with any of:
+required) and payout terms: `trigger` + `exit` (loss-index fractions) and/or `trigger_percentile` +
+`exit_percentile` (percent of the history's NDVI distribution). With both pairs, a row whose percentile
+terms are both filled is a percentile contract (its fixed terms stay empty), any other row a fixed one
+(so give the percentile terms as columns then). Each term is a table with any of:
   column       a source column; its value wins when the row has one
   values       a map from the column's values to the season's (a value not in it is not filled)
   per_crop     a value per season crop, when the row's column is empty (or there is no column)
@@ -104,7 +105,7 @@ class Mapping:
     crop_values: dict
     terms: dict  # name -> Term (the required terms and one pair)
     layer: str | None = None
-    pair: str = "fixed"  # which payout terms: fixed | percentile
+    pairs: tuple = ("fixed",)  # the payout terms it maps: fixed and/or percentile
 
     def columns(self) -> set:
         return {self.id_column, self.crop_column} | {t.column for t in self.terms.values() if t.column}
@@ -141,13 +142,12 @@ def load_mapping(path) -> Mapping:
     if bad:
         raise BadInput(f"{where}: crop values must be one of {', '.join(CROPS)}; got {bad}")
     date_formats = _date_formats(where, "date_format", raw.get("date_format"))
-    pairs = [kind for kind, names in PAIRS.items() if any(n in raw for n in names)]
-    if len(pairs) != 1:
-        raise BadInput(f"{where}: give one pair of payout terms: trigger + exit (loss fractions) or "
-                       f"trigger_percentile + exit_percentile (percent of the history), "
-                       f"{'not both' if pairs else 'none is given'}")
+    pairs = tuple(kind for kind, names in PAIRS.items() if any(n in raw for n in names))
+    if not pairs:
+        raise BadInput(f"{where}: payout terms are required: trigger + exit (loss fractions) and/or "
+                       "trigger_percentile + exit_percentile (percent of the history)")
     terms = {}
-    for name in REQUIRED_TERMS + PAIRS[pairs[0]]:
+    for name in REQUIRED_TERMS + sum((PAIRS[k] for k in pairs), ()):
         spec = raw.get(name)
         if spec is None:
             raise BadInput(f"{where}: '{name}' is required (a column name or {{ column/value/per_crop }})")
@@ -156,7 +156,7 @@ def load_mapping(path) -> Mapping:
     if layer is not None and not isinstance(layer, str):
         raise BadInput(f"{where}: layer must be a layer name")
     return Mapping(path, year, raw["id"], crop["column"], {str(k): v for k, v in crop["values"].items()}, terms,
-                   layer, pairs[0])
+                   layer, pairs)
 
 
 def _table_of(where, name, spec) -> dict:
@@ -389,7 +389,7 @@ def map_row(mapping: Mapping, row: dict, area_ha: float | None, read: dict | Non
     if crop is None:
         notes.append(f"crop: code {_text(code)!r} is not in the mapping's crop values" if not _empty(code)
                      else f"crop: column {mapping.crop_column} is empty")
-    out = {"crop": crop}
+    out, why_not = {"crop": crop}, {}
     yearless = False
     for name, term in mapping.terms.items():
         cell = read[name][index] if name in read else None
@@ -397,7 +397,13 @@ def map_row(mapping: Mapping, row: dict, area_ha: float | None, read: dict | Non
         out[name] = value
         yearless = yearless or (name == "sowing_date" and from_mmdd)
         if why:
-            notes.append(f"{name}: {why}")
+            why_not[name] = why
+    if len(mapping.pairs) == 2:  # the row's own pair: percentile terms where both are filled, else fixed
+        unused = PAIRS["fixed" if all(out[n] is not None for n in PAIRS["percentile"]) else "percentile"]
+        for name in unused:
+            out[name] = None
+            why_not.pop(name, None)
+    notes += [f"{name}: {why}" for name, why in why_not.items()]
     for name in TERMS:
         out.setdefault(name, None)
     if yearless and out["sowing_date"] is not None and out["harvest_date"] is not None \
