@@ -49,13 +49,19 @@ def build_report(season, rows: dict, settings, run: dict | None) -> dict:
     totals, paid = defaultdict(int), 0
     for fid, r in rows.items():
         if r["state"] in STATUSES[1:]:
-            explained[r["reason"]].append({"field_id": fid, "status": r["state"], "detail": r.get("detail", "")})
+            explained[r["reason"]].append({"field_id": fid, "source_id": season.source_id(fid), "status": r["state"],
+                                           "detail": r.get("detail", "")})
         if r.get("amount_cents"):
             totals[r["currency"]] += r["amount_cents"]
             paid += 1
     failures = [{"field_id": fid, "reason": r["reason"], "failures": r["failures"], "given_up": r["state"] == "given_up"}
                 for fid, r in rows.items() if r["state"] in ("failed", "given_up")]
+    refused = defaultdict(list)
+    for r in season.refused().select(["source_id", "row", "reason", "detail"]).to_pylist():
+        refused[r.pop("reason")].append(r)
     return {
+        "reconciliation": reconciliation(counts, sum(map(len, refused.values()))),
+        "refused": dict(sorted(refused.items())),
         "season": {"fingerprint": season.fingerprint, "fields": len(rows), "code_version": code_version(),
                    "settings": settings.as_dict()},
         "counts": {state: counts.get(state, 0) for state in FIELD_STATES},
@@ -65,6 +71,16 @@ def build_report(season, rows: dict, settings, run: dict | None) -> dict:
         "failures": sorted(failures, key=lambda f: f["field_id"]),
         "run": run,
     }
+
+
+def reconciliation(counts, refused: int) -> dict:
+    """The insurer's rows against the outcomes: rows in = assessed + explained + refused (+ fields whose
+    outcome is still open: failed, given up, remaining)."""
+    out = {"rows_in": sum(counts.values()) + refused, "assessed": counts.get(STATUSES[0], 0),
+           "explained": sum(counts.get(s, 0) for s in STATUSES[1:]), "refused": refused,
+           "open": sum(counts.get(s, 0) for s in ("failed", "given_up", "remaining"))}
+    out["balanced"] = out["rows_in"] == out["assessed"] + out["explained"] + out["refused"] + out["open"]
+    return out
 
 
 def run_section(plan, state, since: float, wall_s: float, workers: int, backend: str) -> dict:
@@ -100,13 +116,22 @@ def render_table(report: dict) -> str:
                  ("compute (sum)", f"{run['compute_s']:.1f} s")]
         if run["overhead"] is not None:
             rows.append(("overhead", f"{run['overhead']:.3f} (wall / (compute / workers))"))
+    rec = report["reconciliation"]
+    rows.insert(1, ("insurer's rows", f"{rec['rows_in']} = {rec['assessed']} assessed + {rec['explained']} explained + "
+                                      f"{rec['refused']} refused by the import" + (f" + {rec['open']} open" if rec["open"] else "")))
     width = max(len(k) for k, _ in rows)
     lines = ["Season report", "-" * (width + 30)] + [f"{k:<{width}}  {v}" for k, v in rows]
+    named = lambda e: e["field_id"] if e["source_id"] == e["field_id"] else f"{e['source_id']} ({e['field_id']})"
     for reason, fields in report["explained"].items():
         lines += ["", f"{fields[0]['status'].replace('_', ' ')}: {reason} ({len(fields)} fields)"]
-        lines += [f"  {e['field_id']}  {e['detail']}" for e in fields[:LISTED_PER_REASON]]
+        lines += [f"  {named(e)}  {e['detail']}" for e in fields[:LISTED_PER_REASON]]
         if len(fields) > LISTED_PER_REASON:
             lines.append(f"  ... {len(fields) - LISTED_PER_REASON} more in report.json")
+    for reason, entries in report["refused"].items():
+        lines += ["", f"refused by the import: {reason} ({len(entries)} rows of the insurer's file)"]
+        lines += [f"  {e['source_id']!r} (row {e['row']})  {e['detail']}" for e in entries[:LISTED_PER_REASON]]
+        if len(entries) > LISTED_PER_REASON:
+            lines.append(f"  ... {len(entries) - LISTED_PER_REASON} more in report.json")
     if report["failures"]:
         lines += ["", "Failures (field, failures, last reason):"]
         lines += [f"  {f['field_id']}  {f['failures']}{' (given up)' if f['given_up'] else ''}  {f['reason']}"

@@ -1,5 +1,7 @@
 """The season's result as a vector layer an insurer opens in QGIS: one feature per field with its
-geometry, state, outcome and reason, payout, index, coverage, damaged share and hectares, and events.
+geometry, state, outcome and reason, payout, index, coverage, damaged share and hectares, and events,
+and one per row of the insurer's file that the import refused (outcome `refused`, its reason): the
+layer has every source row, each with the insurer's ID (`source_id`).
 
 OUT/.batch/season_result.parquet is GeoParquet 1.0 (EPSG:4326 lon/lat), written everywhere (pyarrow
 is in every image); season_result.gpkg (GeoPackage) is written too where pyogrio is installed (the venv,
@@ -24,11 +26,19 @@ GEO = {"version": "1.0.0", "primary_column": "geometry",
 
 
 def result_table(season, rows: dict) -> pa.Table:
+    """One feature per field, then one per source row the import refused (field_id null, state and
+    outcome `refused`, reason and detail from SEASON/refused.parquet): every row of the insurer's file."""
     catalogue = season.columns(("geometry", *CATALOGUE_COLUMNS))
-    data = {"field_id": season.field_ids}
-    data.update({name: catalogue[name] for name in CATALOGUE_COLUMNS})
-    data.update({name: [rows[fid].get(name) for fid in season.field_ids] for name in ROW_COLUMNS})
-    data["geometry"] = catalogue["geometry"]
+    refused = season.refused()
+    n_refused = refused.num_rows
+    data = {"field_id": season.field_ids + [None] * n_refused}
+    data.update({name: catalogue[name] + [None] * n_refused for name in CATALOGUE_COLUMNS})
+    data["source_id"] = catalogue["source_id"][:len(season.field_ids)] + refused.column("source_id").to_pylist()
+    data.update({name: [rows[fid].get(name) for fid in season.field_ids] + [None] * n_refused for name in ROW_COLUMNS})
+    data["state"][len(season.field_ids):] = data["outcome"][len(season.field_ids):] = ["refused"] * n_refused
+    data["reason"][len(season.field_ids):] = refused.column("reason").to_pylist()
+    data["detail"][len(season.field_ids):] = refused.column("detail").to_pylist()
+    data["geometry"] = catalogue["geometry"] + refused.column("geometry").to_pylist()
     schema = pa.schema([("field_id", pa.string()), *((n, pa.string()) for n in CATALOGUE_COLUMNS),
                         *ROW_COLUMNS.items(), ("geometry", pa.binary())])
     return pa.table(data, schema=schema).replace_schema_metadata({b"geo": json.dumps(GEO).encode()})
