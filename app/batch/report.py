@@ -117,8 +117,9 @@ def render_table(report: dict) -> str:
         if run["overhead"] is not None:
             rows.append(("overhead", f"{run['overhead']:.3f} (wall / (compute / workers))"))
     rec = report["reconciliation"]
-    rows.insert(1, ("insurer's rows", f"{rec['rows_in']} = {rec['assessed']} assessed + {rec['explained']} explained + "
-                                      f"{rec['refused']} refused by the import" + (f" + {rec['open']} open" if rec["open"] else "")))
+    balance = (f"{rec['rows_in']} = {rec['assessed']} assessed + {rec['explained']} explained + {rec['refused']} "
+               "refused by the import" + (f" + {rec['open']} open" if rec["open"] else ""))
+    rows.insert(1, ("insurer's rows", balance))
     width = max(len(k) for k, _ in rows)
     lines = ["Season report", "-" * (width + 30)] + [f"{k:<{width}}  {v}" for k, v in rows]
     named = lambda e: e["field_id"] if e["source_id"] == e["field_id"] else f"{e['source_id']} ({e['field_id']})"

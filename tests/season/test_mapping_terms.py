@@ -7,13 +7,14 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 import shapely
+from season_helpers import season_cli
 
 from app.errors import BadInput
 from app.season.fields_import import import_fields
 from app.season.mapping import load_mapping
 from app.season.raw_inputs import write_fields_files
-from season_helpers import season_cli
 
+TEXT = pa.string()
 MAPPING = """\
 season_year = 2025
 id = "ID"
@@ -30,7 +31,7 @@ exit = 0.5
 
 
 def make(tmp_path, sown, sums=("10000",) * 4, *, sown_extra="", insured='{ column = "SUM" }', currency='"NOK"',
-         trigger="0.12", extra="", sown_type=pa.string(), sum_type=pa.string()):
+         trigger="0.12", extra="", sown_type=TEXT, sum_type=TEXT):
     """The four-row file in every format and its mapping; returns (directory, mapping path)."""
     rows = [{"ID": f"3401-01/{k + 1}", "CROP": "BYGG", "SOWN": sown[k], "SUM": sums[k], "TERSKEL": "12",
              "geometry": shapely.box(330_000 + 300 * k, 6_680_000, 330_100 + 300 * k, 6_680_100)} for k in range(4)]
@@ -91,10 +92,10 @@ def test_unreadable_contract_column_is_exit_2_quoting_values_and_nothing_written
     got = season_cli("build", "--fields", d / "fields.geojson", "--mapping", mapping, "--scenes", tmp_path / "none",
                      "--out", out)
     assert got.returncode == 2
-    assert got.stderr.strip().splitlines() == [
+    assert got.stderr.strip().splitlines() == [(
         "season: mapping mapping.toml: sowing_date: column SOWN: 3 of 4 values cannot be read, e.g. 'mai', '?', "
         "'xx' (recognised: date cells, ISO, %d.%m.%Y, %d/%m/%Y, %m/%d/%Y, %d-%m-%Y, %Y/%m/%d, %Y%m%d, spreadsheet "
-        "serial numbers, MM-DD; set date_format for others); nothing was written"]
+        "serial numbers, MM-DD; set date_format for others); nothing was written")]
     assert not out.exists()
 
 
