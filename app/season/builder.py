@@ -2,16 +2,20 @@
 (format sure2-season/2, read by app.sure2.season).
 
     build --fields FILE --mapping MAPPING.toml --scenes STAC --out SEASON [--baseline BASELINE.parquet]
-          [--layer NAME] [--mask-scl 0,1,3,8,9,10] [--part K/N] [--workers N]
+          [--layer NAME] [--mask-scl 0,1,3,8,9,10] [--part K/N] [--workers N] [--strict]
 
 1. fields: imported (app.season.fields_import) — nothing is written before this succeeds, so a bad
    file (no CRS, a mapping naming missing columns) leaves nothing behind (exit 2);
 2. scenes: read (app.season.scenes), stacks planned and fields assigned (app.season.stack_plan);
 3. stacks: built unless valid (app.season.stack_build); `--part K/N` builds only stacks K, K+N, …
    of the sorted list (one Slurm array task each, see slurm/season_build.sh);
-4. when every stack is valid: fields.parquet, baseline.parquet, import_log.jsonl and, last,
-   season.json (its audit trail, sha256 per data file, fingerprint). Until then the season directory
-   has no season.json, so no one can use half a season.
+4. when every stack is valid: fields.parquet, refused.parquet, baseline.parquet, import_log.jsonl and,
+   last, season.json (its audit trail, sha256 per data file, fingerprint). Until then the season
+   directory has no season.json, so no one can use half a season.
+
+After the import, a summary on stderr and in the audit (`fields_import`): rows read = imported +
+refused (by reason), IDs mapped to the season's form, empty contract values per column, notes by
+kind. `strict`: any empty contract value stops the build (BadInput) before anything is written.
 """
 
 import datetime as dt

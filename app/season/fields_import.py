@@ -5,7 +5,8 @@ Order of decisions, each recorded in the import log (one entry per source row):
   - the mapping's columns must exist (else BadInput);
   - rows without an ID, rows whose ID appears more than once (all of them: which one is insured
     cannot be told), and rows whose mapped ID collides with another row's (app.season.field_ids)
-    are REFUSED: not in the catalogue, listed in the log and on stderr; the rest are imported;
+    are REFUSED (reasons REFUSAL_REASONS): not in the catalogue, listed in the log, on stderr and in
+    SEASON/refused.parquet with their geometry (downstream: outcome `refused`); the rest are imported;
   - geometries are repaired (app.vector.repair_polygons: MultiPolygons and holes kept), put in a
     canonical form (shapely.normalize; a one-part MultiPolygon becomes a Polygon) so the same field
     from any file format gives the same catalogue row, and reprojected to EPSG:4326 lon/lat;
