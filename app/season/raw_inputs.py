@@ -1,7 +1,7 @@
 """Raw-input generator with ground truth: Sentinel-2 L2A scenes as users download them, and an
 insurer's field file, for `app.season build` (like torchgeo's fake-data generators).
 
-    python -m app.season raw --out DIR [--fields 30 --tile 384 --dates 37 --seed 0]
+    python -m app.season raw --out DIR [--fields 30 --tile 384 --dates 37 --seed 0] [--variant insurer]
 
 Writes under DIR:
   scenes/<item id>/{B04,B08,SCL}.tif + <item id>.json   one STAC item per granule and date (COGs)
@@ -10,6 +10,7 @@ Writes under DIR:
   fields_nocrs.shp.zip                                 the same Shapefile without its .prj
   mapping.toml                                         how the file's columns become the contract
   baseline_table.csv                                   a user baseline table (simulated history)
+  history_table.csv                                    (variant insurer) per-year unit curves: percentile terms
   truth.parquet, truth_pixels.parquet, truth_scenes.parquet   what the import must recover
 
 The scene: south-east Norway at the 12°E meridian, where UTM zones 32 and 33 meet. Granule A
@@ -22,6 +23,11 @@ baseline >= 04.00); a few items lie about it (see SCENE_QUIRKS). SCL is 20 m wit
 their shadows (3), cirrus (10), a lake (6), a few saturated pixels (1) and swath-edge nodata (0).
 A field's pixels (centre inside the polygon) carry its true NDVI curve plus pixel noise; everything
 else is meadow and forest.
+
+Variant "insurer": the same scene, the field file as a Norwegian insurer exports it (insurer_rows:
+SKIFTE_ID "3401-07/2", VEKST BYGG/HVETE/HAVRE/POTET/HØSTHVETE, DD.MM.YYYY text dates, AREAL_DAA,
+FORS_SUM, KOMMUNENR, percentile terms on every 4th row), slivers 3–8 m wide, and healthy fields sown
+SHIFT_DAYS early or late (truth `shift_days`; their true loss is the aligned curve's: none is due).
 """
 
 import csv
