@@ -130,7 +130,8 @@ def render_table(report: dict) -> str:
             lines.append(f"  ... {len(fields) - LISTED_PER_REASON} more in report.json")
     for reason, entries in report["refused"].items():
         lines += ["", f"refused by the import: {reason} ({len(entries)} rows of the insurer's file)"]
-        lines += [f"  {e['source_id']!r} (row {e['row']})  {e['detail']}" for e in entries[:LISTED_PER_REASON]]
+        lines += [f"  {'(no ID)' if e['source_id'] is None else repr(e['source_id'])} (row {e['row']})  {e['detail']}"
+                  for e in entries[:LISTED_PER_REASON]]
         if len(entries) > LISTED_PER_REASON:
             lines.append(f"  ... {len(entries) - LISTED_PER_REASON} more in report.json")
     if report["failures"]:

@@ -141,3 +141,17 @@ def test_percentile_terms_are_mappable(tmp_path):
     mapping.write_text(text.replace('trigger_percentile = { column = "TERSKEL" }\nexit_percentile = 1\n', ""))
     with pytest.raises(BadInput, match="payout terms are required"):
         load_mapping(mapping)
+
+
+def test_row_without_id_is_refused_with_its_geometry(tmp_path):
+    rows = [{"ID": ident, "CROP": "BYGG", "SOWN": "01.05.2025", "SUM": "100",
+             "geometry": shapely.box(330_000 + 300 * k, 6_680_000, 330_100 + 300 * k, 6_680_100)}
+            for k, ident in enumerate(["3401-01/1", "  ", "3401-01/3"])]
+    write_fields_files(tmp_path, rows, {})
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING.format(sown_extra="", insured='{ column = "SUM" }', currency='"NOK"', trigger="0.12",
+                                      extra=""))
+    fields = import_fields(tmp_path / "fields.gpkg", load_mapping(mapping))
+    assert fields.source_id == ["3401-01/1", "3401-01/3"]
+    assert [(r["row"], r["source_id"], r["reason"]) for r in fields.refused] == [(2, None, "no_id")]
+    assert fields.refused[0]["geometry"].area > 0
