@@ -353,11 +353,13 @@ def code_version() -> str:
 def sure2_code_version(wheel: Path) -> str:
     """The code version sure2.sif's outputs record: the digest of the wheel's compiled app.sure2 modules,
     by the rule app.sure2.version applies at run time to the installed files."""
-    from app.sure2.version import digest_of, version_string
+    from app.code_digest import ASSESSMENT_PACKAGE, digest_of
+    from app.sure2.version import version_string
 
+    package = ASSESSMENT_PACKAGE.replace(".", "/") + "/"
     with zipfile.ZipFile(wheel) as z:
-        modules = [(Path(n).name, z.read(n)) for n in z.namelist()
-                   if n.startswith("app/sure2/") and n.count("/") == 2 and n.endswith(".so")]
+        modules = [(f"{ASSESSMENT_PACKAGE}.{Path(n).name.split('.')[0]}", z.read(n)) for n in z.namelist()
+                   if n.startswith(package) and n.count("/") == 2 and n.endswith(".so")]
     return version_string(digest_of(modules))
 
 

@@ -60,12 +60,12 @@ class StackPlan:
         br, bc = self.blocks[b]
         return (br * BLOCK, min(self.height, (br + 1) * BLOCK), bc * BLOCK, min(self.width, (bc + 1) * BLOCK))
 
-    def inputs_sha256(self, masked_classes, code_version: str) -> str:
-        """What the stack's content depends on: grid, blocks, dates, scene files, masking, code."""
+    def inputs_sha256(self, masked_classes, code: str) -> str:
+        """What the stack's content depends on: grid, blocks, dates, scene files, masking, code (its digest)."""
         scenes = [[s.id, s.solar_day.isoformat(), {b: [a.path.name, a.path.stat().st_size] for b, a in sorted(s.assets.items())}]
                   for s in self.scenes]
         doc = [self.crs, list(self.transform)[:6], self.width, self.height, [d.isoformat() for d in self.dates],
-               self.blocks, scenes, sorted(masked_classes), code_version]
+               self.blocks, scenes, sorted(masked_classes), code]
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,6 +1,7 @@
 """Planning tidies only what nobody is working on: a field held by a live worker keeps its temp
 file and its (not yet valid) output; a dead writer's leftovers go."""
 
+import subprocess
 import time
 
 from app.batch.claims import ClaimBoard
@@ -9,6 +10,8 @@ from app.batch.layout import BatchLayout, field_of_temp
 from app.batch.plan import make_plan
 from app.sure2.settings import Settings
 from app.hpc.atomic import temp_name
+from tests.batch.conftest import batch_cmd, run_batch
+from tests.code_copy import app_copy, change_module
 
 ELSEWHERE = "node9|b00t|1|77|1"  # a worker on another node: alive while its lease lasts
 
@@ -62,3 +65,26 @@ def test_list_order_follows_the_catalogue(season, tmp_path):
     wanted = list(reversed(season.field_ids[:5]))
     plan = make_plan(season, layout, board, Settings(), ids=wanted + ["bad/id"])
     assert plan.todo == season.field_ids[:5] and list(plan.bad_ids) == ["bad/id"]
+
+
+def test_outputs_of_a_rebuilt_assessment_are_planned_again_and_a_season_build_change_redoes_none(
+        season, season_dir, tmp_path):
+    """The real `plan` from a copy of the code: one compiled module of the assessment rebuilt (other
+    bytes) → every output is another code's and planned again; a change to the season build → none."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(season.field_ids[:3]) + "\n")
+    out = tmp_path / "out"
+    done = run_batch(season_dir, out, "--fields", ids, "--no-report")
+    assert done.returncode == 0, done.stderr
+
+    def plan_from(root):
+        got = subprocess.run(batch_cmd("plan", season_dir, out, "--fields", ids), cwd=root, capture_output=True,
+                             text=True, timeout=120)
+        assert got.returncode == 0, got.stderr
+        return got.stdout.split()
+
+    root = app_copy(tmp_path / "code")
+    change_module(root, "app/season/builder.py")
+    assert plan_from(root) == []
+    change_module(root, "app/sure2/payout.*.so")
+    assert plan_from(root) == season.field_ids[:3]
