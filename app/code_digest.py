@@ -35,7 +35,8 @@ PRODUCTS = {
 
 def product_modules(product: str) -> tuple[str, ...]:
     if product == "assessment":
-        found = pkgutil.iter_modules(importlib.util.find_spec(ASSESSMENT_PACKAGE).submodule_search_locations)
+        package = importlib.util.find_spec(ASSESSMENT_PACKAGE)
+        found = pkgutil.iter_modules(package.submodule_search_locations or [] if package else [])
         return tuple(sorted(f"{ASSESSMENT_PACKAGE}.{m.name}" for m in found if m.name not in SHIMS))
     return PRODUCTS[product]
 

@@ -28,7 +28,7 @@ _STORAGE_WHAT = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
 
 
 def storage_message(exc: OSError, out_dir) -> str:
-    what = _STORAGE_WHAT.get(exc.errno, "storage failure")
+    what = _STORAGE_WHAT.get(exc.errno or 0, "storage failure")
     return (
         f"stopped: {what} under {out_dir} ({_one_line(exc)}); finished outputs are kept and valid: "
         "free space or raise the quota, then rerun to resume"

@@ -17,6 +17,7 @@ largest free stretch with one vectorised pass.
 
 import threading
 import time
+from collections.abc import Sequence
 
 from app.batch.journal import Journal
 from app.batch.owner import Liveness, Owner
@@ -31,6 +32,7 @@ class ClaimBoard:
         self.liveness = Liveness(lease_s)
         self.state = state or BatchState()
         self._changed = {}  # consumer -> fields whose outcome changed since it last asked
+        self.snapshot_offset = 0  # where the journal's replay started (app.batch.snapshot sets it)
 
     def sync(self) -> BatchState:
         changed = self.state.apply(self.journal.read_new())
@@ -64,7 +66,7 @@ class ClaimBoard:
         live = self.state.live_owners(self.liveness, now) - {self.owner}
         return {fid: o for fid, o in self.state.claim_of.items() if o in live}
 
-    def claim(self, picker: "Picker", n: int, release: list[str] = (), extra: list[dict] = (), slot=0) -> list[str]:
+    def claim(self, picker: "Picker", n: int, release: Sequence[str] = (), extra: Sequence[dict] = (), slot=0) -> list[str]:
         """Append `extra` outcomes, release `release`, then claim up to n free fields: one lock.
 
         Free: not held by a live other owner, nor by this owner already (a dispatcher claims for

@@ -98,9 +98,9 @@ def make_plan(
     problems = {fid: index.problem(fid) for fid in fields if f"{fid}{OUTPUT_SUFFIX}" in present}
     plan.kept = index.kept
     if settings_change == "refuse":
-        other = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
+        other = [(fid, why) for fid, why in problems.items() if why is not None and is_settings_problem(why)]
         if other:
-            raise BadInput(f"{len(other)} output(s) were {problems[other[0]].split(': ', 1)[1]} (e.g. {other[0]}): "
+            raise BadInput(f"{len(other)} output(s) were {other[0][1].split(': ', 1)[1]} (e.g. {other[0][0]}): "
                            "rerun with --settings-change redo to redo them, or keep to keep them")
     invalid = {}  # field -> why, for outputs to move aside
     for fid in fields:

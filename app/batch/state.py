@@ -59,7 +59,7 @@ class BatchState:
     last_seen: dict = field(default_factory=dict)  # owner -> time of its last record
     outcome: dict = field(default_factory=dict)  # field -> last Outcome
     failures: dict = field(default_factory=lambda: defaultdict(list))  # field -> [Outcome]
-    summary: dict = field(default_factory=JsonValues)  # field -> latest assessment summary
+    summary: JsonValues = field(default_factory=JsonValues)  # field -> latest assessment summary
     seconds: dict = field(default_factory=dict)  # field -> latest assessment compute time
     files: dict = field(default_factory=dict)  # field -> (context, size, mtime_ns, inode) known valid
     invalid: list = field(default_factory=list)  # (field, t) of outputs moved aside

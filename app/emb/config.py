@@ -42,8 +42,8 @@ def _parse_value(text: str):
 
 
 def _merge(base: dict, update: dict, where: str) -> None:
-    for key, value in update.items():
-        name = f"{where}{key}"
+    for key, given in update.items():
+        name, value = f"{where}{key}", given
         if key not in base:
             raise BadInput(f"unknown config key '{name}'")
         if isinstance(base[key], dict):

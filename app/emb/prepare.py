@@ -160,10 +160,11 @@ def _plan(tiles: list[dict], spec: PrepareSpec) -> tuple[dict[str, list[tuple]],
 
 def _fill_chips(tiles, labeller: Labeller, chip: int, members, x, y) -> None:
     """write_shard's fill: the embeddings and labels of (tile, row, col) chips, in order."""
-    open_tile, raster = None, None
+    open_tile = None
+    raster: EmbeddingRaster | None = None
     try:
         for i, (t, row, col) in enumerate(members):
-            if open_tile != t:
+            if raster is None or open_tile != t:
                 if raster is not None:
                     raster.close()
                 raster, open_tile = EmbeddingRaster(tiles[t]["path"]), t

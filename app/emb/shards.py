@@ -150,8 +150,8 @@ class ShardSet:
         x_bytes = x_out[:count].nbytes
         y_bytes = y_out[:count].nbytes
         per_x, per_y = x_bytes // count, y_bytes // count
-        _pread_full(s.x_fd, memoryview(x_out[:count].reshape(-1)).cast("B"), s.x_offset + start * per_x)
-        _pread_full(s.y_fd, memoryview(y_out[:count].reshape(-1)).cast("B"), s.y_offset + start * per_y)
+        _pread_full(s.x_fd, x_out[:count].reshape(-1).data.cast("B"), s.x_offset + start * per_x)
+        _pread_full(s.y_fd, y_out[:count].reshape(-1).data.cast("B"), s.y_offset + start * per_y)
 
     def close(self) -> None:
         for s in self.shards:

@@ -241,8 +241,8 @@ class Trainer:
         raw.eval()
         with torch.no_grad(), torch.autocast(self.dist.device.type, torch.bfloat16, enabled=self.amp):
             for x, y in eval_batches(self.val_set, self.dist.rank, self.dist.world, self.tcfg["eval_batch_size"]):
-                x = dequantise(torch.from_numpy(x).to(self.dist.device), channels_last=self.channels_last)
-                pred = raw(x).argmax(1)
+                embeddings = dequantise(torch.from_numpy(x).to(self.dist.device), channels_last=self.channels_last)
+                pred = raw(embeddings).argmax(1)
                 conf += confusion(pred, torch.from_numpy(y).to(self.dist.device), self.classes)
         raw.train()
         conf = self.dist.all_reduce_sum(conf).cpu()

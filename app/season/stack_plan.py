@@ -112,7 +112,8 @@ def plan_stacks(fields, scenes) -> tuple[list, list, list]:
             g = geoms[present]
             shares[present] = shapely.area(shapely.intersection(g, cover)) / np.maximum(shapely.area(g), 1e-12)
         share[crs] = shares
-    assigned, notes = [None] * n, [None] * n
+    assigned: list[str | None] = [None] * n
+    notes: list[str | None] = [None] * n
     for i in range(n):
         if not present[i]:
             continue

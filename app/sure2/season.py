@@ -136,7 +136,8 @@ class Season:
         self._stack_code = pc.fill_null(codes.indices, -1).to_numpy()  # -1: stack null, none covers it
         self._datasets = ExitStack()
         self._env = None
-        self._catalogue_rows = self._field_ids = None  # the catalogue order, once asked for
+        self._catalogue_rows: list | None = None  # the catalogue order, once asked for
+        self._field_ids: list | None = None
 
     @classmethod
     def open(cls, data_dir) -> "Season":
