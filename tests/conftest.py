@@ -44,6 +44,31 @@ def slurm_cluster(request):
     return True
 
 
+@pytest.fixture(scope="session")
+def as_root(request):
+    """Tests that mount a tmpfs (a real full disk, a real read-only mount) or add a local user."""
+    if os.geteuid() != 0:
+        tier_unavailable(request, "needs root (mounting a tmpfs, adding a local user); CI runs as root")
+    return True
+
+
+@pytest.fixture(scope="session")
+def unshare_bin(request):
+    path = shutil.which("unshare")
+    if not path:
+        tier_unavailable(request, "unshare (util-linux) is not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def machine_without_gpus(request):
+    from app import doctor
+
+    if doctor.visible_gpus():
+        tier_unavailable(request, "this machine has GPUs: the no-GPU checks need a machine without")
+    return True
+
+
 def _built_image(request, name):
     path = os.path.join(ROOT, "build", f"{name}.sif")
     if not os.path.isfile(path):
