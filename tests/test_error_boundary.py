@@ -72,7 +72,7 @@ CASES = [
     ("assess: season.json is a directory", ["-m", "app.sure2", "assess", "{field}", "--data", "{dir_manifest}",
                                             "--out", "{base}/o4"], 3, "season.json", "{base}/o4"),
     ("assess: id list missing", ["-m", "app.sure2", "assess", "--ids-from", "{base}/missing.txt", "--data", "{season}",
-                                 "--out", "{base}/o5"], 2, "cannot read ids", "{base}/o5"),
+                                 "--out", "{base}/o5"], 2, "cannot read the field list", "{base}/o5"),
     ("assess: raster without nodata", ["-m", "app.sure2", "assess", "{field}", "--data", "{no_nodata}", "--out", "{base}/o6"],
      3, "does not match season.json", "{base}/o6/{field}.parquet"),
     ("assess: read-only output dir", ["-m", "app.sure2", "assess", "{field}", "--data", "{season}", "--out", "{readonly}/o"],

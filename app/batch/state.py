@@ -122,9 +122,6 @@ class BatchState:
         out = self.outcome.get(fid)
         return out is not None and out.kind in SETTLED and out.t >= since
 
-    def failure_count(self, fid: str, since: float) -> int:
-        return sum(1 for f in self.failures.get(fid, ()) if f.t >= since)
-
     def live_owners(self, liveness, now: float) -> set:
         return {o for o, fids in self.held.items() if fids and liveness.alive(o, self.last_seen[o], now)}
 

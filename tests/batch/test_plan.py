@@ -8,6 +8,7 @@ from app.batch.claims import ClaimBoard
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout, field_of_temp
 from app.batch.plan import make_plan
+from app.batch.policy import BatchPolicy
 from app.sure2.settings import Settings
 from app.hpc.atomic import temp_name
 from tests.batch.conftest import batch_cmd, run_batch
@@ -39,7 +40,7 @@ def test_live_claims_keep_their_files_dead_ones_are_tidied(season, tmp_path):
         board.sync()
         board.journal.append([{"o": ELSEWHERE, "claim": [held]}])
 
-    plan = make_plan(season, layout, board, Settings())
+    plan = make_plan(season, layout, board, BatchPolicy(Settings()))
     assert plan.todo == list(season.field_ids)  # nothing valid yet: everything planned
     assert [m[0] for m in plan.moved] == [loose] and plan.swept == 1
     left = sorted(p.name for p in tmp_path.iterdir() if p.name != ".batch")
@@ -47,7 +48,7 @@ def test_live_claims_keep_their_files_dead_ones_are_tidied(season, tmp_path):
     assert f"{loose}.parquet" not in left and not any(field_of_temp(n) == loose for n in left)
 
     board.state.last_seen[ELSEWHERE] = time.time() - 3600  # its lease ran out: the node is gone
-    plan = make_plan(season, layout, board, Settings())
+    plan = make_plan(season, layout, board, BatchPolicy(Settings()))
     assert [m[0] for m in plan.moved] == [held] and plan.swept == 1
     assert [p.name for p in tmp_path.iterdir()] == [".batch"]
 
@@ -56,14 +57,14 @@ def test_status_looks_without_touching(season, tmp_path):
     layout, board = setup(tmp_path, season)
     fid = season.field_ids[0]
     (tmp_path / f"{fid}.parquet").write_bytes(b"junk")
-    plan = make_plan(season, layout, board, Settings(), tidy=False)
+    plan = make_plan(season, layout, board, BatchPolicy(Settings()), tidy=False)
     assert fid in plan.todo and plan.moved == [] and (tmp_path / f"{fid}.parquet").exists()
 
 
 def test_list_order_follows_the_catalogue(season, tmp_path):
     layout, board = setup(tmp_path, season)
     wanted = list(reversed(season.field_ids[:5]))
-    plan = make_plan(season, layout, board, Settings(), ids=wanted + ["bad/id"])
+    plan = make_plan(season, layout, board, BatchPolicy(Settings()), ids=wanted + ["bad/id"])
     assert plan.todo == season.field_ids[:5] and list(plan.bad_ids) == ["bad/id"]
 
 
