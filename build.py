@@ -35,6 +35,7 @@ import zipfile
 from pathlib import Path
 
 from app.errors import BadInput, guarded
+from app.hpc.atomic import sha256_file
 
 ROOT = Path(__file__).resolve().parent
 BUILD = ROOT / "build"
@@ -70,14 +71,6 @@ class BuildError(Exception):
 
 
 # --- hashing -----------------------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def sha256_tree(directory: Path) -> str:
     """Hash of every file's relative path and content under a directory."""

@@ -12,6 +12,7 @@
 becomes one stderr line and its exit code, never a traceback.
 """
 
+import argparse
 import errno
 import os
 import sys
@@ -27,6 +28,15 @@ DEBUG_ENV = "APP_DEBUG"  # set to 1 to see the traceback of an internal error
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 # ... and "this process may not": the next item would be refused the same way.
 PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit 2 (nothing written), like every other
+    bad input; every CLI's parser (and its subcommands' through parser_class=UsageParser)."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 class BadInput(Exception):

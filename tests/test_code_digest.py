@@ -71,7 +71,6 @@ NOT_CONTENT = {
     "app.hpc.atomic": "how files are committed, not what they hold",
     "app.hpc.cores": "how many threads read",
     "app.hpc.tempdir": "where scratch lives",
-    "app.season.digest": "sha256 of a finished file (an audit entry)",
     "app.sure2.season": "stack: the name of the dates tag, checked on the file itself",
     "app.season.fields_import": "stack: the plan's CRS helper; the grid it gives is in the inputs hash",
     "app.vector": "stack: reprojects outlines for the plan; the grid it gives is in the inputs hash",

@@ -4,23 +4,13 @@ default.toml lists every key; a file or override naming another key, or a value 
 is bad input (exit 2) before anything is written.
 """
 
-import argparse
-import sys
 import tomllib
 from pathlib import Path
 
-from app.errors import EXIT_BAD_INPUT, BadInput
+from app.errors import BadInput
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT = CONFIG_DIR / "default.toml"
-
-
-class ArgParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit 2, like every other bad input."""
-
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def _load_toml(path) -> dict:

@@ -1,6 +1,6 @@
 """Embedding tiles + a parcel file + a class map → a few large shards per split (format: app.emb.shards).
 
-Choices (the issue leaves them open):
+Choices:
 - Inputs: every `*.tif`/`*.tiff` in --src (app.emb.raster: published int8 kept byte for byte, float
   exports quantised by the published rule, bottom-up storage seen north-up, tiles in any UTM zone),
   and one parcel file with crop codes + a class map (app.emb.labels). Parcels are reprojected to

@@ -14,7 +14,6 @@ contiguously so a batch of neighbouring chips is one large sequential read.
 Imports numpy and app.hpc only: the GPU benchmark writes shards on a machine without rasterio.
 """
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,24 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from app.emb import BANDS
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 
 INDEX = "index.json"
 FORMAT = "emb-shards/1"
-_HASH_CHUNK = 16 << 20
 
 
 def shard_files(root, name) -> tuple[Path, Path, Path]:
     root = Path(root)
     return root / f"{name}.x.npy", root / f"{name}.y.npy", root / f"{name}.json"
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shard(root, name: str, count: int, chip: int, fill, meta: dict) -> dict:

@@ -43,9 +43,9 @@ def _log(msg: str) -> None:
 
 
 def parse_args(argv):
-    from app.emb.config import ArgParser
+    from app.errors import UsageParser
 
-    parser = ArgParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
+    parser = UsageParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML file (keys not given come from configs/default.toml)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_args(argv)

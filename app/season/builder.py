@@ -29,8 +29,7 @@ import shapely
 import app
 from app.code_digest import code_digest
 from app.errors import BadInput
-from app.hpc.atomic import atomic_path, atomic_write_bytes
-from app.season.digest import sha256_file
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.season.fields_import import import_fields
 from app.season.mapping import load_mapping
 from app.season.offset import __doc__ as OFFSET_RULE

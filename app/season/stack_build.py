@@ -27,10 +27,9 @@ from rasterio.windows import Window
 
 from app.code_digest import code_digest
 from app.errors import EnvironmentFailure
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.hpc.cores import physical_cores
 from app.hpc.tempdir import pick_temp_dir
-from app.season.digest import sha256_file
 from app.season.scene_ndvi import read_scene
 from app.season.stack_plan import BLOCK, NODATA
 from app.sure2.season import DATES_TAG

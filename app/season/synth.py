@@ -31,10 +31,9 @@ from pyproj import Transformer
 from rasterio.features import rasterize
 
 import app
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.hpc.cores import physical_cores
 from app.season import phenology as ph
-from app.season.digest import sha256_file
 from app.sure2.history import HISTORY, yearly_shortfalls
 from app.sure2.payout import shortfall
 from app.sure2.season import BASELINE, DATES_TAG, FIELDS, FORMAT, MANIFEST, stack_entry

@@ -11,29 +11,22 @@ evaluate: the basis-risk report of a season with ground truth (app.sure2.evaluat
 bad input (no truth, no valid output, settings flags together with --out), 3 if the season is unreadable.
 """
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 from app.errors import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, ITEM_BAD, STOP_ALL, BadInput,
-                        EnvironmentFailure, guarded, item_failure, one_line)
+                        EnvironmentFailure, UsageParser, guarded, item_failure, one_line)
 from app.sure2 import settings as run_settings
 from app.sure2.ids import read_id_list, validate_field_id
 
 DATA_ENV, OUT_ENV = "SURE2_DATA", "SURE2_OUT"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit 2
-        sys.stderr.write(f"{self.prog}: {message}\n")
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def build_parser():
-    p = _Parser(prog="python -m app.sure2", description="Sure2 crop-insurance field assessment")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = UsageParser(prog="python -m app.sure2", description="Sure2 crop-insurance field assessment")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     a = sub.add_parser("assess", help="assess fields; writes OUT/<field_id>.parquet each")
     a.add_argument("field_ids", nargs="*", metavar="FIELD_ID")
     a.add_argument("--ids-from", metavar="FILE|-", help="read more ids, one per line, from a file or stdin")
