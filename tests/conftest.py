@@ -25,12 +25,16 @@ def tier_unavailable(request, reason):
     pytest.skip(reason)
 
 
+def installed(request, tool: str, how: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        tier_unavailable(request, f"{tool} is not installed ({how})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def apptainer_bin(request):
-    path = shutil.which("apptainer")
-    if not path:
-        tier_unavailable(request, "apptainer is not installed (scripts/install-apptainer.sh)")
-    return path
+    return installed(request, "apptainer", "scripts/install-apptainer.sh")
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +58,7 @@ def as_root(request):
 
 @pytest.fixture(scope="session")
 def unshare_bin(request):
-    path = shutil.which("unshare")
-    if not path:
-        tier_unavailable(request, "unshare (util-linux) is not installed")
-    return path
+    return installed(request, "unshare", "util-linux")
 
 
 @pytest.fixture(scope="session")

@@ -14,4 +14,4 @@ def test_every_skip_goes_through_the_tier_mechanism():
         for n, line in enumerate(path.read_text().splitlines(), start=1):
             if DIRECT_SKIP.search(line) and path.name != "test_tiers.py":
                 found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
-    assert found == ["tests/conftest.py:25: pytest.skip(reason)"], "\n".join(found)
+    assert [f.split(": ", 1)[1] for f in found] == ["pytest.skip(reason)"], "\n".join(found)
