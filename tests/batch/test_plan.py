@@ -8,7 +8,7 @@ from app.batch.claims import ClaimBoard
 from app.batch.journal import Journal
 from app.batch.layout import BatchLayout, field_of_temp
 from app.batch.plan import make_plan
-from app.batch.policy import BatchPolicy
+from app.batch.policy import BatchPolicy, FailurePolicy
 from app.sure2.settings import Settings
 from app.hpc.atomic import temp_name
 from tests.batch.conftest import batch_cmd, run_batch
@@ -89,3 +89,15 @@ def test_outputs_of_a_rebuilt_assessment_are_planned_again_and_a_season_build_ch
     assert plan_from(root) == []
     change_module(root, "app/sure2/payout.*.so")
     assert plan_from(root) == season.field_ids[:3]
+
+
+def test_a_field_whose_input_was_bad_is_given_up_at_once_and_failures_count_to_the_limit(season, tmp_path):
+    layout, board = setup(tmp_path, season)
+    bad, flaky, broken = season.field_ids[:3]
+    board.record([{"bad": bad, "why": "contract names no crop"}, {"fail": flaky, "why": "timeout"}]
+                 + [{"fail": broken, "why": "singular"}] * 2)
+    plan = make_plan(season, layout, board, BatchPolicy(Settings(), FailurePolicy(max_failures=2)), tidy=False)
+    assert plan.given_up == {bad: "contract names no crop", broken: "singular"}
+    assert flaky in plan.todo and bad not in plan.todo and broken not in plan.todo
+    retry = BatchPolicy(Settings(), FailurePolicy(max_failures=2, since=time.time() + 1))  # --retry-failed
+    assert make_plan(season, layout, board, retry, tidy=False).given_up == {}
