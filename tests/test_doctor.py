@@ -78,8 +78,7 @@ def test_temp_dir_below_minimum_free_space_fails(tmp_path):
         doctor.check_temp_dir(min_free_mib=2**40, environ={"APP_TMPDIR": str(tmp_path)})
 
 
-@pytest.mark.skipif(bool(doctor.visible_gpus()), reason="this machine has GPUs")
-def test_required_gpus_missing_fails():
+def test_required_gpus_missing_fails(machine_without_gpus):
     assert doctor.check_gpus(0) == "none"
     with pytest.raises(doctor.CheckFailed, match="1 GPU"):
         doctor.check_gpus(1)

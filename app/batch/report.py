@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from app.batch.damage_map import write_damage_maps
 from app.batch.outputs import OutputChecker, OutputIndex, context_of
 from app.batch.payout_map import draw_payout_map
+from app.batch.policy import BatchPolicy, FailurePolicy
 from app.batch.result_layer import write_result_layer
 from app.batch.units import write_unit_results
 from app.hpc.atomic import atomic_write_bytes
@@ -26,7 +27,7 @@ SLOWEST = 10
 LISTED_PER_REASON = 20  # fields named per reason in report.txt (all are in report.json)
 
 
-def field_states(fields, index: OutputIndex, state, max_failures: int, failures_since: float) -> dict:
+def field_states(fields, index: OutputIndex, state, failures: FailurePolicy) -> dict:
     """field -> row: "state" plus what its valid output says (outcome, payout, coverage, ...)."""
     rows = {}
     for fid in fields:
@@ -34,9 +35,8 @@ def field_states(fields, index: OutputIndex, state, max_failures: int, failures_
             summary = index.summary(fid)
             rows[fid] = {**summary, "state": summary["outcome"]}
             continue
-        fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
-        given_up = len(fails) >= max_failures or (fails and fails[-1].kind == "bad")
-        rows[fid] = {"state": "given_up" if given_up else "failed" if fails else "remaining",
+        fails = failures.failures(state, fid)
+        rows[fid] = {"state": "given_up" if failures.given_up(fails) else "failed" if fails else "remaining",
                      "reason": fails[-1].why if fails else "", "failures": len(fails)}
     return rows
 
@@ -145,24 +145,22 @@ def render_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def current_rows(season, layout, board, settings, max_failures, failures_since, fields=None,
-                 keep_other_settings=False) -> dict:
+def current_rows(season, layout, board, policy: BatchPolicy, fields=None) -> dict:
     """The rows of `fields` (default: the whole season) as the outputs and the journal stand now
     (journal records for outputs verified on the way included)."""
     state = board.sync()
+    settings = policy.settings
     index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings),
-                        keep_other_settings=keep_other_settings)
-    rows = field_states(season.field_ids if fields is None else fields, index, state, max_failures, failures_since)
+                        keep_other_settings=policy.keep_other_settings)
+    rows = field_states(season.field_ids if fields is None else fields, index, state, policy.failures)
     board.record(index.records())
     return rows
 
 
-def season_report(season, layout, board, settings, max_failures, failures_since, run=None, quiet=False,
-                  keep_other_settings=False) -> dict:
+def season_report(season, layout, board, policy: BatchPolicy, run=None, quiet=False) -> dict:
     """Build and write the whole report; return the per-field rows (field -> state and what its output says)."""
-    rows = current_rows(season, layout, board, settings, max_failures, failures_since,
-                        keep_other_settings=keep_other_settings)
-    report = build_report(season, rows, settings, run)
+    rows = current_rows(season, layout, board, policy)
+    report = build_report(season, rows, policy.settings, run)
     table = render_table(report)
     atomic_write_bytes(layout.report_json, json.dumps(report, indent=1, sort_keys=True).encode())
     atomic_write_bytes(layout.report_txt, table.encode())

@@ -43,7 +43,7 @@ def unit_results(season, rows: dict, out_dir) -> list[dict]:
     for fid in season.field_ids:
         if rows.get(fid, {}).get("state") == "assessed":
             t = pq.ParquetFile(output_path(out_dir, fid)).read(columns=["date", "ndvi_smooth", "baseline_mean"])
-            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
+            column = lambda name, t=t: t.column(name).to_numpy(zero_copy_only=False)
             curves[fid] = field_curve(fid, area[fid], day_numbers(column("date")), column("ndvi_smooth"),
                                       column("baseline_mean"))
     return assess_units(season, curves)

@@ -2,7 +2,7 @@
 
 import sys
 
-from app.emb.config import ArgParser
+from app.errors import UsageParser
 from app.errors import EXIT_OK, BadInput, guarded
 
 
@@ -13,9 +13,9 @@ def _zones(text: str) -> tuple:
         raise BadInput(f"--zones must be comma-separated UTM zone numbers, got {text!r}") from None
 
 
-def _parser() -> ArgParser:
-    p = ArgParser(prog="python -m app.emb", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgParser)
+def _parser() -> UsageParser:
+    p = UsageParser(prog="python -m app.emb", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
 
     s = sub.add_parser("synth", help="generated published-format embedding tiles + parcels with crop codes + class map")
     s.add_argument("--out", required=True)

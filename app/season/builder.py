@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 import shapely
 
 import app
+from app.code_digest import code_digest
 from app.errors import BadInput
-from app.hpc.atomic import atomic_path, atomic_write_bytes
-from app.season.digest import sha256_file
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.season.fields_import import import_fields
 from app.season.mapping import PAIRS, load_mapping
 from app.season.offset import __doc__ as OFFSET_RULE
@@ -83,7 +83,7 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
     for index, plan in enumerate(plans):
         if index % n == k - 1:
             audits[plan.name] = build_stack(out, plan, masked, workers, log)
-    pending = [p.name for p in plans if not stack_is_valid(out, p, p.inputs_sha256(masked, app.__version__))]
+    pending = [p.name for p in plans if not stack_is_valid(out, p, p.inputs_sha256(masked, code_digest("stack")))]
     summary = {"out": str(out), "stacks": [p.name for p in plans], "built_here": sorted(audits),
                "fields": len(fields), "refused": len(fields.refused), "scenes": len(catalogue.scenes),
                "scenes_skipped": len(catalogue.skipped)}

@@ -1,25 +1,17 @@
 """`python -m app.season synth|build|baseline|raw ...`: make a season directory (see app.season)."""
 
-import argparse
 import json
 import os
-import sys
 
-from app.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, guarded
+from app.errors import EXIT_OK, BadInput, UsageParser, guarded
 from app.season.scene_ndvi import DEFAULT_MASKED
 
 PROG = "python -m app.season"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit 2
-        sys.stderr.write(f"{self.prog}: {message}\n")
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def build_parser():
-    p = _Parser(prog=PROG, description="Build a Sure2 season directory")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = UsageParser(prog=PROG, description="Build a Sure2 season directory")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     s = sub.add_parser("synth", help="generate a season with ground truth (contract level, for tests and demos)")
     s.add_argument("--fields", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)

@@ -294,7 +294,7 @@ def assessed_zone(geom, grans: list) -> str | None:
         return "EPSG:32632" if lon < MERIDIAN else "EPSG:32633"
     if full:
         return full[0]
-    best = max(share, key=share.get)
+    best = max(share, key=share.__getitem__)
     return best if share[best] > 0 else None
 
 
@@ -418,8 +418,8 @@ def item_json(g: Granule, date: dt.date, k: int, quirk: str | None, baseline: st
     if g.style == "earthsearch":
         item_id = f"S2{'B' if k % 2 else 'C'}_{g.tile}_{stamp}_0_L2A"
         props["proj:epsg"] = int(g.crs.split(":")[1])
-        carries = baseline >= "04.00"
-        applied = {"flag_lies_applied": True, "flag_lies_not_applied": False}.get(quirk, False)
+        carries = baseline is not None and baseline >= "04.00"
+        applied = {"flag_lies_applied": True, "flag_lies_not_applied": False}.get(quirk or "", False)
         props["earthsearch:boa_offset_applied"] = applied if carries else False
         keys = {"red": "red", "nir": "nir", "scl": "scl", "ndvi": "ndvi"}
     else:
@@ -432,7 +432,7 @@ def item_json(g: Granule, date: dt.date, k: int, quirk: str | None, baseline: st
                  "roles": ["data"], "gsd": res}
         bands = {"nodata": nodata, "data_type": dtype, "spatial_resolution": res}
         if g.style == "earthsearch" and band in ("red", "nir"):
-            bands.update(scale=0.0001, offset=-0.1 if baseline >= "04.00" else 0.0)
+            bands.update(scale=0.0001, offset=-0.1 if baseline is not None and baseline >= "04.00" else 0.0)
         if band == "ndvi":
             bands.update(scale=0.0001, offset=0.0)
         asset["raster:bands"] = [bands]
@@ -653,7 +653,7 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     for g in grans:
         by_zone.setdefault(g.crs, []).append(g)
     pixel_rows, scene_rows, items = [], [], []
-    for crs, zone_grans in by_zone.items():
+    for zone_grans in by_zone.values():
         dates = orbit_dates(zone_grans[0].orbit, n_dates, year)
         doy = _doy(dates)
         field_curves = curves(doy)
@@ -666,8 +666,8 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
                                transform=g.transform, dtype="int32")  # pixel centres inside
             grng = np.random.default_rng([seed, int(g.transform.c), int(g.transform.f)])
             static = grng.normal(0, PIXEL_HETEROGENEITY, labels.shape)
-            meadow = (grng.random((g.size // 32 + 2, g.size // 32 + 2)) - 0.5) * 0.3
-            meadow = np.kron(meadow, np.ones((32, 32)))[:g.size, :g.size]
+            coarse = (grng.random((g.size // 32 + 2, g.size // 32 + 2)) - 0.5) * 0.3
+            meadow = np.kron(coarse, np.ones((32, 32)))[:g.size, :g.size]
             lake = shapely.Point(g.transform.c + 0.8 * g.size * PIXEL, g.transform.f - 0.15 * g.size * PIXEL).buffer(
                 0.06 * g.size * PIXEL)
             lake20 = rasterize([(lake, 1)], out_shape=(g.size // 2, g.size // 2),

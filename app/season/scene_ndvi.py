@@ -11,6 +11,7 @@ compiled (app.season._scene_kernels) and read a real product's 20 m SCL at its o
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -166,7 +167,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
                 ds.close()
             if scl_ds is not None:
                 scl_ds.close()
-    audit = {"id": scene.id, "source": scene.source, "solar_day": scene.solar_day.isoformat(),
+    audit: dict[str, Any] = {"id": scene.id, "source": scene.source, "solar_day": scene.solar_day.isoformat(),
              "acquired": scene.acquired.isoformat(), "kind": scene.kind, "catalogue": scene.catalogue,
              "processing_baseline": scene.processing_baseline,
              "boa_offset_applied_flag": scene.offset_applied_flag, "scl": "scl" in scene.assets,
@@ -188,7 +189,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
         for w, arrays, scl, step in raw:
             full = None if scl is None else np.repeat(np.repeat(scl, step, axis=0), step, axis=1)[:w[1] - w[0], :w[3] - w[2]]
             _scatter(plan, w, dr, dc, ready_ndvi(arrays["ndvi"], nodata, scale, full, masked), pieces)
-    audit["valid_pixels"] = int(sum(np.count_nonzero(p[3] != NODATA) for p in pieces))
+    audit["valid_pixels"] = int(np.sum([np.count_nonzero(p[3] != NODATA) for p in pieces]))
     decoded = sum(a.nbytes for _, arrays, _, _ in raw for a in arrays.values())
     decoded += sum(scl.nbytes for _, _, scl, _ in raw if scl is not None)
     return ScenePieces(scene.id, pieces, audit, decoded)

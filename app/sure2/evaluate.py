@@ -104,7 +104,7 @@ def results_from_outputs(season, out_dir) -> tuple[dict, str]:
         out[fid]["curve"] = None
         if footer["status"] == ASSESSED:
             t = pq.ParquetFile(path).read(columns=["date", "ndvi_smooth", "baseline_mean"])
-            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
+            column = lambda name, t=t: t.column(name).to_numpy(zero_copy_only=False)
             out[fid]["curve"] = (footer["coverage"]["area_ha"], day_numbers(column("date")), column("ndvi_smooth"),
                                  column("baseline_mean"))
     if not out:

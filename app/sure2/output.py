@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from app.hpc.atomic import atomic_path
 from app.sure2.ids import validate_field_id
 from app.sure2.outcome import STATUSES
+from app.sure2.settings import Settings
 
 SCHEMA = pa.schema([
     ("date", pa.date32()),
@@ -46,7 +47,7 @@ class Expected:
     n_rows: int
     code_version: str
     fingerprint: str
-    settings: object  # app.sure2.settings.Settings
+    settings: Settings
 
 
 def output_path(out_dir, field_id) -> Path:
@@ -57,10 +58,10 @@ def write_output(path, columns: dict, expected: Expected, status: str, reason: s
     """Write atomically (temp name in the same directory, fsync, rename), with page checksums."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
-    meta = {b"field_id": expected.field_id, b"code_version": expected.code_version,
+    text = {b"field_id": expected.field_id, b"code_version": expected.code_version,
             b"data_fingerprint": expected.fingerprint, b"settings": expected.settings.canonical(),
             b"status": status, b"reason": reason}
-    meta = {k: v.encode() for k, v in meta.items()}
+    meta = {k: v.encode() for k, v in text.items()}
     for key in JSON_KEYS:
         meta[key.encode()] = json.dumps(blobs.get(key), separators=(",", ":")).encode()
     table = pa.table(columns, schema=SCHEMA.with_metadata(meta))

@@ -146,8 +146,10 @@ class Season:
         self._stack_code = pc.fill_null(codes.indices, -1).to_numpy()  # -1: stack null, none covers it
         self._datasets = ExitStack()
         self._env = None
-        self._catalogue_rows = self._field_ids = None  # the catalogue order, once asked for
-        self._of_source = self._refused = None  # built at the first lookup by the insurer's ID
+        self._catalogue_rows: list | None = None  # the catalogue order, once asked for
+        self._field_ids: list | None = None
+        self._of_source: dict | None = None  # built at the first lookup by the insurer's ID
+        self._refused: dict | None = None
 
     @classmethod
     def open(cls, data_dir) -> "Season":
