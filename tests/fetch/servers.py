@@ -5,7 +5,8 @@ fault-injecting HTTP proxy between the client and nginx.
 FaultProxy faults (each armed for the next N requests whose path contains `match`):
   503 / 429 (with Retry-After) answers, `reset` (headers and half the body, then a TCP RST),
   `truncate` (half the body, then a clean close: shorter than Content-Length), `stall` (half the body,
-  then silence for `stall_s`). `latency_s` delays every answer (the bench's emulated RTT: this kernel
+  then silence for `stall_s`), `length` (a Content-Length of 10^15). Paths ending in `?redirect` get a
+  302 to `redirect_to`. `latency_s` delays every answer (the bench's emulated RTT: this kernel
   has no netem) and `loss` drops that share of answers into a `stall` of `loss_stall_s` (what a lost
   segment costs a TCP stream: a retransmission timeout).
 """
@@ -138,6 +139,7 @@ class FaultProxy:
         self.host, self.port = host, port or free_port()
         self.stall_s, self.latency_s, self.loss, self.loss_stall_s = stall_s, latency_s, loss, loss_stall_s
         self.armed = []  # [kind, remaining, match, arg]
+        self.redirect_to = None  # requests whose query is "redirect" get a 302 to this origin
         self.injected = {}
         self.requests = 0
         self.lock = threading.Lock()
@@ -204,6 +206,10 @@ class FaultProxy:
                     k, v = h.decode("latin-1").split(":", 1)
                     headers[k.strip()] = v.strip()
                 body = reader.read(int(headers.get("Content-Length", 0) or 0)) if method == "POST" else None
+                if self.redirect_to and path.endswith("?redirect"):
+                    conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {self.redirect_to}{path[:-9]}\r\n"
+                                 "Content-Length: 0\r\n\r\n".encode())
+                    continue
                 kind, arg = self._fault_for(path)
                 if self.latency_s:
                     time.sleep(self.latency_s)
@@ -224,13 +230,15 @@ class FaultProxy:
                     if k.lower() not in ("connection", "transfer-encoding", "content-length"):
                         head += f"{k}: {v}\r\n"
                 head += f"Content-Length: {len(data)}\r\n\r\n"
-                if kind in ("reset", "truncate", "stall", "loss"):
+                if kind == "length":
+                    head = head.replace(f"Content-Length: {len(data)}", "Content-Length: 1000000000000000")
+                if kind in ("reset", "truncate", "stall", "loss", "length"):
                     half = len(data) // 2
                     conn.sendall(head.encode() + data[:half])
                     if kind == "reset":
                         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         return
-                    if kind == "truncate":
+                    if kind in ("truncate", "length"):
                         return
                     time.sleep(self.stall_s if kind == "stall" else self.loss_stall_s)
                     if kind == "stall":

@@ -1,0 +1,45 @@
+"""The `world` fixture: see fetch_world.py."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from fetch_world import World, cli, hostile_items, served_items
+from servers import NGINX, FaultProxy, Nginx, Rustac
+from tests.conftest import tier_unavailable
+
+
+@pytest.fixture(scope="session")
+def world(request, tmp_path_factory):
+    if not Path(NGINX).is_file():
+        tier_unavailable(request, "nginx is not installed (scripts/setup.sh installs it)")
+    if shutil.which("rustac") is None and not (Path(sys.executable).with_name("rustac")).is_file():
+        tier_unavailable(request, "rustac is not installed (requirements/dev.txt)")
+    tmp = tmp_path_factory.mktemp("fetch")
+    raw = tmp / "raw"
+    got = cli("app.season", "raw", "--out", raw, "--fields", 6, "--tile", 768, "--dates", 4, "--block", 128, "--seed", 3)
+    assert got.returncode == 0, got.stderr
+    reference = tmp / "reference"
+    nginx = Nginx(raw / "scenes", tmp / "nginx").start()
+    proxy = FaultProxy("127.0.0.1", nginx.port, stall_s=3.0).start()
+    proxy.redirect_to = nginx.url
+    items = json.loads((raw / "scenes" / "collection.json").read_text())["features"]
+    served = served_items(items, proxy.url)
+    (tmp / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": served}))
+    (tmp / "hostile.json").write_text(json.dumps({"type": "FeatureCollection",
+                                                  "features": hostile_items(served[0], proxy, nginx, raw)}))
+    stac = Rustac([tmp / "items.json", tmp / "hostile.json"]).start()
+    world = World(raw, nginx, proxy, stac, reference, tmp)
+    try:
+        got = world.build(raw / "scenes", reference)
+        assert got.returncode == 0, got.stderr
+        yield world
+    finally:
+        stac.stop()
+        proxy.stop()
+        nginx.stop()
+
+
