@@ -6,6 +6,7 @@ import os
 import sys
 
 from app.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, guarded
+from app.fetch.run import add_arguments, failed_exit
 from app.fetch.stac import PRESETS
 from app.season.scene_ndvi import DEFAULT_MASKED
 
@@ -53,20 +54,13 @@ def build_parser():
     f.add_argument("--mapping", help="mapping.toml (as for build): which fields the build keeps decides the blocks")
     f.add_argument("--layer", help="the layer of a multi-layer field file")
     f.add_argument("--out", required=True, help="SCENES directory: SCENES/<year>/collection.json (rerun resumes)")
-    f.add_argument("--catalog", default=PRESETS["earth-search"]["url"], help="STAC API root (default %(default)s)")
     f.add_argument("--collection", default="sentinel-2-l2a", help="default %(default)s")
     f.add_argument("--years", help="YEAR, A-B or A,B,C (default: the mapping's season_year); past years feed "
                    "`app.season baseline --seasons`")
     f.add_argument("--window", default="04-01/10-31", help="MM-DD/MM-DD of each year (default %(default)s)")
     f.add_argument("--max-cloud", type=float, help="skip items whose eo:cloud_cover is above this percentage")
     f.add_argument("--sign", choices=["planetary-computer"], help="sign asset hrefs (Planetary Computer SAS token)")
-    f.add_argument("--allow-host", action="append", help="another origin (scheme://host[:port]) asset hrefs and "
-                   "redirects may point to (the catalogue's own and its preset's asset hosts are allowed)")
-    f.add_argument("--workers", type=int, default=16, help="parallel connections (default %(default)s)")
-    f.add_argument("--retries", type=int, default=8, help="retries per request (default %(default)s)")
-    f.add_argument("--backoff", type=float, default=0.5, help="first backoff in seconds, doubling (default %(default)s)")
-    f.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry (default %(default)s)")
-    f.add_argument("--ca-file", help="CA bundle for TLS (default: the system's)")
+    add_arguments(f, PRESETS["earth-search"]["url"])
 
     r = sub.add_parser("raw", help="generate raw inputs with truth: S2 L2A scenes (STAC + COGs) and a field file")
     r.add_argument("--out", required=True)
@@ -120,17 +114,11 @@ def build_command(args) -> int:
 
 
 def fetch_command(args) -> int:
-    from app.errors import EXIT_ENVIRONMENT
     from app.season.fetch import fetch_season
 
-    if args.workers < 1 or args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
-        raise BadInput("--workers >= 1, --retries >= 0, --backoff >= 0, --timeout > 0")
     summary, failed = fetch_season(args)
     print(json.dumps(summary))
-    if failed:
-        print(f"{PROG} fetch: {failed} item(s) failed (network): rerun the same command to resume", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    return EXIT_OK
+    return failed_exit(f"{PROG} fetch", failed)
 
 
 def baseline_command(args) -> int:

@@ -31,7 +31,6 @@ when some failed (network): rerun to resume; 3 when the catalogue cannot be reac
 """
 
 import datetime as dt
-import fcntl
 import json
 import shutil
 import sys
@@ -49,9 +48,10 @@ from affine import Affine
 
 from app.errors import BadInput, EnvironmentFailure
 from app.fetch import stac
-from app.fetch.core import AssetJob, fetch_assets, read_remote, sha256_of
-from app.fetch.http import Client, FetchError, FetchRefused
+from app.fetch.core import AssetJob, fetch_assets, read_remote
+from app.fetch.http import FetchError, FetchRefused
 from app.fetch.progress import Progress
+from app.fetch.run import client_for, href_refusal, lock_out, provenance, still_valid, summary_line
 from app.fetch.tiff import TiffRefused, layout
 from app.hpc.atomic import atomic_write_bytes, sweep_temp_files
 from app.hpc.tempdir import pick_temp_dir, private_temp_dir
@@ -62,7 +62,6 @@ from app.season.stack_plan import plan_stacks
 ITEM_JSON = "item.json"
 COLLECTION = "collection.json"
 REPORT = "fetch_report.json"
-LOCK = ".fetch.lock"
 
 
 @dataclass
@@ -145,19 +144,9 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
     if not geoms:
         raise BadInput(f"{args.fields}: no field with a geometry")
     bbox = shapely.bounds(shapely.union_all(np.array(geoms, dtype=object)))
-    preset = stac.preset_of(args.catalog)
-    allowed = [args.catalog] + list(args.allow_host or []) + (preset["asset_hosts"] if preset else [])
-    try:
-        client = Client(allowed, retries=args.retries, backoff=args.backoff, timeout=args.timeout, ca_file=args.ca_file)
-    except (FetchRefused, OSError) as exc:
-        raise BadInput(f"--catalog/--allow-host: {exc}") from None
+    client = client_for(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / LOCK, "a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise EnvironmentFailure(f"another fetch is writing to {out} (lock {out / LOCK})") from None
+    lock = lock_out(out)
     started = time.monotonic()
     token = None
     if args.sign == "planetary-computer":
@@ -187,11 +176,8 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
                "bytes_fetched": client.stats.bytes, "tile_bytes": sum(w.fetched for w in works_all),
                "full_assets_bytes": full, "requests": client.stats.requests, "retries": dict(client.stats.retries),
                "seconds": round(time.monotonic() - started, 2)}
-    share = f" ({client.stats.bytes / full:.2%})" if full else ""
-    log(f"done: {summary['fetched']} fetched, {summary['already_fetched']} already fetched, {summary['skipped']} "
-        f"skipped, {failed} failed; {client.stats.bytes / 1e6:.1f} MB fetched against {full / 1e6:.1f} MB in the "
-        f"full assets{share}, {client.stats.requests} requests, retries {summary['retries'] or 'none'}, "
-        f"{summary['seconds']} s")
+    log(summary_line({"fetched": summary["fetched"], "already fetched": summary["already_fetched"],
+                      "skipped": summary["skipped"], "failed": failed}, client, full, summary["seconds"]))
     lock.close()
     return summary, failed
 
@@ -279,25 +265,13 @@ def _screen(client, items, token, args) -> list:
             continue
         for band, key in w.keys.items():
             href = assets[key].get("href") if isinstance(assets[key], dict) else None
-            reason = _href_refusal(client, href)
+            reason = href_refusal(client, href)
             if reason:
                 w.end("skipped", f"{key} asset: {reason}")
                 break
             w.hrefs[band] = href
             w.urls[band] = stac.signed(href, token)
     return works
-
-
-def _href_refusal(client, href) -> str | None:
-    if not isinstance(href, str) or not href:
-        return "no href"
-    if href.lower().startswith("file:") or "://" not in href:
-        return f"local href {href[:120]!r} refused (a catalogue's assets must be http(s))"
-    try:
-        client.check(href)
-    except FetchRefused as exc:
-        return str(exc)
-    return None
 
 
 def _header(client, w: ItemWork, band: str) -> None:
@@ -366,23 +340,13 @@ def _tiles_of_scene(plan, scene, w: ItemWork) -> None:
 
 def _check_done(w: ItemWork, d: Path) -> None:
     """End w 'already fetched' if d holds a complete, unchanged copy with every tile now needed."""
-    path = d / ITEM_JSON
-    if not path.is_file():
-        return
     try:
-        local = json.loads(path.read_text())
-        for band, remote in w.remotes.items():
-            a = local["assets"][w.keys[band]]
-            f = d / a["href"]
-            if a.get("fetch:etag") != remote.etag or a.get("fetch:source_href") != w.hrefs[band]:
-                return
-            if not set(remote.header.present(w.tiles[band])) <= set(a.get("fetch:tiles", [])):
-                return
-            if not f.is_file() or f.stat().st_size != a.get("file:size") or sha256_of(f) != a.get("fetch:sha256"):
-                return
+        local = json.loads((d / ITEM_JSON).read_text())
+        if all(still_valid(local["assets"][w.keys[band]], d / local["assets"][w.keys[band]]["href"], remote,
+                           w.tiles[band], w.hrefs[band]) for band, remote in w.remotes.items()):
+            w.end("already fetched")
     except (OSError, ValueError, KeyError, TypeError):
         return
-    w.end("already fetched")
 
 
 def _write_item(w: ItemWork, d: Path, catalog: str) -> None:
@@ -390,11 +354,7 @@ def _write_item(w: ItemWork, d: Path, catalog: str) -> None:
     for job in w.jobs:
         _, band = job.tag
         key = w.keys[band]
-        r = job.remote
-        assets[key] = {**w.item["assets"][key], "href": f"{key}.tif", "fetch:source_href": w.hrefs[band],
-                       "fetch:etag": r.etag, "fetch:last_modified": r.last_modified, "fetch:source_bytes": r.size,
-                       "fetch:bytes": job.fetched, "fetch:tiles": job.tiles_written,
-                       "fetch:tiles_total": len(r.header.offsets), "file:size": job.size, "fetch:sha256": job.sha256}
+        assets[key] = {**w.item["assets"][key], "href": f"{key}.tif", **provenance(job, w.hrefs[band])}
     props = {**(w.item.get("properties") or {}), "fetch:catalog": catalog,
              "fetch:fetched_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     via = [{"rel": "via", "href": link["href"]} for link in w.item.get("links") or []
