@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fetch_world import World, cli, hostile_items, served_items
+from fetch_world import World, cli, embedding_items, hostile_items, served_items
 from servers import NGINX, FaultProxy, Nginx, Rustac
 from tests.conftest import tier_unavailable
 
@@ -31,7 +31,9 @@ def world(request, tmp_path_factory):
     (tmp / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": served}))
     (tmp / "hostile.json").write_text(json.dumps({"type": "FeatureCollection",
                                                   "features": hostile_items(served[0], proxy, nginx, raw)}))
-    stac = Rustac([tmp / "items.json", tmp / "hostile.json"]).start()
+    (tmp / "emb.json").write_text(json.dumps({"type": "FeatureCollection",
+                                              "features": embedding_items(raw / "scenes" / "emb", proxy.url)}))
+    stac = Rustac([tmp / "items.json", tmp / "hostile.json", tmp / "emb.json"]).start()
     world = World(raw, nginx, proxy, stac, reference, tmp)
     try:
         got = world.build(raw / "scenes", reference)

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 COLLECTION = "sentinel-2-l2a"
 HOSTILE = "hostile"
+EMBEDDINGS = "satellite-embedding"
+EMB_YEAR = 2024
 
 
 def cli(module: str, *args, timeout=300) -> subprocess.CompletedProcess:
@@ -89,3 +91,24 @@ def absurd_tiff() -> bytes:
     for tag, typ, count, value in entries:
         ifd += struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value))
     return b"II" + struct.pack("<HI", 42, 8) + ifd + struct.pack("<I", 0) + bytes(64)
+
+
+def embedding_items(src: Path, base: str) -> list:
+    """Generated published-format embedding tiles (app.emb synth) in src, and one STAC item per tile
+    whose `data` asset points at base/emb/<tile>."""
+    import rasterio
+    import shapely
+    from rasterio.warp import transform_geom
+
+    got = cli("app.emb", "synth", "--out", src, "--tiles", 2, "--size", 512, "--seed", 1)
+    assert got.returncode == 0, got.stderr
+    items = []
+    for path in sorted(src.glob("tile-*.tif")):
+        with rasterio.open(path) as ds:
+            geom = transform_geom(ds.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*ds.bounds)))
+        items.append({"type": "Feature", "stac_version": "1.0.0", "id": path.stem, "collection": EMBEDDINGS,
+                      "geometry": geom, "bbox": list(shapely.bounds(shapely.geometry.shape(geom))),
+                      "properties": {"datetime": f"{EMB_YEAR}-01-01T00:00:00Z"}, "links": [],
+                      "assets": {"data": {"href": f"{base}/emb/{path.name}", "roles": ["data"],
+                                          "type": "image/tiff; application=geotiff; profile=cloud-optimized"}}})
+    return items
