@@ -6,6 +6,7 @@ Policy, in one place:
   capped at 60 s): 429, 500, 502, 503, 504, timeouts (connect or a stalled body), connection resets,
   refused connections and bodies shorter than promised. `Retry-After` (seconds or an HTTP date) is
   honoured, capped at 300 s. Every retry is counted by cause in `Client.stats`.
+- TLS always verifies (tls_context: --ca-file, the system's store, or certifi's bundle).
 - Not retried: other statuses (404, 403, ...), TLS errors (a certificate that does not verify is never
   accepted and never retried: one line), a server that ignores Range (200 to a range request), a
   Content-Range or Content-Length that does not match what was asked (a body is never read past the
@@ -17,6 +18,7 @@ Policy, in one place:
 import email.utils
 import http.client
 import json
+import os
 import random
 import socket
 import ssl
@@ -90,7 +92,7 @@ class Client:
                  ca_file: str | None = None, sleep=time.sleep):
         self.allowed = {origin(a) if "://" in a else a for a in allowed}
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
-        self.ssl = ssl.create_default_context(cafile=ca_file)
+        self.ssl = tls_context(ca_file)
         self.stats = Stats()
         self._local = threading.local()
         self._sleep = sleep
@@ -268,6 +270,20 @@ class Client:
         if length is not None and expect is None and got < int(length):
             raise http.client.IncompleteRead(b"", int(length) - got)
         return b"".join(parts)
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """Verifying TLS: ca_file if given, else the system's CA store, else certifi's bundle (the images
+    have no system CA store; certifi is pinned in every image)."""
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    paths = ssl.get_default_verify_paths()
+    if (paths.cafile and os.path.isfile(paths.cafile)) or (paths.capath and os.path.isdir(paths.capath)
+                                                            and os.listdir(paths.capath)):
+        return ssl.create_default_context()
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _content_range(text):
