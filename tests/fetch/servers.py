@@ -229,7 +229,8 @@ class FaultProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length"):
                         head += f"{k}: {v}\r\n"
-                head += f"Content-Length: {len(data)}\r\n\r\n"
+                length = resp.getheader("Content-Length", "0") if method == "HEAD" else len(data)
+                head += f"Content-Length: {length}\r\n\r\n"
                 if kind == "length":
                     head = head.replace(f"Content-Length: {len(data)}", "Content-Length: 1000000000000000")
                 if kind in ("reset", "truncate", "stall", "loss", "length"):
@@ -255,3 +256,21 @@ class FaultProxy:
                 conn.close()
             except OSError:
                 pass
+
+
+if __name__ == "__main__":  # the bench runs a proxy inside a network namespace
+    import argparse
+
+    p = argparse.ArgumentParser(description="run a FaultProxy until killed")
+    p.add_argument("--upstream", required=True, help="HOST:PORT")
+    p.add_argument("--listen", required=True, help="HOST:PORT")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--loss", type=float, default=0.0)
+    p.add_argument("--loss-stall", type=float, default=0.2)
+    a = p.parse_args()
+    uh, up = a.upstream.rsplit(":", 1)
+    lh, lp = a.listen.rsplit(":", 1)
+    proxy = FaultProxy(uh, int(up), lh, int(lp), latency_s=a.latency, loss=a.loss, loss_stall_s=a.loss_stall).start()
+    print("proxy ready", flush=True)
+    while True:
+        time.sleep(3600)
