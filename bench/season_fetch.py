@@ -33,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fetch"))
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-import shapely  # noqa: E402
+import numpy as np
+import rasterio
+import shapely
+from servers import NGINX, Nginx
 
-from app.vector import read_vector, reproject  # noqa: E402
-from servers import NGINX, Nginx  # noqa: E402
+from app.vector import read_vector, reproject
 
 SRV, CLI = "f19srv", "f19cli"
 SRV_IP, CLI_IP = "10.199.0.2", "10.199.0.1"

@@ -32,11 +32,10 @@ from app.emb.prepare import window_offsets
 from app.emb.quant import NODATA
 from app.emb.raster import EmbeddingRaster
 from app.errors import BadInput, EnvironmentFailure
-from app.fetch import stac
+from app.fetch import run, stac
 from app.fetch.core import AssetJob, fetch_assets, read_remote
 from app.fetch.http import FetchError, FetchRefused
 from app.fetch.progress import Progress
-from app.fetch.run import client_for, href_refusal, lock_out, provenance, still_valid, summary_line
 from app.fetch.tiff import TiffRefused, add_entry, layout
 from app.hpc.atomic import atomic_write_bytes, sweep_temp_files
 from app.hpc.tempdir import pick_temp_dir, private_temp_dir
@@ -54,9 +53,9 @@ def fetch_embeddings(args, log=None) -> tuple[dict, int]:
     if not len(geoms):
         raise BadInput(f"{args.parcels}: no parcel with a geometry")
     lonlat = reproject(geoms, table.crs, "EPSG:4326")
-    client = client_for(args)
+    client = run.client_for(args)
     out = Path(args.out)
-    lock = lock_out(out)
+    lock = run.lock_out(out)
     sweep_temp_files(out)
     started = time.monotonic()
     try:
@@ -79,7 +78,7 @@ def fetch_embeddings(args, log=None) -> tuple[dict, int]:
         local = out / f"{o['name']}.tif"
         try:
             record = json.loads((out / f"{o['name']}.json").read_text())["assets"][o["key"]]
-            if still_valid(record, local, o["remote"], o["tiles"], o["href"]):
+            if run.still_valid(record, local, o["remote"], o["tiles"], o["href"]):
                 o["outcome"] = "already fetched"
                 continue
         except (OSError, ValueError, KeyError, TypeError):
@@ -95,7 +94,7 @@ def fetch_embeddings(args, log=None) -> tuple[dict, int]:
             o["outcome"], o["reason"] = "failed", job.error
             log(f"{o['name']}: failed: {job.error}")
         else:
-            assets = {o["key"]: {**o["item"]["assets"][o["key"]], "href": local_name(o), **provenance(job, o["href"])}}
+            assets = {o["key"]: {**o["item"]["assets"][o["key"]], "href": local_name(o), **run.provenance(job, o["href"])}}
             doc = {**o["item"], "assets": assets, "links": []}
             atomic_write_bytes(out / f"{o['name']}.json", (json.dumps(doc, indent=1) + "\n").encode())
             o["outcome"] = "fetched"
@@ -111,7 +110,7 @@ def fetch_embeddings(args, log=None) -> tuple[dict, int]:
             log(f"item {o['id']} skipped: {o['reason']}")
     full = sum(o["remote"].size for o in outcomes if o["outcome"] in ("fetched", "already fetched"))
     seconds = round(time.monotonic() - started, 2)
-    log(summary_line(counts, client, full, seconds))
+    log(run.summary_line(counts, client, full, seconds))
     report = [{"id": o["id"], "outcome": o["outcome"], "reason": o["reason"]} for o in outcomes]
     atomic_write_bytes(out / "fetch_report.json", (json.dumps(report, indent=1) + "\n").encode())
     lock.close()
@@ -137,7 +136,7 @@ def _screen(client, item) -> dict:
         o.update(outcome="skipped", reason=f"no `data` asset and not exactly one GeoTIFF asset (has: {', '.join(assets)[:200]})")
     else:
         href = assets[key].get("href") if isinstance(assets[key], dict) else None
-        reason = href_refusal(client, href)
+        reason = run.href_refusal(client, href)
         if reason:
             o.update(outcome="skipped", reason=f"{key} asset: {reason}")
         o.update(key=key, href=href)

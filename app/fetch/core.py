@@ -12,7 +12,6 @@ tiles a caller asks for, into local sparse copies (app.fetch.tiff), in parallel 
   a real name. Its size and sha256 are returned for the caller's manifest.
 """
 
-import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from pathlib import Path
 from app.fetch.http import Client, FetchError, total_size
 from app.fetch.tiff import TiffHeader, TiffRefused, coalesce, layout, read_header
 from app.hpc.atomic import fsync_dir, temp_name
+from app.season.digest import sha256_file
 
 GAP = 64 << 10
 MAX_REQUEST = 16 << 20
@@ -102,18 +102,10 @@ class _Open:
             os.replace(self.tmp, self.job.path)
             fsync_dir(self.job.path.parent)
             self.job.size = self.size
-            self.job.sha256 = sha256_of(self.job.path)
+            self.job.sha256 = sha256_file(self.job.path)
             self.job.tiles_written = self.tiles
         else:
             self.tmp.unlink(missing_ok=True)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_assets(client: Client, jobs: list, workers: int, on_done=None, progress=None,

@@ -210,7 +210,7 @@ class Client:
         except ssl.CertificateError as exc:
             self._drop(url)
             raise FetchError(f"{_short(url)}: TLS certificate error: {exc}") from None
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._drop(url)
             raise _Retry("timeout", f"timed out ({exc or 'no data'})") from None
         except ConnectionRefusedError:

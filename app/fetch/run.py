@@ -8,8 +8,8 @@ from pathlib import Path
 
 from app.errors import BadInput, EnvironmentFailure
 from app.fetch import stac
-from app.fetch.core import sha256_of
 from app.fetch.http import Client, FetchRefused
+from app.season.digest import sha256_file
 
 LOCK = ".fetch.lock"
 
@@ -41,7 +41,7 @@ def client_for(args) -> Client:
 def lock_out(out: Path):
     """An exclusive lock on OUT (kept while the returned file is open): one fetch writes there at a time."""
     out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / LOCK, "a")
+    lock = open(out / LOCK, "a")  # noqa: SIM115 (held open for the whole fetch: the lock lives with it)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -78,7 +78,7 @@ def still_valid(record: dict, path: Path, remote, tiles, source_href: str) -> bo
         return (record.get("fetch:etag") == remote.etag and record.get("fetch:source_href") == source_href
                 and set(remote.header.present(tiles)) <= set(record.get("fetch:tiles", []))
                 and path.is_file() and path.stat().st_size == record.get("file:size")
-                and sha256_of(path) == record.get("fetch:sha256"))
+                and sha256_file(path) == record.get("fetch:sha256"))
     except (OSError, TypeError, AttributeError):
         return False
 

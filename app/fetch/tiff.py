@@ -189,7 +189,7 @@ def layout(header: TiffHeader, indices) -> tuple[bytes, dict, int]:
     e, big = header.endian, header.big
     indices = sorted(indices)
     n_tiles = len(header.offsets)
-    arr_type, arr_size = (16, 8) if big else (4, 4)
+    arr_type = 16 if big else 4
     entries = header.entries + [Entry(TILE_OFFSETS, arr_type, n_tiles, b""), Entry(TILE_COUNTS, arr_type, n_tiles, b"")]
     entries.sort(key=lambda en: en.tag)
     head = 16 if big else 8

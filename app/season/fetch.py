@@ -47,11 +47,10 @@ import shapely
 from affine import Affine
 
 from app.errors import BadInput, EnvironmentFailure
-from app.fetch import stac
+from app.fetch import run, stac
 from app.fetch.core import AssetJob, fetch_assets, read_remote
 from app.fetch.http import FetchError, FetchRefused
 from app.fetch.progress import Progress
-from app.fetch.run import client_for, href_refusal, lock_out, provenance, still_valid, summary_line
 from app.fetch.tiff import TiffRefused, layout
 from app.hpc.atomic import atomic_write_bytes, sweep_temp_files
 from app.hpc.tempdir import pick_temp_dir, private_temp_dir
@@ -144,9 +143,9 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
     if not geoms:
         raise BadInput(f"{args.fields}: no field with a geometry")
     bbox = shapely.bounds(shapely.union_all(np.array(geoms, dtype=object)))
-    client = client_for(args)
+    client = run.client_for(args)
     out = Path(args.out)
-    lock = lock_out(out)
+    lock = run.lock_out(out)
     started = time.monotonic()
     token = None
     if args.sign == "planetary-computer":
@@ -176,7 +175,7 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
                "bytes_fetched": client.stats.bytes, "tile_bytes": sum(w.fetched for w in works_all),
                "full_assets_bytes": full, "requests": client.stats.requests, "retries": dict(client.stats.retries),
                "seconds": round(time.monotonic() - started, 2)}
-    log(summary_line({"fetched": summary["fetched"], "already fetched": summary["already_fetched"],
+    log(run.summary_line({"fetched": summary["fetched"], "already fetched": summary["already_fetched"],
                       "skipped": summary["skipped"], "failed": failed}, client, full, summary["seconds"]))
     lock.close()
     return summary, failed
@@ -265,7 +264,7 @@ def _screen(client, items, token, args) -> list:
             continue
         for band, key in w.keys.items():
             href = assets[key].get("href") if isinstance(assets[key], dict) else None
-            reason = href_refusal(client, href)
+            reason = run.href_refusal(client, href)
             if reason:
                 w.end("skipped", f"{key} asset: {reason}")
                 break
@@ -324,7 +323,6 @@ def _tiles_of_scene(plan, scene, w: ItemWork) -> None:
         with rasterio.open(scene.assets["scl"].path) as ds:
             scl = (ds.transform, ds.width, ds.height)
     for win in windows:
-        row0, row1, col0, col1 = win
         tiles["red"] |= red.tiles_in(*win)
         tiles["nir"] |= w.remotes["nir"].header.tiles_in(*win)
         if scl is not None:
@@ -342,7 +340,7 @@ def _check_done(w: ItemWork, d: Path) -> None:
     """End w 'already fetched' if d holds a complete, unchanged copy with every tile now needed."""
     try:
         local = json.loads((d / ITEM_JSON).read_text())
-        if all(still_valid(local["assets"][w.keys[band]], d / local["assets"][w.keys[band]]["href"], remote,
+        if all(run.still_valid(local["assets"][w.keys[band]], d / local["assets"][w.keys[band]]["href"], remote,
                            w.tiles[band], w.hrefs[band]) for band, remote in w.remotes.items()):
             w.end("already fetched")
     except (OSError, ValueError, KeyError, TypeError):
@@ -354,9 +352,9 @@ def _write_item(w: ItemWork, d: Path, catalog: str) -> None:
     for job in w.jobs:
         _, band = job.tag
         key = w.keys[band]
-        assets[key] = {**w.item["assets"][key], "href": f"{key}.tif", **provenance(job, w.hrefs[band])}
+        assets[key] = {**w.item["assets"][key], "href": f"{key}.tif", **run.provenance(job, w.hrefs[band])}
     props = {**(w.item.get("properties") or {}), "fetch:catalog": catalog,
-             "fetch:fetched_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+             "fetch:fetched_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     via = [{"rel": "via", "href": link["href"]} for link in w.item.get("links") or []
            if isinstance(link, dict) and link.get("rel") == "self" and isinstance(link.get("href"), str)]
     item = {**w.item, "properties": props, "assets": assets, "links": via}

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fetch_world import World, cli, embedding_items, hostile_items, served_items
 from servers import NGINX, FaultProxy, Nginx, Rustac
+
 from tests.conftest import tier_unavailable
 
 

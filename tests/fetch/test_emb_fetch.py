@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import shapely
+from fetch_world import EMB_YEAR, EMBEDDINGS, cli
 
 from app.emb.prepare import window_offsets
 from app.emb.raster import EmbeddingRaster
 from app.vector import read_vector, reproject
-from fetch_world import EMB_YEAR, EMBEDDINGS, cli
 
 CHIP = 128
 

@@ -4,8 +4,8 @@ that item's outcome with its reason, nothing is written outside --out, and memor
 import json
 
 import pytest
-
 from fetch_world import HOSTILE
+
 from app.fetch.http import Client, FetchError, FetchRefused
 
 
@@ -21,7 +21,7 @@ def hostile(world):
 
 
 def test_ids_that_are_not_local_names_never_become_paths(hostile):
-    got, report, parent, out = hostile
+    _, report, parent, out = hostile
     for bad in ("../../escape", "/abs/path", "nul\u0000byte", "x" * 300):
         assert report[bad]["outcome"] == "skipped" and "not usable as a local name" in report[bad]["reason"]
     assert sorted(p.name for p in parent.iterdir()) == ["out"]  # nothing beside --out

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from fetch_world import ROOT, cli
 
 
