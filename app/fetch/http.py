@@ -67,6 +67,7 @@ class Stats:
     requests: int = 0
     bytes: int = 0
     retries: dict = field(default_factory=dict)  # cause -> count
+    waited: float = 0.0  # seconds slept before retries (backoff, Retry-After)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, nbytes: int) -> None:
@@ -74,9 +75,10 @@ class Stats:
             self.requests += 1
             self.bytes += nbytes
 
-    def retried(self, cause: str) -> None:
+    def retried(self, cause: str, wait: float) -> None:
         with self.lock:
             self.retries[cause] = self.retries.get(cause, 0) + 1
+            self.waited += wait
 
 
 class _Retry(Exception):
@@ -137,10 +139,10 @@ class Client:
             except _Retry as r:
                 if attempt >= self.retries:
                     raise FetchError(f"{_short(url)}: {r} (gave up after {attempt + 1} attempts)") from None
-                self.stats.retried(r.cause)
                 delay = random.uniform(0, min(MAX_BACKOFF_S, self.backoff * 2 ** attempt))
                 if r.wait is not None:
                     delay = max(delay, min(r.wait, MAX_RETRY_AFTER_S))
+                self.stats.retried(r.cause, delay)
                 self._sleep(delay)
                 attempt += 1
 

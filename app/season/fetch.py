@@ -174,6 +174,7 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
                "skipped": sum(w.outcome == "skipped" for w in works_all), "failed": failed,
                "bytes_fetched": client.stats.bytes, "tile_bytes": sum(w.fetched for w in works_all),
                "full_assets_bytes": full, "requests": client.stats.requests, "retries": dict(client.stats.retries),
+               "retry_wait_s": round(client.stats.waited, 2),
                "seconds": round(time.monotonic() - started, 2)}
     log(run.summary_line({"fetched": summary["fetched"], "already fetched": summary["already_fetched"],
                       "skipped": summary["skipped"], "failed": failed}, client, full, summary["seconds"]))

@@ -68,6 +68,8 @@ def hostile_items(template: dict, proxy, nginx, raw: Path) -> list:
         return it
 
     good = template["assets"]["red"]["href"]
+    cloudy = item("cloudy")
+    cloudy["properties"]["eo:cloud_cover"] = 95.5
     return [
         item("../../escape"),
         item("/abs/path"),
@@ -78,6 +80,7 @@ def hostile_items(template: dict, proxy, nginx, raw: Path) -> list:
         item("redirect-out", red=good.replace(".tif", ".tif?redirect")),
         item("absurd-header", red=f"{proxy.url}/absurd.tif"),
         item("tls-error", red=good.replace("http://", "https://")),
+        cloudy,
     ]
 
 

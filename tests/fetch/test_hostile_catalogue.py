@@ -15,7 +15,7 @@ def hostile(world):
     parent.mkdir()
     out = parent / "out"
     tls = world.proxy.url.replace("http://", "https://")
-    got = world.fetch(out, "--allow-host", tls, collection=HOSTILE)
+    got = world.fetch(out, "--allow-host", tls, "--max-cloud", 50, collection=HOSTILE)
     report = {r["id"]: r for r in json.loads((out / "2025" / "fetch_report.json").read_text())}
     return got, report, parent, out
 
@@ -27,7 +27,7 @@ def test_ids_that_are_not_local_names_never_become_paths(hostile):
     assert sorted(p.name for p in parent.iterdir()) == ["out"]  # nothing beside --out
     written = {p.name for p in (out / "2025").iterdir()}
     assert written <= {"collection.json", "fetch_report.json", "redirect-out", "foreign-host", "file-href",
-                       "absurd-header", "tls-error"}
+                       "absurd-header", "tls-error", "cloudy"}
     assert not (out / "2025" / "escape").exists() and not list(out.rglob("*.tif"))
 
 
@@ -73,3 +73,9 @@ def test_the_client_refuses_a_non_http_url_itself(world):
     client = Client([world.proxy.url], retries=0)
     with pytest.raises(FetchError):
         client.get_range("file:///etc/passwd", 0, 10)
+
+
+def test_items_over_max_cloud_are_skipped_with_their_cover(hostile):
+    _, report, _, _ = hostile
+    assert report["cloudy"] == {"id": "cloudy", "outcome": "skipped", "bytes": 0,
+                                "reason": "cloud cover 95.5 % > --max-cloud 50"}
