@@ -135,3 +135,13 @@ def test_bad_usage_is_exit_2_and_writes_nothing(world, tmp_path):
     assert got.returncode == 2 and "--mapping" in got.stderr and not out.exists()
     got = world.fetch(out, "--years", "20x5")
     assert got.returncode == 2 and not out.exists()
+
+
+def test_a_built_season_as_fields_fetches_the_same_tiles(world, fetched, tmp_path):
+    out = tmp_path / "from_season"
+    got = cli("app.season", "fetch", "--fields", world.reference, "--years", 2025, "--out", out, "--catalog",
+              world.stac.url, "--allow-host", world.proxy.url, "--workers", 4)
+    assert got.returncode == 0, got.stderr
+    assert tif_digests(out) == tif_digests(fetched[0])
+    got = cli("app.season", "fetch", "--fields", world.reference, "--out", tmp_path / "x", "--catalog", world.stac.url)
+    assert got.returncode == 2 and "--years" in got.stderr and not (tmp_path / "x").exists()
