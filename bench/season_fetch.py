@@ -16,8 +16,9 @@ LOSS_STALL_S pause mid-body (a lost segment's retransmission timeout). Traffic n
 Raw inputs: app.season raw (3 granules, TILE² px, BLOCK² COG blocks, DATES dates) with each field
 count given (the first, 800 on 2048² tiles, is the demo's density: 200 fields on three 1024² tiles;
 40 is a sparse portfolio). Per portfolio and method: bytes over the link (the client namespace's
-interface counters), seconds, link use (bytes / seconds / shaped rate); and the fetch's bytes vs the
-whole assets' size. Prints a table and writes bench/results/season_fetch.json.
+interface counters), seconds, link use (bytes / seconds / shaped rate; for the fetch also over its tile
+phase alone, without interpreter start-up, field import, search, headers and planning); and the
+fetch's bytes vs the whole assets' size. Prints a table and writes bench/results/season_fetch.json.
 """
 
 import argparse
@@ -136,7 +137,9 @@ def run_portfolio(raw: Path, work: Path, odc_python: str) -> dict:
             if got.returncode:
                 raise SystemExit(f"fetch failed: {got.stderr[-2000:]}")
             s = json.loads(got.stdout)
-            return {"retries": s["retries"], "requests": s["requests"], "items": s["fetched"]}
+            return {"retries": s["retries"], "requests": s["requests"], "items": s["fetched"],
+                    "tile_phase_s": s["tile_seconds"],
+                    "tile_phase_link_use": round(s["tile_bytes"] * 8 / max(s["tile_seconds"], 1e-9) / (RATE_MBIT * 1e6), 3)}
 
         fetch_row = measured(fetch)
         # resume cost: kill -9 half way, then resume
@@ -228,7 +231,8 @@ def main() -> int:
             row = r[name]
             print(f"{n:>6} {name:<18} {row['bytes'] / 1e6:>9.1f} {row['seconds']:>7.1f} {row['link_use']:>8.0%} "
                   f"{row['bytes'] / max(f['bytes'], 1):>10.1f}x {row['seconds'] / max(f['seconds'], 1e-9):>9.1f}x")
-        print(f"{n:>6} full assets {r['full_assets_bytes'] / 1e6:.1f} MB; fetch retries {f.get('retries')}; "
+        print(f"{n:>6} full assets {r['full_assets_bytes'] / 1e6:.1f} MB; fetch: tile phase {f['tile_phase_s']} s at "
+              f"{f['tile_phase_link_use']:.0%} link use, {f['requests']} requests, retries {f.get('retries')}; "
               f"resume after kill -9 ({r['resume_after_kill']['items_done_before_kill']} items done before)")
     out = ROOT / "bench" / "results" / "season_fetch.json"
     out.write_text(json.dumps(results, indent=1) + "\n")

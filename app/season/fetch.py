@@ -153,14 +153,15 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
             token = stac.pc_token(client, stac.PRESETS["planetary-computer"]["sign"], args.collection)
         except FetchError as exc:
             raise EnvironmentFailure(f"cannot sign Planetary Computer hrefs: {exc}") from None
-    per_year, failed, works_all = {}, 0, []
+    per_year, failed, works_all, tile_seconds = {}, 0, [], 0.0
     for year in years:
         try:
             items = stac.search(client, args.catalog, args.collection, bbox, interval(year, window))
         except FetchError as exc:
             raise EnvironmentFailure(f"catalogue {args.catalog}: {exc}") from None
         log(f"{year}: {len(items)} item(s) found in {args.collection}")
-        works = _year(client, fields, items, out / str(year), token, args, log)
+        works, seconds = _year(client, fields, items, out / str(year), token, args, log)
+        tile_seconds += seconds
         works_all += works
         counts = {}
         for w in works:
@@ -175,6 +176,7 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
                "bytes_fetched": client.stats.bytes, "tile_bytes": sum(w.fetched for w in works_all),
                "full_assets_bytes": full, "requests": client.stats.requests, "retries": dict(client.stats.retries),
                "retry_wait_s": round(client.stats.waited, 2),
+               "tile_seconds": round(tile_seconds, 2),
                "seconds": round(time.monotonic() - started, 2)}
     log(run.summary_line({"fetched": summary["fetched"], "already fetched": summary["already_fetched"],
                       "skipped": summary["skipped"], "failed": failed}, client, full, summary["seconds"]))
@@ -182,7 +184,8 @@ def fetch_season(args, log=None) -> tuple[dict, int]:
     return summary, failed
 
 
-def _year(client, fields, items, out: Path, token, args, log) -> list:
+def _year(client, fields, items, out: Path, token, args, log) -> tuple[list, float]:
+    """The year's items fetched into out: (their ItemWork, seconds of the tile phase)."""
     out.mkdir(parents=True, exist_ok=True)
     for d in [out] + [p for p in out.iterdir() if p.is_dir()]:
         sweep_temp_files(d)  # temp files of a killed run (we hold the lock: no writer is active)
@@ -220,7 +223,9 @@ def _year(client, fields, items, out: Path, token, args, log) -> list:
                 w.end("fetched")
             progress.add(items=1)
 
+    tiles_start = time.monotonic()
     fetch_assets(client, jobs, args.workers, on_done, progress)
+    tile_seconds = time.monotonic() - tiles_start
     if todo:
         progress.close()
     done = [w for w in works if w.outcome in ("fetched", "already fetched")]
@@ -233,7 +238,7 @@ def _year(client, fields, items, out: Path, token, args, log) -> list:
     for w in works:
         if w.outcome == "skipped":
             log(f"{out.name}: item {report[works.index(w)]['id']} skipped: {w.reason}")
-    return works
+    return works, tile_seconds
 
 
 def _screen(client, items, token, args) -> list:
