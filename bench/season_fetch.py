@@ -2,7 +2,7 @@
 """`app.season fetch` over a WAN-like link, side by side in one run with (a) whole assets by curl and
 (b) odc-stac loading the fields' extent per tile. Needs root (network namespaces), nginx, rustac, and
 odc-stac in its own venv (ODC_PYTHON, default /tmp/odc-venv/bin/python; `python3 -m venv DIR &&
-DIR/bin/pip install odc-stac==0.5.3 pystac-client==0.9.1`: kept out of the project's venv).
+DIR/bin/pip install -r bench/odc-requirements.txt`: kept out of the project's venv).
 
     sudo .venv/bin/python bench/season_fetch.py [--tile 2048 --block 512 --dates 6] [--fields 800,40]
 
