@@ -24,7 +24,7 @@ def world(request, tmp_path_factory):
     assert got.returncode == 0, got.stderr
     reference = tmp / "reference"
     nginx = Nginx(raw / "scenes", tmp / "nginx").start()
-    proxy = FaultProxy("127.0.0.1", nginx.port, stall_s=3.0).start()
+    proxy = FaultProxy("127.0.0.1", nginx.port, stall_s=4.0).start()
     proxy.redirect_to = nginx.url
     items = json.loads((raw / "scenes" / "collection.json").read_text())["features"]
     served = served_items(items, proxy.url)

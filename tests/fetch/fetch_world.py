@@ -36,7 +36,7 @@ class World:
     def fetch(self, out, *extra, collection=COLLECTION, catalog=None, timeout=300):
         return cli("app.season", "fetch", "--fields", self.raw / "fields.gpkg", "--mapping", self.raw / "mapping.toml",
                    "--out", out, "--catalog", catalog or self.stac.url, "--collection", collection,
-                   "--allow-host", self.proxy.url, "--workers", 4, "--backoff", 0.02, "--timeout", 1.5, *extra,
+                   "--allow-host", self.proxy.url, "--workers", 4, "--backoff", 0.02, "--timeout", 2.5, *extra,
                    timeout=timeout)
 
     def build(self, scenes, out):
