@@ -100,7 +100,7 @@ def fetch_embeddings(args, log=None) -> tuple[dict, int]:
             o["outcome"] = "fetched"
         progress.add(items=1)
 
-    fetch_assets(client, jobs, args.workers, on_done, progress)
+    fetch_assets(client, jobs, args.workers, on_done, progress, gap=args.gap_kib << 10)
     if jobs:
         progress.close()
     counts = {}

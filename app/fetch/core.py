@@ -5,8 +5,10 @@ tiles a caller asks for, into local sparse copies (app.fetch.tiff), in parallel 
   Last-Modified are recorded, and every later range of that asset must carry the same ETag (a
   changed object mid-fetch fails that asset: a rerun fetches it afresh).
 - Tiles: the wanted tiles' byte spans are merged where the hole between neighbours is small
-  (`gap`, default 64 KiB: a round trip costs more than that at WAN latency) up to `max_request`
-  bytes per request; requests of all assets go through one thread pool (`workers` connections).
+  (`gap`, default 32 KiB ≈ what one connection's share of 100 Mbit/s moves in a 40 ms round trip
+  with 16 connections: fetching a smaller hole costs less than another request) up to
+  `max_request` bytes per request; requests of all assets go through one thread pool (`workers`
+  connections).
 - Each asset is written to a temp name beside its final path (header first, tiles at their final
   offsets as they arrive), fsynced and renamed when complete: a kill -9 leaves no partial file under
   a real name. Its size and sha256 are returned for the caller's manifest.
@@ -23,7 +25,7 @@ from app.fetch.tiff import TiffHeader, TiffRefused, coalesce, layout, read_heade
 from app.hpc.atomic import fsync_dir, temp_name
 from app.season.digest import sha256_file
 
-GAP = 64 << 10
+GAP = 32 << 10
 MAX_REQUEST = 16 << 20
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.errors import BadInput, EnvironmentFailure
 from app.fetch import stac
+from app.fetch.core import GAP
 from app.fetch.http import Client, FetchRefused
 from app.season.digest import sha256_file
 
@@ -25,11 +26,13 @@ def add_arguments(parser, catalog_default=None) -> None:
     parser.add_argument("--backoff", type=float, default=0.5, help="first backoff in seconds, doubling (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry (default %(default)s)")
     parser.add_argument("--ca-file", help="CA bundle for TLS (default: the system's)")
+    parser.add_argument("--gap-kib", type=int, default=GAP >> 10, help="merge tile ranges whose hole is at most "
+                        "this many KiB into one request (default %(default)s; ~ bandwidth x RTT / workers)")
 
 
 def client_for(args) -> Client:
-    if args.workers < 1 or args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
-        raise BadInput("--workers >= 1, --retries >= 0, --backoff >= 0, --timeout > 0")
+    if args.workers < 1 or args.retries < 0 or args.backoff < 0 or args.timeout <= 0 or args.gap_kib < 0:
+        raise BadInput("--workers >= 1, --retries >= 0, --backoff >= 0, --timeout > 0, --gap-kib >= 0")
     preset = stac.preset_of(args.catalog)
     allowed = [args.catalog] + list(args.allow_host or []) + (preset["asset_hosts"] if preset else [])
     try:

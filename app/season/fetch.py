@@ -224,7 +224,7 @@ def _year(client, fields, items, out: Path, token, args, log) -> tuple[list, flo
             progress.add(items=1)
 
     tiles_start = time.monotonic()
-    fetch_assets(client, jobs, args.workers, on_done, progress)
+    fetch_assets(client, jobs, args.workers, on_done, progress, gap=args.gap_kib << 10)
     tile_seconds = time.monotonic() - tiles_start
     if todo:
         progress.close()
