@@ -143,18 +143,19 @@ def run_portfolio(raw: Path, work: Path, odc_python: str) -> dict:
 
         fetch_row = measured(fetch)
         exact_row = measured(lambda: fetch(work / "fetched_gap0", "--gap-kib", 0))  # no hole fetched: fewest bytes
-        # resume cost: kill -9 half way, then resume
+        # resume cost: kill -9 half way through the tile phase, then resume
         shutil.rmtree(out)
         cmd = ["ip", "netns", "exec", CLI, sys.executable, "-m", "app.season", "fetch", "--fields",
                raw / "fields.gpkg", "--mapping", raw / "mapping.toml", "--out", out, "--catalog", catalog,
                "--allow-host", proxy, "--workers", 16]
         p = subprocess.Popen(list(map(str, cmd)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(fetch_row["seconds"] / 2)
+        time.sleep(fetch_row["seconds"] - fetch_row["tile_phase_s"] / 2)
         p.kill()
         p.wait()
         done = len(list(out.glob("*/*/item.json")))
         resume = measured(lambda: (in_cli(*cmd[4:], capture_output=True, cwd=ROOT), None)[1])
         resume["items_done_before_kill"] = done
+        resume["items"] = len(items)
 
         def curl():
             (work / "urls").write_text("".join(f"url = {h}\noutput = /dev/null\n" for h in hrefs))
@@ -234,7 +235,8 @@ def main() -> int:
                   f"{row['bytes'] / max(f['bytes'], 1):>10.1f}x {row['seconds'] / max(f['seconds'], 1e-9):>9.1f}x")
         print(f"{n:>6} full assets {r['full_assets_bytes'] / 1e6:.1f} MB; fetch: tile phase {f['tile_phase_s']} s at "
               f"{f['tile_phase_link_use']:.0%} link use, {f['requests']} requests, retries {f.get('retries')}; "
-              f"resume after kill -9 ({r['resume_after_kill']['items_done_before_kill']} items done before)")
+              f"resume after kill -9 ({r['resume_after_kill']['items_done_before_kill']} of "
+              f"{r['resume_after_kill']['items']} items done before)")
     out = ROOT / "bench" / "results" / "season_fetch.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"written {out}")
