@@ -6,7 +6,7 @@ FaultProxy faults (each armed for the next N requests whose path contains `match
   503 / 429 (with Retry-After) answers, `reset` (headers and half the body, then a TCP RST),
   `truncate` (half the body, then a clean close: shorter than Content-Length), `stall` (half the body,
   then silence for `stall_s`), `length` (a Content-Length of 10^15). Paths ending in `?redirect` get a
-  302 to `redirect_to`. `latency_s` delays every answer (the bench's emulated RTT: this kernel
+  302 to `redirect_to`. With `tls=(cert, key)` it serves HTTPS. `latency_s` delays every answer (the bench's emulated RTT: this kernel
   has no netem) and `loss` drops that share of answers into a `stall` of `loss_stall_s` (what a lost
   segment costs a TCP stream: a retransmission timeout).
 """
@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -134,7 +135,7 @@ class FaultProxy:
     """A threaded HTTP/1.1 proxy to one upstream (host, port) that injects faults on demand."""
 
     def __init__(self, upstream_host, upstream_port, host="127.0.0.1", port=None, stall_s=3.0,
-                 latency_s=0.0, loss=0.0, loss_stall_s=0.2, seed=0):
+                 latency_s=0.0, loss=0.0, loss_stall_s=0.2, seed=0, tls=None):
         self.upstream = (upstream_host, upstream_port)
         self.host, self.port = host, port or free_port()
         self.stall_s, self.latency_s, self.loss, self.loss_stall_s = stall_s, latency_s, loss, loss_stall_s
@@ -145,10 +146,14 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.sock = None
+        self.tls = None
+        if tls is not None:  # (certificate file, key file): serve HTTPS
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(*map(str, tls))
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def arm(self, kind: str, n: int, match: str = "", arg=None) -> None:
         with self.lock:
@@ -190,6 +195,12 @@ class FaultProxy:
 
     def _serve(self, conn):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # the client refused our certificate
+                conn.close()
+                return
         reader = conn.makefile("rb")
         upstream = None
         try:

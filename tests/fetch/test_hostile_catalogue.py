@@ -2,9 +2,11 @@
 that item's outcome with its reason, nothing is written outside --out, and memory stays bounded."""
 
 import json
+import subprocess
 
 import pytest
 from fetch_world import HOSTILE
+from servers import FaultProxy
 
 from app.fetch.http import Client, FetchError, FetchRefused
 
@@ -79,3 +81,21 @@ def test_items_over_max_cloud_are_skipped_with_their_cover(hostile):
     _, report, _, _ = hostile
     assert report["cloudy"] == {"id": "cloudy", "outcome": "skipped", "bytes": 0,
                                 "reason": "cloud cover 95.5 % > --max-cloud 50"}
+
+
+def test_a_certificate_that_does_not_verify_is_one_line_and_a_given_ca_is_trusted(world, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days",
+                    "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    catalogue = FaultProxy("127.0.0.1", world.stac.port, tls=(cert, key)).start()  # the STAC API over HTTPS
+    try:
+        got = world.fetch(tmp_path / "refused", catalog=catalogue.url)
+        assert got.returncode == 3
+        lines = got.stderr.strip().splitlines()
+        assert len(lines) == 1 and "TLS error" in lines[0] and "CERTIFICATE_VERIFY_FAILED" in lines[0]
+        got = world.fetch(tmp_path / "trusted", "--ca-file", cert, catalog=catalogue.url)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["fetched"] > 0
+    finally:
+        catalogue.stop()
