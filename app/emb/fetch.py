@@ -106,13 +106,13 @@ def fetch_embeddings(args, log=None) -> tuple[dict, int]:
     counts = {}
     for o in outcomes:
         counts[o["outcome"]] = counts.get(o["outcome"], 0) + 1
-        if o["outcome"] == "skipped":
-            log(f"item {o['id']} skipped: {o['reason']}")
     full = sum(o["remote"].size for o in outcomes if o["outcome"] in ("fetched", "already fetched"))
     seconds = round(time.monotonic() - started, 2)
     log(run.summary_line(counts, client, full, seconds))
     report = [{"id": o["id"], "outcome": o["outcome"], "reason": o["reason"]} for o in outcomes]
     atomic_write_bytes(out / "fetch_report.json", (json.dumps(report, indent=1) + "\n").encode())
+    run.log_skipped(log, [(o["id"], o["reason"]) for o in outcomes if o["outcome"] == "skipped"],
+                    out / "fetch_report.json")
     lock.close()
     summary = {"out": str(out), "items": len(outcomes), **{k.replace(" ", "_"): v for k, v in counts.items()},
                "bytes_fetched": client.stats.bytes, "full_assets_bytes": full, "requests": client.stats.requests,

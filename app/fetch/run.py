@@ -86,6 +86,15 @@ def still_valid(record: dict, path: Path, remote, tiles, source_href: str) -> bo
         return False
 
 
+def log_skipped(log, skipped: list, report: Path, first: int = 5) -> None:
+    """The first skipped items with their reasons, then how many more (all are in the report file):
+    a national search skips hundreds of items that touch no field."""
+    for item_id, reason in skipped[:first]:
+        log(f"item {item_id} skipped: {reason}")
+    if len(skipped) > first:
+        log(f"... and {len(skipped) - first} more item(s) skipped (each with its reason in {report})")
+
+
 def summary_line(counts: dict, client: Client, full: int, seconds: float) -> str:
     share = f" ({client.stats.bytes / full:.2%})" if full else ""
     return (f"done: {counts.get('fetched', 0)} fetched, {counts.get('already fetched', 0)} already fetched, "

@@ -235,9 +235,7 @@ def _year(client, fields, items, out: Path, token, args, log) -> tuple[list, flo
     report = [{"id": w.item.get("id") if isinstance(w.item.get("id"), str) else repr(w.item.get("id"))[:200],
                "outcome": w.outcome, "reason": w.reason, "bytes": w.fetched} for w in works]
     atomic_write_bytes(out / REPORT, (json.dumps(report, indent=1) + "\n").encode())
-    for w in works:
-        if w.outcome == "skipped":
-            log(f"{out.name}: item {report[works.index(w)]['id']} skipped: {w.reason}")
+    run.log_skipped(log, [(r["id"], r["reason"]) for r in report if r["outcome"] == "skipped"], out / REPORT)
     return works, tile_seconds
 
 
