@@ -143,6 +143,7 @@ class FaultProxy:
         self.redirect_to = None  # requests whose query is "redirect" get a 302 to this origin
         self.injected = {}
         self.requests = 0
+        self.paths = []  # the paths asked for, in order
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.sock = None
@@ -182,6 +183,7 @@ class FaultProxy:
     def _fault_for(self, path: str):
         with self.lock:
             self.requests += 1
+            self.paths.append(path)
             for entry in self.armed:
                 kind, left, match, arg = entry
                 if left > 0 and match in path:

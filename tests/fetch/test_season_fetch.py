@@ -145,3 +145,44 @@ def test_a_built_season_as_fields_fetches_the_same_tiles(world, fetched, tmp_pat
     assert tif_digests(out) == tif_digests(fetched[0])
     got = cli("app.season", "fetch", "--fields", world.reference, "--out", tmp_path / "x", "--catalog", world.stac.url)
     assert got.returncode == 2 and "--years" in got.stderr and not (tmp_path / "x").exists()
+
+
+def test_planetary_computer_signing_signs_requests_and_keeps_tokens_out_of_the_items(world, fetched, tmp_path,
+                                                                                     monkeypatch):
+    """--sign planetary-computer against a token endpoint on loopback (the real one is not reachable here)."""
+    import http.server
+    import threading
+
+    from app.fetch import stac
+    from app.season.cli import build_parser
+    from app.season.fetch import fetch_season
+
+    class Token(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"token": "st=2026&sig=SECRET" if self.path.endswith("/sentinel-2-l2a") else ""}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sign = f"http://127.0.0.1:{server.server_port}/api/sas/v1/token/{{collection}}"
+    monkeypatch.setitem(stac.PRESETS["planetary-computer"], "sign", sign)
+    out = tmp_path / "signed"
+    args = build_parser().parse_args(["fetch", "--fields", str(world.raw / "fields.gpkg"), "--mapping",
+                                      str(world.raw / "mapping.toml"), "--out", str(out), "--catalog", world.stac.url,
+                                      "--allow-host", world.proxy.url, "--sign", "planetary-computer", "--workers", "4"])
+    start = len(world.proxy.paths)
+    try:
+        summary, failed = fetch_season(args, log=lambda msg: None)
+    finally:
+        server.shutdown()
+    assert failed == 0 and summary["fetched"] == fetched[1]["fetched"]
+    asked = world.proxy.paths[start:]
+    assert asked and all(p.endswith(".tif?st=2026&sig=SECRET") for p in asked)
+    assert tif_digests(out) == tif_digests(fetched[0])
+    assert "SECRET" not in "".join(p.read_text() for p in out.rglob("*.json"))  # hrefs kept unsigned
