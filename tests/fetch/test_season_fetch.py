@@ -186,3 +186,17 @@ def test_planetary_computer_signing_signs_requests_and_keeps_tokens_out_of_the_i
     assert asked and all(p.endswith(".tif?st=2026&sig=SECRET") for p in asked)
     assert tif_digests(out) == tif_digests(fetched[0])
     assert "SECRET" not in "".join(p.read_text() for p in out.rglob("*.json"))  # hrefs kept unsigned
+
+
+@pytest.mark.container
+def test_fetch_runs_inside_the_season_image_with_nothing_but_binds(world, fetched, season_sif, tmp_path):
+    """What a login node runs: bash + apptainer only, the fetch inside season.sif."""
+    out = tmp_path / "scenes"
+    out.mkdir()
+    got = subprocess.run(["apptainer", "run", "--containall", "--cleanenv", "--bind", f"{world.raw}:/in:ro",
+                          "--bind", f"{out}:/scenes", str(season_sif), "fetch", "--fields", "/in/fields.gpkg",
+                          "--mapping", "/in/mapping.toml", "--out", "/scenes", "--catalog", world.stac.url,
+                          "--allow-host", world.proxy.url, "--workers", "4"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert got.returncode == 0, got.stderr
+    assert tif_digests(out) == tif_digests(fetched[0])
