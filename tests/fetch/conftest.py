@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from fetch_world import World, cli, embedding_items, hostile_items, served_items
+from fetch_world import (
+    PAST_YEAR,
+    World,
+    cli,
+    embedding_items,
+    hostile_items,
+    served_items,
+)
 from servers import NGINX, FaultProxy, Nginx, Rustac
 
 from tests.conftest import tier_unavailable
@@ -28,6 +35,13 @@ def world(request, tmp_path_factory):
     proxy.redirect_to = nginx.url
     items = json.loads((raw / "scenes" / "collection.json").read_text())["features"]
     served = served_items(items, proxy.url)
+    # a past year (the same fields and granules, other dates), served from scenes/past/
+    got = cli("app.season", "raw", "--out", tmp / "past", "--fields", 6, "--tile", 768, "--dates", 4, "--block", 128,
+              "--seed", 3, "--year", PAST_YEAR)
+    assert got.returncode == 0, got.stderr
+    (tmp / "past" / "scenes").rename(raw / "scenes" / "past")
+    past = json.loads((raw / "scenes" / "past" / "collection.json").read_text())["features"]
+    served += served_items(past, proxy.url + "/past")
     (tmp / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": served}))
     (tmp / "hostile.json").write_text(json.dumps({"type": "FeatureCollection",
                                                   "features": hostile_items(served[0], proxy, nginx, raw)}))
@@ -36,7 +50,7 @@ def world(request, tmp_path_factory):
     stac = Rustac([tmp / "items.json", tmp / "hostile.json", tmp / "emb.json"]).start()
     world = World(raw, nginx, proxy, stac, reference, tmp)
     try:
-        got = world.build(raw / "scenes", reference)
+        got = world.build(raw / "scenes" / "collection.json", reference)  # this year only (past/ is beside it)
         assert got.returncode == 0, got.stderr
         yield world
     finally:

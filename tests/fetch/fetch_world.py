@@ -17,6 +17,7 @@ COLLECTION = "sentinel-2-l2a"
 HOSTILE = "hostile"
 EMBEDDINGS = "satellite-embedding"
 EMB_YEAR = 2024
+PAST_YEAR = 2023
 
 
 def cli(module: str, *args, timeout=300) -> subprocess.CompletedProcess:

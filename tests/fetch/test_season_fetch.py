@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from fetch_world import ROOT, cli
+from fetch_world import PAST_YEAR, ROOT, cli
 
 
 def tif_digests(scenes: Path) -> dict:
@@ -200,3 +200,22 @@ def test_fetch_runs_inside_the_season_image_with_nothing_but_binds(world, fetche
                          capture_output=True, text=True, timeout=300, check=False)
     assert got.returncode == 0, got.stderr
     assert tif_digests(out) == tif_digests(fetched[0])
+
+
+def test_past_years_land_in_their_own_directories_and_build(world, fetched, tmp_path):
+    out = tmp_path / "years"
+    got = world.fetch(out, "--years", f"{PAST_YEAR}-2025")
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    past = json.loads((world.raw / "scenes" / "past" / "collection.json").read_text())["features"]
+    assert summary["years"][str(PAST_YEAR)]["fetched"] == len(past) and "fetched" not in summary["years"]["2024"]
+    assert tif_digests(out / "2025") == tif_digests(fetched[0] / "2025")
+    for year_dir, n in ((out / str(PAST_YEAR), len(past)), (out / "2025", None)):
+        items = json.loads((year_dir / "collection.json").read_text())["features"]
+        assert n is None or len(items) == n
+        assert {i["properties"]["datetime"][:4] for i in items} == {year_dir.name}
+    # the past year builds to the same stacks as its full files
+    full, mine = tmp_path / "past_full", tmp_path / "past_fetched"
+    assert world.build(world.raw / "scenes" / "past" / "collection.json", full).returncode == 0
+    assert world.build(out / str(PAST_YEAR) / "collection.json", mine).returncode == 0
+    stacks_equal(full, mine)
