@@ -88,7 +88,11 @@ http {{
             cmd = ["ip", "netns", "exec", self.netns] + cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not self.netns:
-            wait_port(self.port, self.host, proc=self.proc)
+            try:
+                wait_port(self.port, self.host, proc=self.proc)
+            except RuntimeError:
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
@@ -113,17 +117,21 @@ class Rustac:
         exe = shutil.which("rustac") or str(Path(os.sys.executable).with_name("rustac"))
         self.proc = subprocess.Popen([exe, "serve", "--addr", f"{self.host}:{self.port}", "--create-collections",
                                       *self.files], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.port, self.host, proc=self.proc)
-        end = time.monotonic() + 20
-        while time.monotonic() < end:  # the port opens before the items are loaded
-            try:
-                with urllib.request.urlopen(self.url + "/collections", timeout=2) as r:
-                    if b'"id"' in r.read():
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("rustac serve did not load its items")
+        try:
+            wait_port(self.port, self.host, proc=self.proc)
+            end = time.monotonic() + 20
+            while time.monotonic() < end:  # the port opens before the items are loaded
+                try:
+                    with urllib.request.urlopen(self.url + "/collections", timeout=2) as r:
+                        if b'"id"' in r.read():
+                            return self
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            raise RuntimeError("rustac serve did not load its items")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
