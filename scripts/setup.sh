@@ -15,6 +15,20 @@ if ((${#need_apt[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# nginx: the real HTTP server (Range, ETag) of the fetch tests and bench; installed, never started as a service.
+# openssl: their self-signed certificate.
+if [ ! -x /usr/sbin/nginx ] || ! command -v openssl >/dev/null; then
+  echo "setup: apt-get install nginx openssl"
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx openssl >/dev/null; } || rc=$?
+  if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  [ "$rc" = 0 ] || exit "$rc"
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.requirements.sha256
 want=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)

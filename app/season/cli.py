@@ -1,9 +1,11 @@
-"""`python -m app.season synth|build|baseline|raw ...`: make a season directory (see app.season)."""
+"""`python -m app.season synth|build|fetch|baseline|raw ...`: make a season directory (see app.season)."""
 
 import json
 import os
 
 from app.errors import EXIT_OK, BadInput, UsageParser, guarded
+from app.fetch.run import add_arguments, failed_exit
+from app.fetch.stac import PRESETS
 from app.season.scene_ndvi import DEFAULT_MASKED
 
 PROG = "python -m app.season"
@@ -42,6 +44,20 @@ def build_parser():
     bl.add_argument("--out", required=True, help="directory for baseline.parquet (+ history.parquet, baseline.json)")
     bl.add_argument("--min-years", type=int, default=5, help="years of history a region x crop needs (default 5)")
     bl.add_argument("--lambda", dest="lam", type=float, default=10.0, help="Whittaker smoothing (default 10)")
+
+    f = sub.add_parser("fetch", help="Sentinel-2 L2A items from a STAC API: only the COG tiles the build reads "
+                       "(login/transfer node; see app.season.fetch)")
+    f.add_argument("--fields", required=True, help="the insurer's field file (with --mapping) or a built season directory")
+    f.add_argument("--mapping", help="mapping.toml (as for build): which fields the build keeps decides the blocks")
+    f.add_argument("--layer", help="the layer of a multi-layer field file")
+    f.add_argument("--out", required=True, help="SCENES directory: SCENES/<year>/collection.json (rerun resumes)")
+    f.add_argument("--collection", default="sentinel-2-l2a", help="default %(default)s")
+    f.add_argument("--years", help="YEAR, A-B or A,B,C (default: the mapping's season_year); past years feed "
+                   "`app.season baseline --seasons`")
+    f.add_argument("--window", default="04-01/10-31", help="MM-DD/MM-DD of each year (default %(default)s)")
+    f.add_argument("--max-cloud", type=float, help="skip items whose eo:cloud_cover is above this percentage")
+    f.add_argument("--sign", choices=["planetary-computer"], help="sign asset hrefs (Planetary Computer SAS token)")
+    add_arguments(f, PRESETS["earth-search"]["url"])
 
     r = sub.add_parser("raw", help="generate raw inputs with truth: S2 L2A scenes (STAC + COGs) and a field file")
     r.add_argument("--out", required=True)
@@ -98,6 +114,14 @@ def build_command(args) -> int:
     return EXIT_OK
 
 
+def fetch_command(args) -> int:
+    from app.season.fetch import fetch_season
+
+    summary, failed = fetch_season(args)
+    print(json.dumps(summary))
+    return failed_exit(f"{PROG} fetch", failed)
+
+
 def baseline_command(args) -> int:
     from app.season import baseline
 
@@ -129,7 +153,8 @@ def raw_command(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"synth": synth_command, "build": build_command, "baseline": baseline_command, "raw": raw_command}
+COMMANDS = {"synth": synth_command, "build": build_command, "fetch": fetch_command, "baseline": baseline_command,
+            "raw": raw_command}
 
 
 def main(argv=None) -> int:
