@@ -15,7 +15,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--require-tiers",
         action="store_true",
-        help="fail (not skip) container/slurm tests whose prerequisites are missing",
+        help="fail (not skip) container/slurm/browser tests whose prerequisites are missing",
     )
 
 
@@ -42,6 +42,15 @@ def slurm_cluster(request):
     if not ok:
         tier_unavailable(request, "the local Slurm cluster is not running (scripts/slurm-local.sh start)")
     return True
+
+
+@pytest.fixture(scope="session")
+def chromium(request) -> tuple[str, str]:
+    """(chromium, chromedriver): Debian's packages (scripts/setup.sh installs them)."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        tier_unavailable(request, "chromium and chromium-driver are not installed (scripts/setup.sh)")
+    return browser, driver
 
 
 def _built_image(request, name):

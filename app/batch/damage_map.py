@@ -5,14 +5,13 @@ OUT/.batch/damage_<stack>.tif has the stack's CRS, transform and size; tiled 256
          1 undamaged, 2 damaged; nodata 0 and a colour table (green / red), so QGIS shows it as is;
   band 2 `damage_doy`: day of year of the pixel's damage date (0 = not damaged).
 Each assessed output made with the pixel level carries its window of this map in its footer
-(`damage_map`, app.sure2.pixels.map_patch). The file is written one row of tiles at a time, so memory
+(`damage_map`, app.sure2.pixels.map_patch), taken from the report's one read of each output
+(app.batch.output_pass). The file is written one row of tiles at a time, so memory
 stays one strip whatever the stack's size; a stack with no such output gets no map (an old one is
 removed, so the maps always match the outputs the report counts).
 """
 
-import json
 import re
-from collections import defaultdict
 
 import numpy as np
 
@@ -27,35 +26,9 @@ def map_path(layout, stack_name: str):
     return layout.root / f"damage_{re.sub(r'[^A-Za-z0-9_-]', '_', stack_name)}.tif"
 
 
-def patches_of(season, rows: dict, out_dir) -> tuple[dict, list]:
-    """(stack name → [(row0, col0, classes, date index)], fields whose output no longer reads) for the
-    assessed outputs whose summary has a damaged area (made with the pixel level): only their footers
-    are read."""
-    import pyarrow.parquet as pq  # pyarrow and GDAL after the batch's thread caps
-
-    from app.sure2.output import output_path
-    from app.sure2.pixels import read_patch
-
-    out, unreadable = defaultdict(list), []
-    for fid in season.field_ids:
-        row = rows.get(fid, {})
-        if row.get("state") != "assessed" or row.get("damaged_fraction") is None:
-            continue
-        try:
-            blob = (pq.read_metadata(output_path(out_dir, fid)).metadata or {}).get(b"damage_map")
-        except (OSError, ValueError):  # changed since it was verified: `--verify full` will redo it
-            unreadable.append(fid)
-            continue
-        patch = json.loads(blob) if blob else None
-        if patch:
-            out[patch["stack"]].append(read_patch(patch))
-    return out, unreadable
-
-
-def write_damage_maps(season, rows: dict, layout) -> str:
-    """Write the maps; return a note saying where they went."""
-    patches, unreadable = patches_of(season, rows, layout.out)
-    skipped = f" ({len(unreadable)} output(s) unreadable, e.g. {unreadable[0]})" if unreadable else ""
+def write_damage_maps(season, patches: dict, layout) -> str:
+    """Write the maps from the assessed outputs' patches (stack -> [(row0, col0, classes, date index)], read
+    once by app.batch.output_pass); return a note saying where they went."""
     written = []
     for name, stack in sorted(season.stacks.items()):
         path = map_path(layout, name)
@@ -65,8 +38,8 @@ def write_damage_maps(season, rows: dict, layout) -> str:
         write_stack_map(stack, patches[name], path)
         written.append(str(path))
     if not written:
-        return f"no damage map (no output of the pixel level){skipped}"
-    return f"damage map(s) {', '.join(written)}{skipped}"
+        return "no damage map (no output of the pixel level)"
+    return f"damage map(s) {', '.join(written)}"
 
 
 def write_stack_map(stack, patches: list, path) -> None:

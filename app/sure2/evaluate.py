@@ -80,9 +80,10 @@ def results_in_memory(season, settings) -> dict:
 
 
 def results_from_outputs(season, out_dir) -> tuple[dict, str]:
-    """(field_id → result, the outputs' settings JSON) from valid outputs; BadInput if none is valid or
-    their settings differ."""
-    from app.sure2.output import Expected, check_output, output_path, read_footer
+    """(field_id → result, the outputs' settings JSON) from valid outputs, each read once
+    (app.sure2.output.read_output, checked on the same read); BadInput if none is valid or their settings
+    differ."""
+    from app.sure2.output import ANY_SETTINGS, Expected, OutputProblem, output_path, read_output
     from app.sure2.settings import Settings
     from app.sure2.version import code_version
 
@@ -90,23 +91,18 @@ def results_from_outputs(season, out_dir) -> tuple[dict, str]:
     for fid in season.field_ids:
         path = output_path(out_dir, fid)
         try:
-            text = pq.read_metadata(path).metadata[b"settings"].decode()
-            recorded = Settings(**json.loads(text))
-        except (OSError, KeyError, ValueError, TypeError, BadInput):
+            read = read_output(path, Expected(fid, season.n_rows(fid), code_version(), season.fingerprint,
+                                              ANY_SETTINGS))
+            Settings(**json.loads(read.settings))  # settings this code cannot read make the output invalid
+        except (OSError, KeyError, ValueError, TypeError, BadInput, OutputProblem):
             invalid += 1
             continue
-        if check_output(path, Expected(fid, season.n_rows(fid), code_version(), season.fingerprint, recorded)):
-            invalid += 1
-            continue
-        settings_seen.add(text)
-        footer = read_footer(path)
-        out[fid] = {k: footer[k] for k in ("status", "reason", "payout", "damage", "coverage")}
-        out[fid]["curve"] = None
-        if footer["status"] == ASSESSED:
-            t = pq.ParquetFile(path).read(columns=["date", "ndvi_smooth", "baseline_mean"])
-            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
-            out[fid]["curve"] = (footer["coverage"]["area_ha"], day_numbers(column("date")), column("ndvi_smooth"),
-                                 column("baseline_mean"))
+        settings_seen.add(read.settings)
+        out[fid] = {"status": read.status, "reason": read.reason,
+                    **{k: read.blobs[k] for k in ("payout", "damage", "coverage")}, "curve": None}
+        if read.status == ASSESSED:
+            dates, smooth, baseline = read.curve()
+            out[fid]["curve"] = (read.blobs["coverage"]["area_ha"], day_numbers(dates), smooth, baseline)
     if not out:
         raise BadInput(f"no valid output of this season and code in {out_dir} ({invalid} missing or invalid)")
     if len(settings_seen) > 1:

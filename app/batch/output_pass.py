@@ -1,0 +1,67 @@
+"""The season report's one pass over the outputs: each valid output is read once
+(app.sure2.output.read_output, which checks it on the same read) and what it says feeds every product:
+the rows' summaries, the area units' curves, the damage maps' patches and each field's evidence on the
+page (app.batch.page). Outputs checked in full while the rows were made are handed over by the
+OutputIndex (its `on_read`), the trusted ones are read here; none is read twice.
+
+Error policy, one for all products: an output that vanished or tore after it was verified (a user's
+`rm`, a quota-truncated copy, bit rot) is a noted row — state `remaining`, reason "output lost since
+verified: <why>", so the next run redoes it — never an error of the report.
+"""
+
+from collections import Counter, defaultdict
+
+from app.sure2.outcome import ASSESSED, STATUSES
+
+LOST = "output lost since verified"
+
+
+class OutputPass:
+    def __init__(self, season, checker, units: bool, evidence: bool, keep_other_settings: bool = False):
+        self.season, self.checker = season, checker
+        self.units, self.evidence_wanted, self.keep = units, evidence, keep_other_settings
+        self.reads = Counter()  # field -> times its output was read by the report (1 for every valid output)
+        self.curves = {}  # assessed field -> app.sure2.units.FieldCurve (seasons with area units only)
+        self.patches = defaultdict(list)  # stack -> [(row0, col0, classes, date index)]
+        self.evidence = {}  # field -> its evidence for the page (app.batch.page.evidence_of)
+        self.lost = {}  # field -> why its output no longer reads
+        self._area = None
+
+    def take(self, fid: str, read) -> None:
+        """Hand one output's parts to every product (the OutputIndex calls this for what it read)."""
+        from app.batch.page import evidence_of
+
+        self.reads[fid] += 1
+        if read.status == ASSESSED:
+            patch = read.damage_patch()
+            if patch is not None:
+                self.patches[patch[0]].append(patch[1])
+            if self.units:
+                self.curves[fid] = self._curve(fid, read)
+        if self.evidence_wanted:
+            self.evidence[fid] = evidence_of(read)
+
+    def finish(self, rows: dict) -> None:
+        """Read every valid output not read yet (those the journal vouched for), once; a lost one becomes
+        a noted row in `rows`."""
+        from app.sure2.output import OutputProblem
+
+        for fid in self.season.field_ids:
+            row = rows.get(fid)
+            if row is None or row["state"] not in STATUSES or fid in self.reads:
+                continue
+            try:
+                read = self.checker.read(fid, check_settings=not self.keep)
+            except OutputProblem as problem:
+                self.lost[fid] = str(problem)
+                rows[fid] = {"state": "remaining", "reason": f"{LOST}: {problem}", "failures": 0}
+                continue
+            self.take(fid, read)
+
+    def _curve(self, fid: str, read):
+        from app.sure2.units import day_numbers, field_curve
+
+        if self._area is None:
+            self._area = dict(zip(self.season.field_ids, self.season.columns(("area_ha",))["area_ha"]))
+        dates, smooth, baseline = read.curve()
+        return field_curve(fid, self._area[fid], day_numbers(dates), smooth, baseline)

@@ -1,0 +1,208 @@
+"""OUT/.batch/report.html: the season as one page an adjuster reads, opened straight from the file system.
+
+A map of the fields (Leaflet, vendored from npm with its licence in page_assets/vendor, inlined: no
+network, no server), a table of every row of the insurer's file (sortable, filterable, in step with the
+map), each field's evidence on click (its observations clear and cloudy, the smoothed curve, the
+baseline with its spread, the sowing–harvest window, events and damage date, its pixel damage map, the
+contract terms and the arithmetic index → fraction → amount in cents), area units, explained and refused
+rows by reason, the totals reconciled to the insurer's rows, and the season's audit.
+
+Everything the page shows comes from one JSON document inlined as `<script type="application/json">`,
+with `<`, `>` and `&` written as \\u escapes, so no value (an insurer's ID such as
+`<img src=x onerror=alert(1)>`, a note holding `</script>`) can end the script or become markup; the
+page's code puts values into the document as text only (textContent, never innerHTML).
+
+Coordinates are lon/lat (the catalogue's EPSG:4326), so the fields of every UTM zone share one view;
+the first view is the bulk of the fields (app.batch.payout_map.view_box): a far field does not squash
+it, a button shows them all.
+"""
+
+import datetime as dt
+import json
+import math
+import re
+from importlib import resources
+
+import numpy as np
+
+from app.hpc.atomic import atomic_write_bytes
+
+ASSETS = "page_assets"
+VENDOR = ("vendor/leaflet.css", "vendor/leaflet.js")
+PAGE = ("report.css", "report.js")
+FIELD_COLUMNS = ("source_id", "crop", "region_id", "area_ha", "sowing_date", "harvest_date", "stack", "note")
+UNIT_CURVES = ("dates", "ndvi_smooth", "baseline_mean")  # the units' curves stay in units.parquet
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def plain(text, limit: int) -> str:
+    """An insurer's string for a text report: control characters (a newline could forge a line) shown as
+    escapes, at most `limit` characters."""
+    text = "" if text is None else str(text)
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def refused_rows(season) -> list[dict]:
+    """The rows of the insurer's file the import refused (issue 17a's contract: Season.refused(), a table
+    with source_id, reason, detail, geometry); [] for seasons from before it."""
+    refused = getattr(season, "refused", None)
+    if refused is None:
+        return []
+    table = refused()
+    if table is None:
+        return []
+    if hasattr(table, "to_pylist"):
+        table = table.to_pylist()
+    return [{"source_id": r.get("source_id"), "reason": r.get("reason") or "refused", "detail": r.get("detail") or ""}
+            for r in (dict(r) if not isinstance(r, dict) else r for r in table)]
+
+
+def _num(value, digits: int):
+    """A finite number rounded for the page, else None (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _clean(value):
+    """A footer blob with its NaN/inf as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _series(values, digits: int) -> list:
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.round(values, digits)
+    return [None if not math.isfinite(v) else v for v in rounded.tolist()]
+
+
+def evidence_of(read) -> dict:
+    """What the page shows of one output (app.sure2.output.OutputRead): its series (days since 1970;
+    observed NDVI, null on a cloudy date; the share of the field seen; the smoothed curve; the baseline
+    and its spread, the σ behind z) and its footer (metrics, events, payout arithmetic, coverage,
+    damage, the pixel damage map's classes as one digit per pixel)."""
+    c, b = read.columns, read.blobs
+    smooth, base, z = (np.asarray(c[k], dtype=np.float64) for k in ("ndvi_smooth", "baseline_mean", "z"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(np.abs(z) > 1e-9, np.abs(smooth - base) / np.abs(z), np.nan)
+    out = {"days": c["date"].astype(np.int64).tolist(), "obs": _series(c["ndvi_mean"], 4),
+           "vf": _series(c["valid_fraction"], 3), "sm": _series(smooth, 4), "bl": _series(base, 4),
+           "sd": _series(spread, 4), "metrics": _clean(b["season_metrics"]), "events": _clean(b["events"] or []),
+           "payout": _clean(b["payout"]), "coverage": _clean(b["coverage"]), "damage": _clean(b["damage"]),
+           "dmap": None}
+    patch = read.damage_patch()
+    if patch is not None:
+        _, (_, _, classes, _) = patch
+        out["dmap"] = {"h": int(classes.shape[0]), "w": int(classes.shape[1]),
+                       "c": "".join(map(str, classes.ravel().tolist()))}
+    return out
+
+
+def _rings(season) -> tuple[list, list, list]:
+    """(per field: its polygons' outer rings as flat [lon, lat, ...] lists rounded to 1e-6°, the bulk
+    view [[s, w], [n, e]], the whole extent)."""
+    import shapely
+
+    from app.batch.payout_map import view_box
+
+    geoms = shapely.from_wkb(season.columns(["geometry"])["geometry"])
+    have = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    rings = [[] for _ in geoms]
+    if not have.any():
+        return rings, None, None
+    parts, owner = shapely.get_parts(geoms[have], return_index=True)
+    field_of = np.flatnonzero(have)[owner]
+    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(parts), return_index=True)
+    coords = np.round(coords, 6)
+    starts = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
+    ends = np.r_[starts[1:], len(coords)]
+    for part, (a, e) in enumerate(zip(starts, ends)):
+        rings[field_of[ring[a]]].append(coords[a:e].ravel().tolist())
+    del part
+    centroids = shapely.get_coordinates(shapely.centroid(geoms[have]))
+    kx = math.cos(math.radians(float(np.median(centroids[:, 1]))))
+    x0, y0, x1, y1 = view_box(centroids * [kx, 1.0])
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    return rings, [[y0, x0 / kx], [y1, x1 / kx]], [[lo[1], lo[0]], [hi[1], hi[0]]]
+
+
+def page_data(season, rows: dict, report: dict, evidence: dict, refused: list, units: list) -> dict:
+    from app.sure2.version import code_version
+
+    ids = season.field_ids
+    cat = season.columns(FIELD_COLUMNS)
+    rings, view, extent = _rings(season)
+    day = lambda d: d.isoformat() if isinstance(d, dt.date) else d
+    fields = {"id": ids, "src": cat["source_id"], "crop": cat["crop"], "region": cat["region_id"],
+              "area": [_num(a, 4) for a in cat["area_ha"]], "sow": [day(d) for d in cat["sowing_date"]],
+              "harv": [day(d) for d in cat["harvest_date"]], "stack": cat["stack"], "note": cat["note"],
+              "state": [rows[f]["state"] for f in ids], "reason": [rows[f].get("reason") or "" for f in ids],
+              "detail": [rows[f].get("detail") or "" for f in ids],
+              "cents": [rows[f].get("amount_cents") for f in ids], "cur": [rows[f].get("currency") for f in ids],
+              "index": [_num(rows[f].get("index_value"), 6) for f in ids],
+              "dha": [_num(rows[f].get("damaged_ha"), 4) for f in ids],
+              "dfrac": [_num(rows[f].get("damaged_fraction"), 4) for f in ids],
+              "cov": [_num(rows[f].get("raster_coverage"), 4) for f in ids],
+              "rings": rings}
+    terms = []
+    for f in ids:
+        e = evidence.get(f)
+        p = (e or {}).get("payout") or {}
+        d = (e or {}).get("damage") or {}
+        terms.append([p.get("index"), p.get("trigger"), p.get("exit"), p.get("trigger_percentile"),
+                      p.get("exit_percentile"), p.get("fraction"), d.get("main_damage_date")])
+    fields["terms"] = terms
+    manifest = season.manifest
+    return {
+        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "fingerprint": season.fingerprint, "code_version": code_version(), "settings": report["season"]["settings"],
+        "report": {k: report[k] for k in ("insurer_rows", "counts", "payout_total_cents", "paid_fields")},
+        "fields": fields, "evidence": evidence, "view": view, "extent": extent,
+        "refused": refused,
+        "units": [_clean({k: v for k, v in u.items() if k not in UNIT_CURVES}) for u in units],
+        "audit": {"season": {k: v for k, v in manifest.items() if k not in ("files",)},
+                  "files": manifest.get("files", {})},
+    }
+
+
+def to_script_json(data) -> str:
+    """JSON safe inside <script type="application/json">: <, >, & and the JS line separators as \\u escapes
+    (only strings can hold them, and there the escape means the same character)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def _asset(name: str) -> str:
+    return resources.files("app.batch").joinpath(ASSETS, name).read_text(encoding="utf-8")
+
+
+def render_page(data: dict) -> str:
+    css = "\n".join(_asset(n) for n in (VENDOR[0], PAGE[0]))
+    scripts = "\n".join(f"<script>\n{_asset(n)}\n</script>" for n in (VENDOR[1], PAGE[1]))
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; img-src data:\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>Season report</title>\n<style>\n{css}\n</style></head>\n<body>\n"
+        f"<script type=\"application/json\" id=\"season-data\">{to_script_json(data)}</script>\n"
+        "<noscript>This page needs JavaScript (no network: everything is in this file).</noscript>\n"
+        f"{scripts}\n</body></html>\n"
+    )
+
+
+def write_page(season, rows: dict, report: dict, evidence: dict, refused: list, units: list, layout) -> str:
+    """Write OUT/.batch/report.html (atomically); return a note."""
+    path = layout.root / "report.html"
+    html = render_page(page_data(season, rows, report, evidence, refused, units))
+    atomic_write_bytes(path, html.encode("utf-8"))
+    return f"page {path} ({len(html) / 1e6:.1f} MB)"
