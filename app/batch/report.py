@@ -37,14 +37,16 @@ def field_states(fields, index: OutputIndex, state, max_failures: int, failures_
     """field -> row: "state" plus what its valid output says (outcome, payout, coverage, ...)."""
     rows = {}
     for fid in fields:
-        if index.problem(fid) is None:
+        why = index.problem(fid)
+        if why is None:
             summary = index.summary(fid)
             rows[fid] = {**summary, "state": summary["outcome"]}
             continue
         fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
         given_up = len(fails) >= max_failures or (fails and fails[-1].kind == "bad")
         rows[fid] = {"state": "given_up" if given_up else "failed" if fails else "remaining",
-                     "reason": fails[-1].why if fails else "", "failures": len(fails)}
+                     "reason": fails[-1].why if fails else "" if why == "missing" else f"output invalid: {why}",
+                     "failures": len(fails)}
     return rows
 
 

@@ -25,6 +25,18 @@ def finished(season_dir, tmp_path_factory):
     return out
 
 
+def _copy(finished, season_dir, out):
+    """A copy of the finished batch whose outputs the journal vouches for again (new inodes: one report
+    checks them in full and records them)."""
+    import subprocess
+
+    from tests.batch.conftest import ROOT
+
+    shutil.copytree(finished, out)
+    r = subprocess.run(batch_cmd("report", season_dir, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
 def _count_opens(monkeypatch, out) -> Counter:
     """Every pyarrow.parquet open of a file in `out` (ParquetFile, read_metadata, read_table), by name."""
     opens = Counter()
@@ -45,11 +57,13 @@ def _count_opens(monkeypatch, out) -> Counter:
 @pytest.mark.parametrize("verify", ["trusted", "full"])
 def test_report_reads_every_output_exactly_once(season, season_dir, finished, tmp_path, monkeypatch, capsys, verify):
     out = tmp_path / "out"
-    shutil.copytree(finished, out)
+    _copy(finished, season_dir, out)
     if verify == "full":  # no journal records to trust: each output is checked in full, on the same read
         (out / ".batch" / "journal.log").unlink()
         for snap in (out / ".batch").glob("snapshot*"):
             snap.unlink()
+    journal = out / ".batch" / "journal.log"
+    start = journal.stat().st_size if journal.exists() else 0
     opens = _count_opens(monkeypatch, out)
     assert batch_main(["report", "--data", str(season_dir), "--out", str(out)]) == 0
     capsys.readouterr()
@@ -57,6 +71,7 @@ def test_report_reads_every_output_exactly_once(season, season_dir, finished, tm
     assert {name: n for name, n in opens.items() if name in outputs} == {name: 1 for name in outputs}
     report = json.loads((out / ".batch" / "report.json").read_text())
     assert report["engineering"]["outputs_read"] == len(outputs) and report["engineering"]["max_reads_per_field"] == 1
+    assert ('"r":[[' in journal.read_text()[start:]) == (verify == "full")  # the journal vouched, or a full check
 
 
 def test_same_numbers_as_the_outputs_say(season, finished):
@@ -76,40 +91,52 @@ def test_same_numbers_as_the_outputs_say(season, finished):
     assert "overhead" in (finished / ".batch" / "engineering.txt").read_text()
 
 
-def test_torn_and_vanished_outputs_are_noted_rows_in_every_product(season, season_dir, finished, tmp_path):
+def test_torn_vanished_and_rotten_outputs_are_noted_rows_in_every_product(season, season_dir, finished, tmp_path):
+    """Torn (half the file), vanished (removed) and rotten (a data page overwritten in place, size, inode and
+    mtime kept: the journal still vouches for it, the one read finds it) outputs: exit 0, each a row that
+    is not done (with why) in every product, none of their numbers used; the next plan redoes them."""
+    import os
     import subprocess
 
     from tests.batch.conftest import ROOT
 
     out = tmp_path / "out"
-    shutil.copytree(finished, out)
+    _copy(finished, season_dir, out)
     damaged = [fid for fid in season.field_ids if (read_footer(out / f"{fid}.parquet")["damage"] or {}).get("n_damaged")]
-    torn, gone = damaged[0], damaged[1]
+    torn, gone, rotten = damaged[:3]
     before = rasterio.open(next((out / ".batch").glob("damage_*.tif"))).read(1)
     units_before = {u["unit_id"]: u for u in pq.read_table(out / ".batch" / "units.parquet").to_pylist()}
-    patch = read_footer(out / f"{torn}.parquet")["damage_map"]
+    patch = read_footer(out / f"{rotten}.parquet")["damage_map"]
     data = (out / f"{torn}.parquet").read_bytes()
-    (out / f"{torn}.parquet").write_bytes(data[: len(data) // 2])  # same name, half the file: a torn copy
+    (out / f"{torn}.parquet").write_bytes(data[: len(data) // 2])
     (out / f"{gone}.parquet").unlink()
+    path = out / f"{rotten}.parquet"
+    st = path.stat()
+    with open(path, "r+b") as f:  # the first data page's bytes, in place
+        f.seek(8)
+        f.write(b"\xff" * 64)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     r = subprocess.run(batch_cmd("report", season_dir, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / ".batch" / "report.json").read_text())
-    assert set(report["engineering"]["lost"]) == {torn, gone}
-    assert report["counts"]["remaining"] == 2
+    assert set(report["engineering"]["lost"]) == {rotten}
+    assert report["counts"]["remaining"] == 3
     layer = {row["field_id"]: row for row in pq.read_table(out / ".batch" / "season_result.parquet").to_pylist()}
-    for fid in (torn, gone):
-        assert layer[fid]["state"] == "remaining" and layer[fid]["reason"].startswith("output lost since verified")
-    assert "outputs lost since verified: 2" in (out / ".batch" / "engineering.txt").read_text()
+    assert {fid: layer[fid]["state"] for fid in (torn, gone, rotten)} == dict.fromkeys((torn, gone, rotten), "remaining")
+    assert layer[torn]["reason"].startswith("output invalid: unreadable footer")
+    assert layer[rotten]["reason"].startswith("output lost since verified: corrupt data page")
+    assert "outputs lost since verified: 1" in (out / ".batch" / "engineering.txt").read_text()
     after = rasterio.open(next((out / ".batch").glob("damage_*.tif"))).read(1)
     r0, c0, h, w = patch["row0"], patch["col0"], patch["height"], patch["width"]
     assert (before[r0:r0 + h, c0:c0 + w] > 0).any() and not np.array_equal(before, after)
     units = {u["unit_id"]: u for u in pq.read_table(out / ".batch" / "units.parquet").to_pylist()}
-    assert sum(u["n_assessed"] for u in units.values()) == sum(u["n_assessed"] for u in units_before.values()) - 2
+    assert sum(u["n_assessed"] for u in units.values()) == sum(u["n_assessed"] for u in units_before.values()) - 3
     page = (out / ".batch" / "report.html").read_text()
     data = json.loads(page.split('id="season-data">', 1)[1].split("</script>", 1)[0])
     states = dict(zip(data["fields"]["id"], data["fields"]["state"]))
-    assert states[torn] == states[gone] == "remaining" and torn not in data["evidence"]
-    # the next plan redoes them
-    plan = subprocess.run(batch_cmd("plan", season_dir, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert set(plan.stdout.split()) == {torn, gone}, plan.stderr
+    assert {states[f] for f in (torn, gone, rotten)} == {"remaining"}
+    assert not {torn, gone, rotten} & set(data["evidence"])
+    plan = subprocess.run(batch_cmd("plan", season_dir, out, "--verify", "full"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert set(plan.stdout.split()) == {torn, gone, rotten}, plan.stderr

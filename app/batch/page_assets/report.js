@@ -295,7 +295,9 @@
       row('raster coverage', c.raster_coverage !== undefined ? fix(100 * c.raster_coverage, 1) + ' %' : '–'),
       row('observed sowing→harvest dates', c.observed_share !== undefined ? fix(100 * c.observed_share, 1) + ' %' : '–'),
       row('smoothing λ', m.lambda !== undefined ? fix(m.lambda, 2) + ' (' + (m.lambda_mode || '') + ')' : '–'),
-      row('peak', m.peak_value !== undefined ? fix(m.peak_value, 3) + ' on ' + (m.peak_date || '?') : '–'),
+      row('peak NDVI', m.peak_ndvi !== undefined && m.peak_ndvi !== null ? fix(m.peak_ndvi, 3) + ' on ' + (m.peak_date || '?') : '–'),
+      row('season start → end', (m.sos_date || '–') + ' → ' + (m.eos_date || '–')),
+      row('∫NDVI sowing → harvest', m.integral_ndvi_days !== undefined && m.integral_ndvi_days !== null ? fix(m.integral_ndvi_days, 1) + ' NDVI·days' : '–'),
     ]));
   }
   function row(k, v, id) { return el('tr', null, [el('td', { cls: 'muted', text: k }), el('td', id ? { id: id, text: v } : { text: v })]); }
@@ -310,6 +312,7 @@
       row('trigger', fix(p.trigger, 6) + (pct ? ' (percentile ' + fix(p.trigger_percentile, 1) + ')' : '')),
       row('exit', fix(p.exit, 6) + (pct ? ' (percentile ' + fix(p.exit_percentile, 1) + ')' : '')),
       row('insured sum', money(p.insured_sum_cents) + ' ' + p.currency),
+      ...(pct ? [row('this season among history', 'percentile ' + fix(p.percentile, 1) + ' of ' + p.history_years + ' years')] : []),
     ]));
     const raw = (p.index_value - p.trigger) / (p.exit - p.trigger);
     const lines = [
