@@ -24,6 +24,7 @@ class OutputPass:
         self.curves = {}  # assessed field -> app.sure2.units.FieldCurve (seasons with area units only)
         self.patches = defaultdict(list)  # stack -> [(row0, col0, classes, date index)]
         self.evidence = {}  # field -> its evidence for the page (app.batch.page.evidence_of)
+        self.shares = {}  # paid field -> its payout's share of the insured sum (the recorded fraction)
         self.lost = {}  # field -> why its output no longer reads
         self._area = None
 
@@ -33,6 +34,9 @@ class OutputPass:
 
         self.reads[fid] += 1
         if read.status == ASSESSED:
+            payout = read.blobs["payout"] or {}
+            if payout.get("amount_cents"):
+                self.shares[fid] = payout["fraction"]
             patch = read.damage_patch()
             if patch is not None:
                 self.patches[patch[0]].append(patch[1])

@@ -205,7 +205,7 @@ def season_report(season, layout, board, settings, max_failures, failures_since,
     outputs.finish(rows)
     refused = refused_rows(season)
     unit_note, units = write_unit_results(season, outputs.curves, layout)
-    notes = [write_result_layer(season, rows, layout), draw_payout_map(season, rows, layout.payout_map),
+    notes = [write_result_layer(season, rows, layout), draw_payout_map(season, rows, layout.payout_map, outputs.shares),
              write_damage_maps(season, outputs.patches, layout), unit_note]
     engineering = {"report_s": 0.0, "outputs_read": sum(outputs.reads.values()), "fields_read": len(outputs.reads),
                    "max_reads_per_field": max(outputs.reads.values(), default=0), "lost": outputs.lost}
