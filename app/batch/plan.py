@@ -70,12 +70,11 @@ def requested_fields(season, ids: list[str] | None) -> tuple[list[str], dict]:
     if ids is None:
         return catalogue, {}
     bad, wanted = {}, set()
-    for fid in dict.fromkeys(ids):
+    for text in dict.fromkeys(ids):  # a field_id or the insurer's ID as written
         try:
-            season.require(fid)
-            wanted.add(fid)
+            wanted.add(season.resolve_id(text))
         except BadInput as exc:
-            bad[fid] = str(exc)
+            bad[text] = str(exc)
     return [fid for fid in catalogue if fid in wanted], bad
 
 

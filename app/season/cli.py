@@ -30,18 +30,23 @@ def build_parser():
     b.add_argument("--mapping", required=True, help="mapping.toml: source columns → contract (see app.season.mapping)")
     b.add_argument("--scenes", required=True, help="STAC ItemCollection JSON, item JSON, or a directory of item JSONs")
     b.add_argument("--out", required=True, help="the season directory (created; rerun resumes)")
-    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline`; its history.parquet beside it comes "
-                   "along (percentile terms are priced on it); default: none, fields get no_baseline")
+    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline` (a CSV table: run `app.season "
+                   "baseline --table FILE.csv --out DIR` first); its history.parquet beside it comes along "
+                   "(percentile terms are priced on it); default: none, fields get no_baseline")
     b.add_argument("--layer", help="the layer of a multi-layer field file (or `layer` in the mapping)")
     b.add_argument("--mask-scl", default=",".join(map(str, DEFAULT_MASKED)),
                    help="SCL classes that make a pixel nodata (default %(default)s)")
     b.add_argument("--part", default="1/1", help="K/N: build only stacks K, K+N, ... (Slurm array tasks); default 1/1")
     b.add_argument("--workers", type=int, help="reader threads (default: physical cores)")
+    b.add_argument("--strict", action="store_true",
+                   help="an imported field with an empty contract value stops the build (exit 2, nothing written)")
 
     bl = sub.add_parser("baseline", help="baseline.parquet from past seasons (+ history.parquet) or a user table")
     src = bl.add_mutually_exclusive_group(required=True)
     src.add_argument("--seasons", nargs="+", help="past season directories built by `app.season build`")
     src.add_argument("--table", help="a user table (CSV or Parquet): region_id, crop, doy, ndvi_mean, ndvi_std, n_samples")
+    bl.add_argument("--history", help="with --table: a history table (CSV or Parquet): region_id, crop, year, doy, "
+                    "ndvi_mean, the unit's mean curve per past year; percentile terms are priced on it")
     bl.add_argument("--out", required=True, help="directory for baseline.parquet (+ history.parquet, baseline.json)")
     bl.add_argument("--min-years", type=int, default=5, help="years of history a region x crop needs (default 5)")
     bl.add_argument("--lambda", dest="lam", type=float, default=10.0, help="Whittaker smoothing (default 10)")
@@ -54,6 +59,10 @@ def build_parser():
     r.add_argument("--block", type=int, default=256, help="COG block size of the 10 m bands")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--year", type=int, default=2025, help="the season's year (past seasons for a baseline)")
+    r.add_argument("--variant", choices=("register", "insurer"), default="register",
+                   help="the field file: register (default) or insurer (Norwegian export: SKIFTE_ID with '/', "
+                        "BYGG/HVETE/HAVRE/POTET, DD.MM.YYYY text dates, AREAL_DAA, FORS_SUM, percentile terms, "
+                        "slivers, fields sown early or late)")
     return p
 
 
@@ -92,7 +101,7 @@ def build_command(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise BadInput("--workers must be at least 1")
     summary = build_season(args.fields, args.mapping, args.scenes, args.out, args.baseline, args.layer,
-                           _masked(args.mask_scl), _part(args.part), args.workers)
+                           _masked(args.mask_scl), _part(args.part), args.workers, strict=args.strict)
     print(json.dumps(summary))
     return EXIT_OK
 
@@ -101,8 +110,10 @@ def baseline_command(args) -> int:
     from app.season import baseline
 
     if args.table:
-        summary = baseline.from_table(args.table, args.out)
+        summary = baseline.from_table(args.table, args.out, args.history)
     else:
+        if args.history:
+            raise BadInput("--history goes with --table (from --seasons the history is measured)")
         if args.min_years < 1 or args.lam <= 0:
             raise BadInput("--min-years must be >= 1 and --lambda > 0")
         missing = [d for d in args.seasons if not os.path.isfile(os.path.join(d, "season.json"))]
@@ -120,7 +131,7 @@ def raw_command(args) -> int:
         raise BadInput("--fields 1..100000, --tile >= 64, --dates >= 1")
     try:
         print(json.dumps(generate(args.out, args.fields, args.tile, args.dates, args.seed, args.block,
-                                  year=args.year)))
+                                  year=args.year, variant=args.variant)))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     return EXIT_OK

@@ -1,7 +1,8 @@
 """Command line: `python -m app.sure2 assess|evaluate ...` (assess is the sealed image's runscript).
 
-assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order;
-bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
+assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order.
+An id is the season's field_id or the insurer's ID as written (`3401-01/2`: its line also carries
+`source_id`); bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
 storage failed (processing stops at the first ENOSPC/EDQUOT/EROFS/EIO), else 1 if an assessment raised, else 2 if
 any id was bad, else 0. A field whose problem is its own (outside the raster, no baseline, ...) is not an
 error: its explained outcome is written (app.sure2.outcome) and its line says so. A missing --out
@@ -20,7 +21,6 @@ from pathlib import Path
 from app.errors import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput,
                         EnvironmentFailure, guarded, is_storage_error, one_line)
 from app.sure2 import settings as run_settings
-from app.sure2.ids import validate_field_id
 
 DATA_ENV, OUT_ENV = "SURE2_DATA", "SURE2_OUT"
 
@@ -91,13 +91,6 @@ def assess_command(args) -> int:
         sys.stderr.write(f"sure2: {one_line(exc)}\n")
         _emit({"field_id": fid, "status": "bad_input", "reason": one_line(exc)})
 
-    well_formed = []
-    for fid in dict.fromkeys(ids):  # de-duplicated, first occurrence kept
-        try:
-            well_formed.append(validate_field_id(fid))
-        except BadInput as exc:
-            reject(fid, exc)
-
     from app.sure2.season import Season
 
     try:
@@ -107,12 +100,12 @@ def assess_command(args) -> int:
         return EXIT_ENVIRONMENT
     with season:
         known = []
-        for fid in well_formed:
+        for text in dict.fromkeys(ids):  # de-duplicated, first occurrence kept
             try:
-                known.append(season.require(fid))
+                known.append(season.resolve_id(text))  # the field_id, or the insurer's ID as written
             except BadInput as exc:
-                reject(fid, exc)
-        return _assess_known(season, known, Path(args.out), settings, bad)
+                reject(text, exc)
+        return _assess_known(season, list(dict.fromkeys(known)), Path(args.out), settings, bad)
 
 
 def _assess_known(season, ids, out_dir, settings, bad) -> int:
@@ -128,7 +121,9 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
     ordered = season.in_catalogue_order(ids)  # neighbours share decompressed tiles
     for n, fid in enumerate(ordered):
         try:
-            _emit(assess_to_file(season, fid, out_dir, settings))
+            line = assess_to_file(season, fid, out_dir, settings)
+            source = season.source_id(fid)
+            _emit(line if source == fid else {**line, "source_id": source})
         except (EnvironmentFailure, OSError) as exc:
             reason = one_line(exc)
             _emit({"field_id": fid, "status": "error", "reason": reason})
