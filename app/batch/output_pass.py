@@ -9,6 +9,7 @@ Error policy, one for all products: an output that vanished or tore after it was
 verified: <why>", so the next run redoes it — never an error of the report.
 """
 
+import heapq
 from collections import Counter, defaultdict
 
 from app.sure2.outcome import ASSESSED, STATUSES
@@ -17,9 +18,11 @@ LOST = "output lost since verified"
 
 
 class OutputPass:
-    def __init__(self, season, checker, units: bool, evidence: bool, keep_other_settings: bool = False):
+    def __init__(self, season, checker, units: bool, evidence_limit: int | None = None, keep_other_settings=False):
+        """evidence_limit: keep the evidence of every field (None) or of the largest payouts only."""
         self.season, self.checker = season, checker
-        self.units, self.evidence_wanted, self.keep = units, evidence, keep_other_settings
+        self.units, self.evidence_limit, self.keep = units, evidence_limit, keep_other_settings
+        self._largest = []  # (amount_cents, field) heap of the kept evidence, with a limit
         self.reads = Counter()  # field -> times its output was read by the report (1 for every valid output)
         self.curves = {}  # assessed field -> app.sure2.units.FieldCurve (seasons with area units only)
         self.patches = defaultdict(list)  # stack -> [(row0, col0, classes, date index)]
@@ -42,8 +45,15 @@ class OutputPass:
                 self.patches[patch[0]].append(patch[1])
             if self.units:
                 self.curves[fid] = self._curve(fid, read)
-        if self.evidence_wanted:
+        if self.evidence_limit is None:
             self.evidence[fid] = evidence_of(read)
+            return
+        cents = (read.blobs["payout"] or {}).get("amount_cents") or 0
+        if cents and (len(self._largest) < self.evidence_limit or (cents, fid) > self._largest[0]):
+            self.evidence[fid] = evidence_of(read)
+            heapq.heappush(self._largest, (cents, fid))
+            if len(self._largest) > self.evidence_limit:
+                del self.evidence[heapq.heappop(self._largest)[1]]
 
     def finish(self, rows: dict) -> None:
         """Read every valid output not read yet (those the journal vouched for), once; a lost one becomes

@@ -31,6 +31,9 @@ ASSETS = "page_assets"
 VENDOR = ("vendor/leaflet.css", "vendor/leaflet.js")
 PAGE = ("report.css", "report.js")
 FIELD_COLUMNS = ("source_id", "crop", "region_id", "area_ha", "sowing_date", "harvest_date", "stack", "note")
+INLINE_FIELDS = 50_000  # seasons up to this size are inlined whole (≈ 1.2 kB per field)
+SHOWN_LARGE = 10_000  # a larger season's page shows its largest payouts (all counts cover every field)
+LISTED_PER_REASON = 500  # explained rows listed per reason on the page (all are in report.json)
 UNIT_CURVES = ("dates", "ndvi_smooth", "baseline_mean")  # the units' curves stay in units.parquet
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -44,18 +47,19 @@ def plain(text, limit: int) -> str:
 
 
 def refused_rows(season) -> list[dict]:
-    """The rows of the insurer's file the import refused (issue 17a's contract: Season.refused(), a table
-    with source_id, reason, detail, geometry); [] for seasons from before it."""
-    refused = getattr(season, "refused", None)
-    if refused is None:
-        return []
-    table = refused()
-    if table is None:
-        return []
-    if hasattr(table, "to_pylist"):
-        table = table.to_pylist()
-    return [{"source_id": r.get("source_id"), "reason": r.get("reason") or "refused", "detail": r.get("detail") or ""}
-            for r in (dict(r) if not isinstance(r, dict) else r for r in table)]
+    """The rows of the insurer's file the import refused (Season.refused(): source_id as written, its row,
+    reason word, detail, geometry where known), each with its outer rings for the map."""
+    import shapely
+
+    table = season.refused()
+    geoms = shapely.from_wkb(table.column("geometry").to_pylist())
+    rows = []
+    for r, g in zip(table.drop_columns(["geometry"]).to_pylist(), geoms):
+        rings = [] if g is None or shapely.is_empty(g) else [
+            np.round(shapely.get_coordinates(shapely.get_exterior_ring(part)), 6).ravel().tolist()
+            for part in shapely.get_parts(g)]
+        rows.append({**r, "rings": rings})
+    return rows
 
 
 def _num(value, digits: int):
@@ -105,14 +109,13 @@ def evidence_of(read) -> dict:
     return out
 
 
-def _rings(season) -> tuple[list, list, list]:
-    """(per field: its polygons' outer rings as flat [lon, lat, ...] lists rounded to 1e-6°, the bulk
+def _rings(geoms) -> tuple[list, list, list]:
+    """(per geometry: its polygons' outer rings as flat [lon, lat, ...] lists rounded to 1e-6°, the bulk
     view [[s, w], [n, e]], the whole extent)."""
     import shapely
 
     from app.batch.payout_map import view_box
 
-    geoms = shapely.from_wkb(season.columns(["geometry"])["geometry"])
     have = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     rings = [[] for _ in geoms]
     if not have.any():
@@ -122,10 +125,8 @@ def _rings(season) -> tuple[list, list, list]:
     coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(parts), return_index=True)
     coords = np.round(coords, 6)
     starts = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
-    ends = np.r_[starts[1:], len(coords)]
-    for part, (a, e) in enumerate(zip(starts, ends)):
+    for a, e in zip(starts, np.r_[starts[1:], len(coords)]):
         rings[field_of[ring[a]]].append(coords[a:e].ravel().tolist())
-    del part
     centroids = shapely.get_coordinates(shapely.centroid(geoms[have]))
     kx = math.cos(math.radians(float(np.median(centroids[:, 1]))))
     x0, y0, x1, y1 = view_box(centroids * [kx, 1.0])
@@ -134,11 +135,21 @@ def _rings(season) -> tuple[list, list, list]:
 
 
 def page_data(season, rows: dict, report: dict, evidence: dict, refused: list, units: list) -> dict:
+    """The page's JSON. A season of at most INLINE_FIELDS fields is inlined whole; a larger one (a national
+    season) keeps the page bounded: its map and table hold the fields whose evidence the report kept
+    (the SHOWN_LARGE largest payouts, app.batch.output_pass), every count and total still covers all."""
+    import shapely
+
     from app.sure2.version import code_version
 
-    ids = season.field_ids
-    cat = season.columns(FIELD_COLUMNS)
-    rings, view, extent = _rings(season)
+    large = len(rows) > INLINE_FIELDS
+    rows_at = np.arange(len(season.field_ids))
+    if large:
+        keep = set(evidence)
+        rows_at = np.array([k for k, f in enumerate(season.field_ids) if f in keep], dtype=np.int64)
+    ids = [season.field_ids[k] for k in rows_at]
+    cat = {name: [values[k] for k in rows_at] for name, values in season.columns((*FIELD_COLUMNS, "geometry")).items()}
+    rings, view, extent = _rings(shapely.from_wkb(cat.pop("geometry")))
     day = lambda d: d.isoformat() if isinstance(d, dt.date) else d
     fields = {"id": ids, "src": cat["source_id"], "crop": cat["crop"], "region": cat["region_id"],
               "area": [_num(a, 4) for a in cat["area_ha"]], "sow": [day(d) for d in cat["sowing_date"]],
@@ -159,11 +170,18 @@ def page_data(season, rows: dict, report: dict, evidence: dict, refused: list, u
         terms.append([p.get("index"), p.get("trigger"), p.get("exit"), p.get("trigger_percentile"),
                       p.get("exit_percentile"), p.get("fraction"), d.get("main_damage_date")])
     fields["terms"] = terms
+    explained = [{**e, "reason": f"{e['status']}: {reason}"} for reason, items in report["explained"].items()
+                 for e in items[:LISTED_PER_REASON]]
+    explained += [{"field_id": f["field_id"], "source_id": None, "reason": f"failed: {f['reason']}", "detail": ""}
+                  for f in report["failures"][:LISTED_PER_REASON]]
     manifest = season.manifest
     return {
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "fingerprint": season.fingerprint, "code_version": code_version(), "settings": report["season"]["settings"],
         "report": {k: report[k] for k in ("insurer_rows", "counts", "payout_total_cents", "paid_fields")},
+        "large": {"fields": len(rows), "shown": len(ids)} if large else None,
+        "explained": explained,
+        "explained_counts": {f"{items[0]['status']}: {reason}": len(items) for reason, items in report["explained"].items()},
         "fields": fields, "evidence": evidence, "view": view, "extent": extent,
         "refused": refused,
         "units": [_clean({k: v for k, v in u.items() if k not in UNIT_CURVES}) for u in units],

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from app.batch.damage_map import write_damage_maps
 from app.batch.output_pass import OutputPass
 from app.batch.outputs import OutputChecker, OutputIndex, context_of
-from app.batch.page import plain, write_page
+from app.batch.page import INLINE_FIELDS, SHOWN_LARGE, plain, write_page
 from app.batch.payout_map import draw_payout_map
 from app.batch.result_layer import write_result_layer
 from app.batch.units import write_unit_results
@@ -72,7 +72,7 @@ def build_report(season, rows: dict, settings, run: dict | None, refused: list |
     refused = refused or []
     by_reason = defaultdict(list)
     for r in refused:
-        by_reason[r["reason"]].append(r)
+        by_reason[r["reason"]].append({k: v for k, v in r.items() if k != "rings"})
     return {
         "season": {"fingerprint": season.fingerprint, "fields": len(rows), "code_version": code_version(),
                    "settings": settings.as_dict()},
@@ -198,8 +198,9 @@ def season_report(season, layout, board, settings, max_failures, failures_since,
     from app.sure2.units import read_units
 
     t0 = time.perf_counter()
+    large = len(season.field_ids) > INLINE_FIELDS  # a national season's page keeps its largest payouts
     outputs = OutputPass(season, OutputChecker(season, layout.out, settings), units=bool(read_units(season.data_dir)),
-                         evidence=True, keep_other_settings=keep_other_settings)
+                         evidence_limit=SHOWN_LARGE if large else None, keep_other_settings=keep_other_settings)
     rows = current_rows(season, layout, board, settings, max_failures, failures_since,
                         keep_other_settings=keep_other_settings, on_read=outputs.take)
     outputs.finish(rows)

@@ -11,8 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
+import shapely.affinity
 
 from app.sure2.output import read_footer, read_output
+from app.sure2.season import REFUSED, REFUSED_SCHEMA
 from tests.batch.browser import console_errors, load_page, open_chromium, requested_urls, screenshot
 from tests.batch.conftest import run_batch
 
@@ -38,6 +41,11 @@ def page(season_dir, tmp_path_factory):
     fields = fields.set_column(fields.column_names.index("source_id"), "source_id", pa.array(source, pa.string()))
     fields = fields.set_column(fields.column_names.index("note"), "note", pa.array(notes, pa.string()))
     pq.write_table(fields, data / "fields.parquet")
+    # two rows the import refused (issue 17a's SEASON/refused.parquet): a duplicate with a geometry, no ID
+    near = shapely.affinity.translate(shapely.from_wkb(fields.column("geometry")[3].as_py()), xoff=0.002)
+    pq.write_table(pa.table({"source_id": [HOSTILE_ID, None], "row": [61, 62], "reason": ["duplicate_id", "no_id"],
+                             "detail": ["the ID of row 1 again", 'no ID in column "SKIFTE_ID" </script>'],
+                             "geometry": [shapely.to_wkb(near), None]}, schema=REFUSED_SCHEMA), data / REFUSED)
     out = root / "out"
     r = run_batch(data, out)
     assert r.returncode == 0, r.stderr
@@ -134,5 +142,31 @@ def test_insurer_strings_are_text_never_markup(page, chrome):
     chrome.find_element(By.CSS_SELECTOR, f"#rows tr[data-field='{ids[0]}']").click()
     assert chrome.find_element(By.ID, "ev-title").get_attribute("textContent") == HOSTILE_ID
     screenshot(chrome, "hostile_strings")
+    assert chrome.find_element(By.ID, "total-rows").get_attribute("textContent") == str(len(ids) + 2)
+    refused = chrome.find_element(By.ID, "refused").get_attribute("textContent")
+    assert "duplicate_id (1)" in refused and "no_id (1)" in refused and f"row 61: {HOSTILE_ID}" in refused
+    assert 'no ID in column "SKIFTE_ID" </script>' in refused
+    assert "The rows add up" in chrome.find_element(By.ID, "reconcile-check").get_attribute("textContent")
     assert chrome.execute_script("return window.__alerts") == []
+    assert console_errors(chrome) == []
+
+
+def test_a_national_season_page_draws_its_largest_payouts(page, chrome, tmp_path, monkeypatch, capsys):
+    from app.batch import page as page_module
+    from app.batch import report
+    from app.batch.cli import main as batch_main
+
+    out, data, ids = page
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    monkeypatch.setattr(report, "INLINE_FIELDS", 10)
+    monkeypatch.setattr(page_module, "INLINE_FIELDS", 10)
+    monkeypatch.setattr(report, "SHOWN_LARGE", 5)
+    assert batch_main(["report", "--data", str(data), "--out", str(copy)]) == 0
+    capsys.readouterr()
+    load_page(chrome, copy / ".batch" / "report.html")
+    assert chrome.execute_script("return window.seasonPage.onMap()") == 5
+    assert "national season" in chrome.find_element("id", "large-note").get_attribute("textContent")
+    assert chrome.find_element("id", "total-rows").get_attribute("textContent") == str(len(ids) + 2)
+    screenshot(chrome, "national_mode")
     assert console_errors(chrome) == []

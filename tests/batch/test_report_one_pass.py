@@ -140,3 +140,26 @@ def test_torn_vanished_and_rotten_outputs_are_noted_rows_in_every_product(season
     plan = subprocess.run(batch_cmd("plan", season_dir, out, "--verify", "full"), cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert set(plan.stdout.split()) == {torn, gone, rotten}, plan.stderr
+
+
+def test_a_national_season_page_keeps_its_largest_payouts_and_every_count(season, season_dir, finished, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Above INLINE_FIELDS the page holds the SHOWN_LARGE largest payouts (bounded memory and size); its
+    counts and totals still cover every field."""
+    from app.batch import page, report
+
+    out = tmp_path / "out"
+    _copy(finished, season_dir, out)
+    monkeypatch.setattr(report, "INLINE_FIELDS", 10)
+    monkeypatch.setattr(page, "INLINE_FIELDS", 10)
+    monkeypatch.setattr(report, "SHOWN_LARGE", 5)
+    assert batch_main(["report", "--data", str(season_dir), "--out", str(out)]) == 0
+    capsys.readouterr()
+    html = (out / ".batch" / "report.html").read_text()
+    data = json.loads(html.split('id="season-data">', 1)[1].split("</script>", 1)[0])
+    footers = {fid: read_footer(out / f"{fid}.parquet") for fid in season.field_ids}
+    cents = {fid: f["payout"]["amount_cents"] for fid, f in footers.items() if f["payout"] and f["payout"]["amount_cents"]}
+    largest = sorted(cents, key=lambda f: (cents[f], f))[-5:]
+    assert sorted(data["fields"]["id"]) == sorted(largest) == sorted(data["evidence"])
+    assert data["large"] == {"fields": len(season.field_ids), "shown": 5}
+    assert data["report"]["paid_fields"] == len(cents) and sum(data["report"]["payout_total_cents"].values()) == sum(cents.values())

@@ -79,6 +79,10 @@
     tile(intf(R.counts.not_assessable + R.counts.insufficient_data), 'explained (no payout)'),
     tile(intf(R.counts.failed + R.counts.given_up + R.counts.remaining), 'failed, given up or not done'));
 
+  if (D.large) {
+    document.body.append(el('p', { id: 'large-note', style: 'margin:0 16px 8px', text: 'A national season: ' + intf(D.large.fields) +
+      ' fields. The map and the table show the ' + intf(D.large.shown) + ' largest payouts with their evidence; every count and total above covers all fields; every field is in season_result.parquet (QGIS) and payout_map.png.' }));
+  }
   const main = el('div', { id: 'main' });
   const mapDiv = el('div', { id: 'map' });
   const evidence = el('div', { id: 'evidence' }, [el('p', { cls: 'muted', text: 'Click a field on the map or a row of the table to see its evidence.' })]);
@@ -111,6 +115,15 @@
     layer.addTo(map);
     layers[i] = layer;
     features++;
+  }
+  let refusedDrawn = 0;
+  for (const r of D.refused) {  // rows the import refused, where their geometry is known: outlines only
+    if (!r.rings || !r.rings.length) continue;
+    const latlngs = r.rings.map((flat) => { const q = []; for (let k = 0; k + 1 < flat.length; k += 2) q.push([flat[k + 1], flat[k]]); return q; });
+    L.polygon(latlngs, { renderer: renderer, color: '#555', weight: 1.5, dashArray: '4 3', fill: false })
+      .bindTooltip(() => el('span', { text: 'refused (' + r.reason + '): ' + (r.source_id === null ? '(no ID)' : r.source_id) }), { sticky: true })
+      .addTo(map);
+    refusedDrawn++;
   }
   function restyle() { for (let i = 0; i < N; i++) if (layers[i]) layers[i].setStyle(style(i)); }
   const bulk = D.view ? L.latLngBounds(D.view) : null;
@@ -151,6 +164,7 @@
       el('button', { id: 'view-all', text: 'all fields', onclick: () => whole && map.fitBounds(whole) }),
     ]);
     legend.append(buttons);
+    if (refusedDrawn) legend.append(el('div', null, [el('span', { cls: 'swatch', style: 'border:1.5px dashed #555;background:none' }), 'refused by the import: ' + intf(refusedDrawn)]));
     if (outside) legend.append(el('div', { cls: 'muted', text: outside + ' field(s) lie outside the season view: “all fields” shows them' }));
   }
   drawLegend();
@@ -390,7 +404,7 @@
   }
 
   // ---- explained, refused, units, reconciliation, audit -------------------------------------
-  function groups(title, id, items, describe) {
+  function groups(title, id, items, describe, counts) {
     const sec = el('section', { id: id }, [el('h2', { text: title })]);
     const by = {};
     for (const it of items) (by[it.reason] = by[it.reason] || []).push(it);
@@ -398,16 +412,15 @@
     if (!reasons.length) sec.append(el('p', { cls: 'muted', text: 'none' }));
     for (const reason of reasons) {
       const list = el('ul');
+      const total = counts && counts[reason] !== undefined ? counts[reason] : by[reason].length;
       for (const it of by[reason].slice(0, 500)) list.append(el('li', { text: describe(it) }));
-      if (by[reason].length > 500) list.append(el('li', { cls: 'muted', text: '… ' + (by[reason].length - 500) + ' more (filter the table by this reason)' }));
-      sec.append(el('details', { 'data-reason': reason }, [el('summary', { text: reason + ' (' + by[reason].length + ')' }), list]));
+      if (total > Math.min(500, by[reason].length)) list.append(el('li', { cls: 'muted', text: '… ' + (total - Math.min(500, by[reason].length)) + ' more in report.json' }));
+      sec.append(el('details', { 'data-reason': reason }, [el('summary', { text: reason + ' (' + total + ')' }), list]));
     }
     document.body.append(sec);
   }
-  const explained = [];
-  for (let i = 0; i < N; i++) if (F.state[i] === 'not_assessable' || F.state[i] === 'insufficient_data' || F.state[i] === 'failed' || F.state[i] === 'given_up' || (F.state[i] === 'remaining' && F.reason[i])) explained.push({ reason: F.state[i] + ': ' + F.reason[i], src: F.src[i], id: F.id[i], detail: F.detail[i] });
-  groups('Explained fields, by reason', 'explained', explained, (it) => (it.src || '–') + ' (' + it.id + ')' + (it.detail ? ': ' + it.detail : ''));
-  groups('Rows refused by the import, by reason', 'refused', D.refused, (it) => (it.source_id === null || it.source_id === undefined ? '(no ID)' : it.source_id) + (it.detail ? ': ' + it.detail : ''));
+  groups('Explained fields, by reason', 'explained', D.explained, (it) => (it.source_id || '–') + ' (' + it.field_id + ')' + (it.detail ? ': ' + it.detail : ''), D.explained_counts);
+  groups('Rows refused by the import, by reason', 'refused', D.refused, (it) => 'row ' + it.row + ': ' + (it.source_id === null || it.source_id === undefined ? '(no ID)' : it.source_id) + (it.detail ? ' — ' + it.detail : ''));
 
   if (D.units && D.units.length) {
     const sec = el('section', { id: 'units' }, [el('h2', { text: 'Area units' })]);
