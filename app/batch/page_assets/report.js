@@ -342,7 +342,7 @@
   }
 
   function chart(i, e) {
-    const W = 560, H = 250, L0 = 36, R0 = 10, T0 = 10, B0 = 26;
+    const W = 560, H = 260, L0 = 36, R0 = 10, T0 = 10, B0 = 34;
     const days = e.days;
     const sow = F.sow[i] ? isoDay(F.sow[i]) : null, harv = F.harv[i] ? isoDay(F.harv[i]) : null;
     const x0 = Math.min(days[0], sow === null ? days[0] : sow), x1 = Math.max(days[days.length - 1], harv === null ? 0 : harv);
@@ -357,7 +357,7 @@
     s.append(g);
     for (let d = x0; d <= x1; d++) {
       const iso = dayIso(d);
-      if (iso.endsWith('-01')) { const t = svg('text', { x: X(d) - 8, y: H - 8 }); t.textContent = iso.slice(5, 7) + '/' + iso.slice(2, 4); s.append(t); }
+      if (iso.endsWith('-01')) { const t = svg('text', { x: X(d) - 8, y: H - 4 }); t.textContent = iso.slice(5, 7) + '/' + iso.slice(2, 4); s.append(t); }
     }
     if (sow !== null && harv !== null) {
       s.append(svg('rect', { x: X(sow), y: T0, width: Math.max(0, X(harv) - X(sow)), height: H - T0 - B0, fill: '#f3efd9', 'data-role': 'window' }));
@@ -376,10 +376,11 @@
       if (e.obs[k] !== null) { clear++; s.append(svg('circle', { cx: X(d), cy: Y(e.obs[k]), r: 3, fill: '#111', 'data-role': 'clear' })); }
       else { cloudy++; s.append(svg('circle', { cx: X(d), cy: Y(-0.05), r: 3, fill: 'none', stroke: '#999', 'data-role': 'cloudy' })); }
     });
+    let marks = 0;
     const mark = (iso, colour, label) => {
       const d = isoDay(iso); if (!isFinite(d)) return;
       s.append(svg('line', { x1: X(d), x2: X(d), y1: T0, y2: H - B0, stroke: colour, 'stroke-width': 1.5, 'data-role': 'event' }));
-      const t = svg('text', { x: X(d) + 3, y: T0 + 10, fill: colour }); t.textContent = label; s.append(t);
+      const t = svg('text', { x: X(d) + 3, y: T0 + 10 + 12 * marks++, fill: colour }); t.textContent = label; s.append(t);
     };
     for (const ev of e.events || []) if (ev.date) mark(ev.date, '#b03a2e', ev.type.replace('_', ' '));
     if (e.damage && e.damage.main_damage_date) mark(e.damage.main_damage_date, '#d35400', 'damage');
