@@ -11,10 +11,12 @@ verified: <why>", so the next run redoes it — never an error of the report.
 
 import heapq
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 from app.sure2.outcome import ASSESSED, STATUSES
 
 LOST = "output lost since verified"
+READ_BATCH = 2048  # outputs in flight at once (bounded memory at a million fields)
 
 
 class OutputPass:
@@ -58,19 +60,26 @@ class OutputPass:
     def finish(self, rows: dict) -> None:
         """Read every valid output not read yet (those the journal vouched for), once; a lost one becomes
         a noted row in `rows`."""
+        from app.hpc.cores import physical_cores
         from app.sure2.output import OutputProblem
 
-        for fid in self.season.field_ids:
-            row = rows.get(fid)
-            if row is None or row["state"] not in STATUSES or fid in self.reads:
-                continue
+        def read(fid):
             try:
-                read = self.checker.read(fid, check_settings=not self.keep)
+                return fid, self.checker.read(fid, check_settings=not self.keep), None
             except OutputProblem as problem:
-                self.lost[fid] = str(problem)
-                rows[fid] = {"state": "remaining", "reason": f"{LOST}: {problem}", "failures": 0}
-                continue
-            self.take(fid, read)
+                return fid, None, str(problem)
+
+        todo = [fid for fid in self.season.field_ids
+                if fid in rows and rows[fid]["state"] in STATUSES and fid not in self.reads]
+        # pyarrow decodes without the GIL: reads overlap on the cores the finished batch left free
+        with ThreadPoolExecutor(max(1, physical_cores())) as pool:
+            for start in range(0, len(todo), READ_BATCH):
+                for fid, output, why in pool.map(read, todo[start:start + READ_BATCH]):
+                    if output is None:
+                        self.lost[fid] = why
+                        rows[fid] = {"state": "remaining", "reason": f"{LOST}: {why}", "failures": 0}
+                    else:
+                        self.take(fid, output)
 
     def _curve(self, fid: str, read):
         from app.sure2.units import day_numbers, field_curve
