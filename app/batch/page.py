@@ -91,21 +91,24 @@ def evidence_of(read) -> dict:
     """What the page shows of one output (app.sure2.output.OutputRead): its series (days since 1970;
     observed NDVI, null on a cloudy date; the share of the field seen; the smoothed curve; the baseline
     and its spread, the σ behind z) and its footer (metrics, events, payout arithmetic, coverage,
-    damage, the pixel damage map's classes as one digit per pixel)."""
+    damage, the pixel damage map's classes run-length coded: class, count, class, count, … row by row)."""
     c, b = read.columns, read.blobs
     smooth, base, z = (np.asarray(c[k], dtype=np.float64) for k in ("ndvi_smooth", "baseline_mean", "z"))
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = np.where(np.abs(z) > 1e-9, np.abs(smooth - base) / np.abs(z), np.nan)
-    out = {"days": c["date"].astype(np.int64).tolist(), "obs": _series(c["ndvi_mean"], 4),
-           "vf": _series(c["valid_fraction"], 3), "sm": _series(smooth, 4), "bl": _series(base, 4),
-           "sd": _series(spread, 4), "metrics": _clean(b["season_metrics"]), "events": _clean(b["events"] or []),
+    days = c["date"].astype(np.int64)
+    out = {"days": np.diff(days, prepend=0).tolist(), "obs": _series(c["ndvi_mean"], 3),
+           "vf": _series(c["valid_fraction"], 2), "sm": _series(smooth, 3), "bl": _series(base, 3),
+           "sd": _series(spread, 3), "metrics": _clean(b["season_metrics"]), "events": _clean(b["events"] or []),
            "payout": _clean(b["payout"]), "coverage": _clean(b["coverage"]), "damage": _clean(b["damage"]),
            "dmap": None}
     patch = read.damage_patch()
     if patch is not None:
         _, (_, _, classes, _) = patch
-        out["dmap"] = {"h": int(classes.shape[0]), "w": int(classes.shape[1]),
-                       "c": "".join(map(str, classes.ravel().tolist()))}
+        flat = classes.ravel()
+        starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+        runs = np.column_stack([flat[starts], np.diff(np.r_[starts, len(flat)])]).ravel()
+        out["dmap"] = {"h": int(classes.shape[0]), "w": int(classes.shape[1]), "runs": runs.tolist()}
     return out
 
 

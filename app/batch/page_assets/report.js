@@ -286,6 +286,7 @@
 
   function showEvidence(i) {
     const e = D.evidence[F.id[i]];
+    if (e && !e.abs) { let d = 0; e.days = e.days.map((step) => (d += step)); e.abs = true; }  // differences → days
     evidence.replaceChildren();
     evidence.dataset.field = F.id[i];
     evidence.append(el('h2', { id: 'ev-title', text: (F.src[i] || '–') }),
@@ -393,12 +394,15 @@
     const c = el('canvas', { cls: 'dmap', id: 'ev-dmap', width: m.w * scale, height: m.h * scale });
     const ctx = c.getContext('2d');
     let damaged = 0;
-    for (let r = 0; r < m.h; r++) for (let k = 0; k < m.w; k++) {
-      const v = m.c.charCodeAt(r * m.w + k) - 48;
-      if (!v) continue;
-      if (v === 2) damaged++;
-      ctx.fillStyle = v === 2 ? '#d73027' : '#78be6e';
-      ctx.fillRect(k * scale, r * scale, scale, scale);
+    let at = 0;
+    for (let j = 0; j + 1 < m.runs.length; j += 2) {
+      const v = m.runs[j], n = m.runs[j + 1];
+      if (v) {
+        if (v === 2) damaged += n;
+        ctx.fillStyle = v === 2 ? '#d73027' : '#78be6e';
+        for (let q = at; q < at + n; q++) ctx.fillRect((q % m.w) * scale, Math.floor(q / m.w) * scale, scale, scale);
+      }
+      at += n;
     }
     const text = d ? damaged + ' damaged pixels · ' + fix(100 * d.damaged_fraction, 1) + ' % · ' + fix(d.damaged_ha, 2) + ' ha' + (d.main_damage_date ? ' · main damage date ' + d.main_damage_date : '') : damaged + ' damaged pixels';
     return el('div', null, [el('div', null, [el('b', { text: 'Pixel damage map' })]), c, el('div', { cls: 'muted', id: 'ev-damage', text: text + ' (red damaged, green undamaged, north up, 10 m pixels)' })]);
