@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.hpc.cores import physical_cores  # noqa: E402
+from app.hpc.cores import physical_cores
 
 
 def run(cmd: list) -> float:

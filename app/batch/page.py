@@ -179,7 +179,7 @@ def page_data(season, rows: dict, report: dict, evidence: dict, refused: list, u
                   for f in report["failures"][:LISTED_PER_REASON]]
     manifest = season.manifest
     return {
-        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "fingerprint": season.fingerprint, "code_version": code_version(), "settings": report["season"]["settings"],
         "report": {k: report[k] for k in ("insurer_rows", "counts", "payout_total_cents", "paid_fields")},
         "large": {"fields": len(rows), "shown": len(ids)} if large else None,

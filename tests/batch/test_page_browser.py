@@ -16,7 +16,13 @@ import shapely.affinity
 
 from app.sure2.output import read_footer, read_output
 from app.sure2.season import REFUSED, REFUSED_SCHEMA
-from tests.batch.browser import console_errors, load_page, open_chromium, requested_urls, screenshot
+from tests.batch.browser import (
+    console_errors,
+    load_page,
+    open_chromium,
+    requested_urls,
+    screenshot,
+)
 from tests.batch.conftest import run_batch
 
 pytestmark = pytest.mark.browser

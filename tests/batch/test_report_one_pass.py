@@ -33,7 +33,7 @@ def _copy(finished, season_dir, out):
     from tests.batch.conftest import ROOT
 
     shutil.copytree(finished, out)
-    r = subprocess.run(batch_cmd("report", season_dir, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(batch_cmd("report", season_dir, out), check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
 
 
@@ -117,7 +117,7 @@ def test_torn_vanished_and_rotten_outputs_are_noted_rows_in_every_product(season
         f.write(b"\xff" * 64)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    r = subprocess.run(batch_cmd("report", season_dir, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(batch_cmd("report", season_dir, out), check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / ".batch" / "report.json").read_text())
     assert set(report["engineering"]["lost"]) == {rotten}
@@ -137,7 +137,7 @@ def test_torn_vanished_and_rotten_outputs_are_noted_rows_in_every_product(season
     states = dict(zip(data["fields"]["id"], data["fields"]["state"]))
     assert {states[f] for f in (torn, gone, rotten)} == {"remaining"}
     assert not {torn, gone, rotten} & set(data["evidence"])
-    plan = subprocess.run(batch_cmd("plan", season_dir, out, "--verify", "full"), cwd=ROOT, capture_output=True,
+    plan = subprocess.run(batch_cmd("plan", season_dir, out, "--verify", "full"), check=False, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert set(plan.stdout.split()) == {torn, gone, rotten}, plan.stderr
 
