@@ -227,3 +227,45 @@ def write_page(season, rows: dict, report: dict, evidence: dict, refused: list, 
     html = render_page(page_data(season, rows, report, evidence, refused, units))
     atomic_write_bytes(path, html.encode("utf-8"))
     return f"page {path} ({len(html) / 1e6:.1f} MB)"
+
+
+def basis_risk_page(report: dict, png: bytes) -> str:
+    """basis_risk.html (app.sure2.evaluate) in the season page's style: the numbers as tiles, the groups as
+    a table, the plot inlined; static (no script), every value escaped."""
+    import base64
+    import html
+
+    esc = lambda v: html.escape(str(v), quote=True)
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+    d, c, a = report["decision"], report["correlation"], report["amount_error"]
+    tiles = [(d["fields"], "fields with truth"), (d["assessed"], "assessed"), (pct(d["agreement"]), "decision agrees"),
+             (d["false_payouts"], "false payouts"), (d["missed_payouts"], "missed payouts"),
+             (d["missed_not_assessed"], "due but not assessable"), (c["pearson"], "Pearson, index vs true loss"),
+             (c["spearman"], "Spearman")]
+    if a:
+        tiles += [(f"{a['mae']:,.2f}", "amount MAE"), (pct(a["within_1pct_of_insured"]), "within 1 % of insured")]
+    mae = lambda part: f"{part['amount_error']['mae']:,.2f}" if part["amount_error"] else "–"
+    rows = "".join(
+        f"<tr><td>{esc(key)}: {esc(name)}</td><td class=num>{part['decision']['fields']}</td>"
+        f"<td class=num>{part['decision']['assessed']}</td><td class=num>{part['decision']['false_payouts']}</td>"
+        f"<td class=num>{part['decision']['missed_payouts'] + part['decision']['missed_not_assessed']}</td>"
+        f"<td class=num>{esc(mae(part))}</td></tr>"
+        for key, parts in report["groups"].items() for name, part in parts.items())
+    damage = "".join(f"<li>{esc(kind)}: MAE {v['mae']:.3f}, within ±{report['damage_tolerance']:g}: "
+                     f"{pct(v['within_tolerance'])} of {v['n']}</li>" for kind, v in report["damaged_area"].items())
+    wrong = ", ".join(esc(f) for f in report["wrong_fields"][:200]) or "none"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "img-src data:\">\n<title>Basis risk</title>\n"
+        f"<style>\n{_asset(PAGE[0])}\n</style></head>\n<body>\n"
+        f"<header><h1>Basis risk</h1><span class=facts>season {esc(str(report.get('season', ''))[:12])}</span></header>\n"
+        "<div id=totals>" + "".join(f"<div class=tile><b>{esc(v)}</b><span>{esc(k)}</span></div>" for v, k in tiles)
+        + "</div>\n"
+        f"<section><h2>Index vs true loss; false and missed payouts by group</h2>"
+        f"<img alt=\"basis risk plot\" style=\"max-width:100%\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">"
+        f"</section>\n<section><h2>By group</h2><table class=grid><thead><tr><th>group</th><th>fields</th>"
+        f"<th>assessed</th><th>false</th><th>missed</th><th>amount MAE</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"</section>\n<section><h2>Damaged area (pixel level)</h2><ul>{damage or '<li>none</li>'}</ul></section>\n"
+        f"<section><h2>Fields whose payout decision disagrees with truth</h2><p>{wrong}</p></section>\n"
+        "</body></html>\n")

@@ -5,8 +5,9 @@
 Each field's result comes from OUT's outputs when --out is given (each must be valid for this season and
 code; every output's own settings are used and reported, and they must agree), else from assessing the
 season in memory with the given settings. Truth: truth.parquet (generated seasons, app.season.synth).
-Writes DIR/basis_risk.json (everything), basis_risk.txt (a short table) and basis_risk.png (index vs
-true loss, and false and missed payouts by group; drawn with Pillow, which every image has); DIR
+Writes DIR/basis_risk.json (everything), basis_risk.txt (a short table), basis_risk.png (index vs
+true loss, and false and missed payouts by group; drawn with Pillow, which every image has) and
+basis_risk.html (the same in the season page's style, the plot inlined: app.batch.page); DIR
 defaults to OUT/basis_risk, or ./basis_risk without --out.
 
 The numbers:
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from app.errors import BadInput
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_write_bytes
 from app.sure2.outcome import ASSESSED, FieldOutcome
 from app.sure2.units import day_numbers
 
@@ -260,12 +261,18 @@ def render_table(report: dict) -> str:
 def write_report(report: dict, rows_for_plot: list, dest: Path) -> list[Path]:
     from app.sure2.evaluate_plot import draw
 
+    import io
+
+    from app.batch.page import basis_risk_page
+
     dest.mkdir(parents=True, exist_ok=True)
-    paths = [dest / f"{REPORT_NAME}.{ext}" for ext in ("json", "txt", "png")]
+    paths = [dest / f"{REPORT_NAME}.{ext}" for ext in ("json", "txt", "png", "html")]
     atomic_write_bytes(paths[0], (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
     atomic_write_bytes(paths[1], render_table(report).encode())
-    with atomic_path(paths[2]) as tmp:
-        draw(report, rows_for_plot).save(tmp, format="PNG")
+    png = io.BytesIO()
+    draw(report, rows_for_plot).save(png, format="PNG")
+    atomic_write_bytes(paths[2], png.getvalue())
+    atomic_write_bytes(paths[3], basis_risk_page(report, png.getvalue()).encode())  # the season page's style
     return paths
 
 
