@@ -197,7 +197,7 @@
   const inView = el('input', { type: 'checkbox', id: 'filter-view' });
   const rowCount = el('span', { id: 'row-count' });
   const pager = el('span', { cls: 'pager' });
-  tableSection.append(el('h2', { text: 'Fields (every imported row of the insurer’s file)' }),
+  tableSection.append(el('h2', { text: D.large ? 'Fields: the ' + intf(D.large.shown) + ' largest payouts' : 'Fields (every imported row of the insurer’s file)' }),
     el('div', { cls: 'tools' }, [search, outcomeSel, el('label', null, [inView, ' only fields in the map view']), rowCount, pager]));
   const thead = el('thead');
   const tbody = el('tbody', { id: 'rows' });
