@@ -176,3 +176,27 @@ def test_a_national_season_page_draws_its_largest_payouts(page, chrome, tmp_path
     assert chrome.find_element("id", "total-rows").get_attribute("textContent") == str(len(ids) + 2)
     screenshot(chrome, "national_mode")
     assert console_errors(chrome) == []
+
+
+def test_explained_fields_show_their_reason_and_evidence_without_errors(season_dir, chrome, tmp_path):
+    """Every kind of explained field (no geometry, outside the raster, a sliver, a bad contract, too few
+    observations, ...): grouped by reason on the page, each row opens its evidence, no script error."""
+    from selenium.webdriver.common.by import By
+
+    from tests.sure2.bad_fields import inject_bad_fields
+
+    data = tmp_path / "season"
+    shutil.copytree(season_dir, data)
+    bad = inject_bad_fields(data)
+    out = tmp_path / "out"
+    r = run_batch(data, out)
+    assert r.returncode == 0, r.stderr
+    load_page(chrome, out / ".batch" / "report.html")
+    explained = chrome.find_element(By.ID, "explained").get_attribute("textContent")
+    for fid, (_, status, reason) in bad.items():
+        assert f"{status}: {reason}" in explained
+        chrome.find_element(By.CSS_SELECTOR, f"#rows tr[data-field='{fid}']").click()
+        assert chrome.find_element(By.ID, "evidence").get_attribute("data-field") == fid
+        assert reason in chrome.find_element(By.ID, "evidence").get_attribute("textContent")
+    screenshot(chrome, "explained")
+    assert console_errors(chrome) == []
