@@ -108,5 +108,7 @@ setup(
     ),
     cmdclass={"build_py": BuildPyWithoutCompiledSources, "build_ext": ParallelBuildExt},
     exclude_package_data={"": ["*.c", "*.pyx", "*.pxd"]},
+    # the season page's code and its vendored libraries (inlined into report.html by app.batch.page)
+    package_data={"app.batch": ["page_assets/*.js", "page_assets/*.css", "page_assets/vendor/*"]},
     zip_safe=False,
 )

@@ -15,7 +15,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--require-tiers",
         action="store_true",
-        help="fail (not skip) container/slurm tests whose prerequisites are missing",
+        help="fail (not skip) container/slurm/browser tests whose prerequisites are missing",
     )
 
 
@@ -68,6 +68,14 @@ def machine_without_gpus(request):
     if doctor.visible_gpus():
         tier_unavailable(request, "this machine has GPUs: the no-GPU checks need a machine without")
     return True
+
+
+def chromium(request) -> tuple[str, str]:
+    """(chromium, chromedriver): Debian's packages (scripts/setup.sh installs them)."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        tier_unavailable(request, "chromium and chromium-driver are not installed (scripts/setup.sh)")
+    return browser, driver
 
 
 def _built_image(request, name):

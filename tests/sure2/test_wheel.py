@@ -38,6 +38,9 @@ def test_wheel_ships_so_and_no_sources_of_compiled_modules(wheel):
     assert not leaked, leaked
     # the rest of the package stays plain Python
     assert "app/__init__.py" in names and "app/errors.py" in names and "app/hpc/atomic.py" in names
+    # the season page's code and vendored library, with its licence (the batch report inlines them)
+    assert {"app/batch/page_assets/report.js", "app/batch/page_assets/vendor/leaflet.js",
+            "app/batch/page_assets/vendor/LICENSE.leaflet"} <= set(names)
 
 
 def test_installed_wheel_runs_the_assessment(wheel, tmp_path, season_dir):
