@@ -44,7 +44,7 @@ def client_for(args) -> Client:
 def lock_out(out: Path):
     """An exclusive lock on OUT (kept while the returned file is open): one fetch writes there at a time."""
     out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / LOCK, "a")  # noqa: SIM115 (held open for the whole fetch: the lock lives with it)
+    lock = open(out / LOCK, "a")  # held open for the whole fetch: the lock lives with it
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
