@@ -11,8 +11,12 @@ field; hail in a swath across part of the field (or all of it), so damage has a 
 History: HISTORY_YEARS past years per region x crop, each with its own weather (timing, plateau) and
 HISTORY_FIELDS fields; the baseline pools every field-year, history.parquet keeps each year's mean
 curve (what percentile terms are priced on). This season itself is a normal year.
-Truth is the index of each field's noise-free curve itself against the mean noise-free healthy curve:
-no smoothing (no λ) is built into it, so the truth favours no smoothing setting of the assessment.
+Truth is the index of each field's noise-free curve itself against the mean noise-free healthy curve
+moved to the field's own green-up (phenology_shift_days: its sowing's offset from the unit's, plus the
+shift of the PHENOLOGY_SHIFTED_SHARE of healthy fields whose whole season runs −14 … +21 days off the
+unit's timing): no smoothing (no λ) is built into it, so the truth favours no smoothing setting of the
+assessment. truth.parquet keeps each field's noise-free curve (`true_curve`, area-mixed over a hail
+swath) so a test can recompute the truth by its own formula.
 """
 
 import datetime as dt
@@ -62,6 +66,9 @@ HAIL_SHARE = (0.2, 0.8)  # otherwise the share of the field's area it hits, unif
 PERCENTILE_SHARE = 0.2  # fields whose contract gives percentile terms (trigger 20th or 10th, exit 1st)
 UNIT_TERMS = (20.0, 1.0)  # area-unit contracts: pay below the 20th percentile of history, in full at the 1st
 TRUTH_PIXELS, TRUTH_UNITS = "truth_damage.tif", "truth_units.parquet"
+PHENOLOGY_SHIFTED_SHARE = 0.2  # healthy fields sown (or greening up) off their unit's usual timing
+PHENOLOGY_SHIFT_DAYS = (-14.0, 21.0)  # their whole curve moved by this many days, uniform
+SHIFT_STREAM = 6  # the shifts have a random stream of their own: the rest of a seed's season is unchanged
 CLOUD_HEAVY_SHARE = 0.03  # healthy fields seen through much more cloud than the rest
 CLOUD_HEAVY_DATES = 0.6  # share of dates such a field is fully clouded
 INSURED_PER_HA = {"barley": 9000, "spring_wheat": 11000, "oats": 8000, "potato": 30000, "winter_wheat": 12000}
@@ -258,6 +265,18 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
             cloud_heavy[i] = rng.random() < CLOUD_HEAVY_SHARE / DAMAGE_SHARE["healthy"]
             continue
         damage_index[i] = d
+    # Healthy fields off their unit's timing: the whole curve moved; the sowing date written in the
+    # contract moves with it (what the farmer did), the harvest date (the cover's end) does not.
+    shift_rng = np.random.default_rng([seed, SHIFT_STREAM])
+    phase = np.zeros(n_fields)
+    moved = (damage == "healthy") & (shift_rng.random(n_fields) < PHENOLOGY_SHIFTED_SHARE)
+    phase[moved] = shift_rng.uniform(*PHENOLOGY_SHIFT_DAYS, int(moved.sum()))
+    for i in np.flatnonzero(moved):
+        curves[i] = swath_curves[i] = ph.healthy_curve(crops[i], doy - phase[i], sow[i:i + 1], harvest[i:i + 1],
+                                                       peak[i:i + 1], regions[i])[0]
+    contract_sow = np.where(sow > 0, sow + phase, sow)  # winter wheat: sown the autumn before, greens up off time
+    nominal_sow = np.array([ph.CROPS[c]["sow"] + ph.REGIONS[r][0] for c, r in zip(crops, regions)])
+    green_up_shift = phase + np.where(sow > 0, sow - nominal_sow, 0.0)  # the field's green-up vs its unit's
     true_curves = (1 - damaged_share[:, None]) * curves + damaged_share[:, None] * swath_curves
 
     # Baseline and per-year history from simulated past seasons (noise-free curves).
@@ -283,10 +302,13 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     insured = np.array([round(a * INSURED_PER_HA[c], -2) for a, c in zip(area_ha, crops)])
     days = np.array([d.toordinal() for d in dates], dtype=np.float64)
     to_day = days[0] - doy[0]  # day of year → day number
+    # Truth: against the baseline moved to the field's own green-up, over the contract's window as written
+    # (whole days): a field sown late is not a damaged field.
     true_records = [
         _true_payout(index_kind[i], trigger[i], exit_[i], trigger_pct[i], exit_pct[i], insured[i], days, doy,
                      true_curves[i], base_mean[(regions[i], crops[i])], history[(regions[i], crops[i])],
-                     sow[i] + to_day, harvest[i] + to_day) for i in range(n_fields)]
+                     np.round(contract_sow[i]) + to_day, np.round(harvest[i]) + to_day, green_up_shift[i])
+        for i in range(n_fields)]
     true_index = np.array([r["index_value"] for r in true_records])
     true_payout = np.array([r["amount"] for r in true_records])
 
@@ -316,7 +338,7 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     nullable = lambda a: pa.array(a, mask=np.isnan(a))
     fields = pa.table({
         "field_id": field_ids, "crop": crops.tolist(), "geometry": shapely.to_wkb(lonlat).tolist(),
-        "area_ha": field_area, "sowing_date": [_date_of_doy(s) for s in sow],
+        "area_ha": field_area, "sowing_date": [_date_of_doy(s) for s in contract_sow],
         "harvest_date": [_date_of_doy(h) for h in harvest], "region_id": regions.tolist(),
         "insured_sum": insured, "currency": ["NOK"] * n_fields, "index": index_kind.tolist(),
         "trigger": nullable(trigger), "exit": nullable(exit_), "trigger_percentile": nullable(trigger_pct),
@@ -335,6 +357,8 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
         "terms": np.where(percentile, "percentile", "fixed").tolist(),
         "true_index": true_index, "true_payout": true_payout,
         "expected_payout_sign": (true_payout > 0).astype(np.int8),
+        "phenology_shift_days": np.round(green_up_shift, 3), "shifted": moved,
+        "true_curve": pa.array(list(true_curves), type=pa.list_(pa.float64())),
     })
     units, unit_truth = _units(regions, crops, field_area, true_curves, base_mean, history, days, doy)
     baseline = pa.table(list(zip(*base_rows)), names=["region_id", "crop", "date", "doy", "ndvi_mean",
@@ -357,11 +381,12 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
 
 
 def _true_payout(kind, trigger, exit_, trigger_pct, exit_pct, insured, days, doy, curve, base, history, sowing,
-                 harvest) -> dict:
-    """The payout record the noise-free curve implies, under the contract's own terms."""
+                 harvest, shift=0.0) -> dict:
+    """The payout record the noise-free curve implies, under the contract's own terms, against the
+    baseline moved by `shift` days (the field's own green-up; the history years are not moved)."""
     row = {"trigger": trigger, "exit": exit_, "trigger_percentile": trigger_pct, "exit_percentile": exit_pct}
     terms, _ = terms_of({k: None if np.isnan(v) else float(v) for k, v in row.items()})
-    value = shortfall(kind, days, curve, base, sowing, harvest)
+    value = shortfall(kind, days, curve, np.interp(days - shift, days, base), sowing, harvest)
     past = yearly_shortfalls(history, kind, doy, days, base, sowing, harvest)
     return payout_record(terms, kind, value, past, insured, "NOK", "the generated unit")
 

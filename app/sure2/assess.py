@@ -152,6 +152,10 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
     if np.isnan(base_mean[in_season]).any() or np.isnan(base_std[in_season]).any():
         raise FieldOutcome("no_baseline", f"the baseline of {unit} does not cover the field's sowing→harvest dates",
                            partial)
+    # the field's own timing: the baseline moved by its green-up shift (app.sure2.science, Phenology)
+    shift = science.phenology_shift(days, means, weights, base_mean, settings.max_shift_days)
+    normal_mean = base_mean  # the history years are compared with the unmoved baseline
+    base_mean, base_std = (science.aligned(days, b, shift or 0.0) for b in (base_mean, base_std))
     columns["baseline_mean"] = base_mean
     n_season, n_seen = int(in_season.sum()), int((observed & in_season).sum())
     coverage["observed_share"] = round(n_seen / n_season, 6) if n_season else 0.0
@@ -164,9 +168,10 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
     if settings.pixel_level:
         y, w = pixels.pixel_series(data, mask, stack.nodata)
         curves, lam, n_sampled = pixels.smooth_pixels(y, w, base_mean, settings.lam, settings.auto_lambda)
-        smoothed = pixels.field_curve(curves)
         classes, first = pixels.damage(curves, y, w, base_mean, days, sowing, harvest, settings.damage_drop,
                                        settings.damage_z * np.maximum(base_std, science.MIN_STD))
+        curves = pixels.resmooth_at_breaks(curves, y, w, base_mean, lam, settings.auto_lambda, classes, first)
+        smoothed = pixels.field_curve(curves)
         damage = pixels.damage_record(classes, first, float(f["area_ha"]), stack.dates, n_sampled)
         damage_map = pixels.map_patch(stack.name, window.row_off - dr, window.col_off - dc, mask, classes, first)
     else:
@@ -177,13 +182,14 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
     z = science.z_scores(smoothed, base_mean, base_std)
     metrics = science.season_metrics(days, smoothed, sowing, harvest, stack.dates)
     metrics.update({"n_observed_dates": int(observed.sum()), "n_dates": stack.n_dates, "lambda": lam,
-                    "lambda_mode": "auto" if settings.auto_lambda else "fixed", "pixel_level": settings.pixel_level})
+                    "lambda_mode": "auto" if settings.auto_lambda else "fixed", "pixel_level": settings.pixel_level,
+                    "phenology_shift_days": None if shift is None else round(shift, 2)})
     events = science.abrupt_drops(days, ndvi_mean, observed, base_mean, sowing, harvest, stack.dates)
     events += science.sustained_anomalies(days, z, sowing, harvest, stack.dates)
     if settings.pixel_level:
         events += pixels.damage_event(damage)
     history = yearly_shortfalls(season_history(str(season.data_dir)).get((f["region_id"], f["crop"])), f["index"],
-                                stack.doy, days, base_mean, sowing, harvest)
+                                stack.doy, days, normal_mean, sowing, harvest)
     value = shortfall(f["index"], days, smoothed, base_mean, sowing, harvest)
     try:
         record = payout_record(contract, f["index"], value, history, f["insured_sum"], f["currency"], unit)

@@ -19,6 +19,12 @@ DAMAGE_GUARD_DAYS; from then on a fall is ripening, not damage):
                                                       baseline's std, floored at science.MIN_STD)
   on DAMAGE_SUSTAIN consecutive window dates. Date: from the pixel's clear views around that detection
   (see damage()).
+After the damage rule, every damaged pixel is smoothed again with a break at its damage date
+(resmooth_at_breaks): the roughness penalty no longer links the dates before the fall to those after
+it, so the smoother cannot round the fall's corner. Without the break a smoothed step starts to fall
+before the event and lowers the pre-event peak: on generated hail fields the ndvi_peak index stood
+0.04 (median; 0.11 at the 90th percentile) above the true loss, while the integral index (which the
+smoother's conserved weighted sum keeps) was unbiased.
 The first test tells damage from a field that is poorer or later than normal all season long; the
 second keeps a field that falls back to normal after a lush start undamaged. A pixel with fewer than
 3 clear views has no curve and no class (no data).
@@ -39,9 +45,10 @@ PIXEL_SAMPLE = 16
 SAMPLE_MIN_DATES = 8
 DAMAGE_GUARD_DAYS = 20
 DAMAGE_SUSTAIN = 2
-DATE_SEARCH = 2  # acquisitions around the smoothed detection searched for the first clear view that shows it
+DATE_SEARCH = 3  # acquisitions around the smoothed detection searched for the first clear view that shows it
 NO_DATA, UNDAMAGED, DAMAGED = 0, 1, 2
 NO_DATE = 65535  # date index of a pixel that is not damaged (uint16 in the map patch)
+BREAK_MIN_VIEWS = 2  # clear views a damaged pixel needs on each side of its break to be smoothed with it
 EVENT_MIN_PIXELS = 4  # a field reports a pixel_damage event from this many damaged pixels on
 
 
@@ -117,6 +124,30 @@ def damage(curves, y, w, base, days, sowing, harvest, drop, below):
     last_clear = np.where(before.any(axis=1), len(cols) - 1 - np.argmax(before[:, ::-1], axis=1), shown - 1)
     first[hit] = cols[last_clear + 1]
     return classes, first
+
+
+def resmooth_at_breaks(curves, y, w, base, lam, auto: bool, classes, first):
+    """curves with each damaged pixel smoothed again with a break before its damage date (see the
+    module doc); a pixel keeps its curve when either side of the break has fewer than BREAK_MIN_VIEWS
+    clear views. Same λ and same series (departure from the baseline under automatic λ) as
+    smooth_pixels; dense solves batched per break date (damaged pixels are a few hundred per field)."""
+    out = curves.copy()
+    n = curves.shape[1]
+    series = departure(y, w, base[None, :]) if auto else (y, w)
+    values, weights = series
+    hit = np.flatnonzero((classes == DAMAGED) & (first != NO_DATE))
+    for b in np.unique(first[hit]):
+        rows = hit[first[hit] == b]
+        rows = rows[((weights[rows, :b] > 0).sum(axis=1) >= BREAK_MIN_VIEWS)
+                    & ((weights[rows, b:] > 0).sum(axis=1) >= BREAK_MIN_VIEWS)]
+        if len(rows) == 0:
+            continue
+        d = np.diff(np.eye(n), 2, axis=0)
+        d = d[(np.arange(n - 2) + 2 < b) | (np.arange(n - 2) >= b)]  # no second difference spans the break
+        a = lam * (d.T @ d)[None] + weights[rows][:, :, None] * np.eye(n)[None]
+        fit = np.linalg.solve(a, (weights[rows] * values[rows])[:, :, None])[:, :, 0]
+        out[rows] = base[None, :] + fit if auto else fit
+    return out
 
 
 def damage_record(classes, first, area_ha, dates, n_sampled: int) -> dict:
