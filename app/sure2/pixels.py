@@ -15,7 +15,7 @@ Damage rule, per pixel, on its smoothed curve over the damage window (sowing →
 DAMAGE_GUARD_DAYS; from then on a fall is ripening, not damage):
   anomaly a(t) = curve(t) − baseline(t); pre-event level p(t) = max of a over the window's earlier dates;
   damaged at t when a(t) <= p(t) − damage_drop        (it fell that far below its own earlier standing)
-              and   a(t) <= −damage_z × σ(t)          (and lies that far below the normal season; σ the
+              and   curve(t) − baseline(t) <= −damage_z × σ(t)   (and lies that far below normal; σ the
                                                       baseline's std, floored at science.MIN_STD)
   on DAMAGE_SUSTAIN consecutive window dates. Date: from the pixel's clear views around that detection
   (see damage()).
@@ -88,10 +88,12 @@ def field_curve(curves):
     return curves[has].mean(axis=0) if has.any() else np.full(curves.shape[1], np.nan)
 
 
-def damage(curves, y, w, base, days, sowing, harvest, drop, below):
+def damage(curves, y, w, base, days, sowing, harvest, drop, below, floor=None):
     """(class per pixel (uint8), damage date index per pixel (NO_DATE if none)) by the rule above.
 
-    below: per date, how far under the baseline a damaged pixel lies (array or scalar). The date comes
+    below: per date, how far under the baseline a damaged pixel lies (array or scalar); `floor`: the line
+    it must lie that far under (default the baseline; the assessment passes the lower of the moved and
+    the unmoved baseline, app.sure2.science, Phenology). The date comes
     from the pixel's own clear views, since a smoothed curve starts to fall before the event: the first
     clear view within DATE_SEARCH acquisitions of the smoothed detection that is already down by `drop`
     from the pre-event level shows it (the detection itself when none does), and, as for field-mean
@@ -106,8 +108,9 @@ def damage(curves, y, w, base, days, sowing, harvest, drop, below):
     anomaly = curves[:, cols] - base[cols][None, :]
     level = np.maximum.accumulate(anomaly, axis=1)  # level[:, j]: the pre-event level up to date j
     below = np.broadcast_to(np.asarray(below, dtype=np.float64), base.shape)[cols]
+    under = curves[:, cols] - (base if floor is None else floor)[cols][None, :]
     low = np.zeros_like(anomaly, dtype=bool)
-    low[:, 1:] = (anomaly[:, 1:] <= level[:, :-1] - drop) & (anomaly[:, 1:] <= -below[None, 1:])
+    low[:, 1:] = (anomaly[:, 1:] <= level[:, :-1] - drop) & (under[:, 1:] <= -below[None, 1:])
     run = low[:, :len(cols) - DAMAGE_SUSTAIN + 1].copy()
     for k in range(1, DAMAGE_SUSTAIN):
         run &= low[:, k:len(cols) - DAMAGE_SUSTAIN + 1 + k]

@@ -19,7 +19,11 @@ baseline's rise (low on the rise: a drought that starts weeks after sowing hardl
 while a lower plateau would move a crossing higher up), on the field-mean series and on the baseline,
 both smoothed with the fixed λ and the field's weights (quick, stable, and the smoother's rounding
 of the rise cancels); bounded by the `--max-shift-days` setting (0: no alignment).
-The window (sowing → harvest) is the contract's and is not moved. The history years that percentile
+The index, a pixel's fall from its own earlier standing and abrupt drops compare the field with the
+moved baseline; "below normal" (the pixel rule's second test, z-scores, sustained anomalies) is
+judged against the lower of the moved and the unmoved baseline (and the larger std): a field's
+green-up and its ripening need not move by the same days (sowing and harvest dates vary apart), and
+neither timing may pass for damage. The window (sowing → harvest) is the contract's and is not moved. The history years that percentile
 terms are priced on are compared with the unmoved baseline, as they always were.
 """
 

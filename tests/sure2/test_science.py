@@ -9,9 +9,11 @@ def _select(truth, assessed, damage, cloud_heavy=False, terms=None):
             and terms in (None, truth[f]["terms"])]
 
 
-def test_only_cloud_heavy_fields_lack_an_assessment(truth, outcomes, assessed):
+def test_only_cloud_heavy_fields_and_thin_strips_lack_an_assessment(truth, outcomes, assessed):
     explained = {fid: o for fid, o in outcomes.items() if fid not in assessed}
-    assert all(truth[fid]["cloud_heavy"] and o.reason == "too_few_observations" for fid, o in explained.items())
+    assert all((truth[fid]["cloud_heavy"] and o.reason == "too_few_observations")
+               or (truth[fid]["strip_width_m"] is not None and o.reason == "too_small")
+               for fid, o in explained.items())
 
 
 def test_enough_cases_for_the_statistics(truth, assessed):
