@@ -21,6 +21,7 @@ from app.sure2.settings import Settings
 from app.sure2.terms import day_number, payout_record
 from app.sure2.version import code_version
 
+COVERAGE_EPSILON = 1e-9  # rounding of the exact area differences: a pixel covered less than this is outside
 PURE_TOLERANCE = 1e-6  # a pixel whose computed coverage falls short of the threshold by less is pure
 MIN_SMOOTH_DATES = 3  # the Whittaker system needs at least 3 observed dates
 CONTRACT_COLUMNS = ("crop", "region_id", "sowing_date", "harvest_date", "insured_sum", "currency", "index")
@@ -77,7 +78,7 @@ def field_window(stack, polygon):
 def coverage_fractions(polygon, transform, shape):
     """Share of each window pixel's area that lies inside the polygon, exactly (what exactextract
     computes): 1 where the pixel's centre lies more than half a pixel diagonal inside, 0 where it lies
-    that far outside, else the area of pixel ∩ polygon (the pixels along the boundary)."""
+    that far outside, else the area of pixel ∩ polygon (the pixels along the boundary; _area_below_left)."""
     h, w = shape
     xs = transform.c + transform.a * (np.arange(w) + 0.5)
     ys = transform.f + transform.e * (np.arange(h) + 0.5)
@@ -87,10 +88,47 @@ def coverage_fractions(polygon, transform, shape):
     inner = shapely.contains_xy(shrunk, gx, gy) if not shrunk.is_empty else np.zeros(shape, bool)
     fraction = inner.astype(np.float64)
     rows, cols = np.nonzero(~inner & shapely.contains_xy(shapely.buffer(polygon, half_diagonal), gx, gy))
-    x0, y0 = transform.c + transform.a * cols, transform.f + transform.e * rows
-    boxes = shapely.box(x0, y0 + transform.e, x0 + transform.a, y0)
-    fraction[rows, cols] = shapely.area(shapely.intersection(boxes, polygon)) / abs(transform.a * transform.e)
-    return fraction
+    x0, y1 = transform.c + transform.a * cols, transform.f + transform.e * rows  # a > 0, e < 0: north-up
+    x1, y0 = x0 + transform.a, y1 + transform.e
+    edges = _edges(polygon)
+    area = lambda x, y: _area_below_left(edges, x, y)
+    fraction[rows, cols] = (area(x1, y1) - area(x0, y1) - area(x1, y0) + area(x0, y0)) / (transform.a * -transform.e)
+    return np.where(fraction < COVERAGE_EPSILON, 0.0, np.minimum(fraction, 1.0))
+
+
+def _edges(polygon):
+    """(x start, y start, x end, y end) of every ring edge, exteriors counter-clockwise, holes clockwise."""
+    oriented = shapely.orient_polygons(polygon)
+    rings = [oriented] if oriented.geom_type == "Polygon" else list(oriented.geoms)
+    parts = []
+    for part in rings:
+        for ring in (part.exterior, *part.interiors):
+            xy = np.asarray(ring.coords)
+            parts.append(np.column_stack([xy[:-1], xy[1:]]))
+    return np.vstack(parts)
+
+
+def _area_below_left(edges, x, y):
+    """Area of the polygon within {X <= x, Y <= y}, for arrays of corners (x, y), exactly.
+
+    By Green's theorem the area of a counter-clockwise region is −∮ Y dX; cutting it at height y turns Y
+    into min(Y, y) (on each vertical line the polygon's intervals are clipped at y), and cutting at x keeps
+    the part of every edge with X <= x. Per edge the integral of min(Y, y) over X is that of Y less that of
+    max(Y − y, 0), which for a straight edge with ends u, v above y is (u⁺² − v⁺²) / (2 (u − v)) per unit X.
+    """
+    xa, ya, xb, yb = (edges[:, k][None, :] for k in range(4))
+    x, y = x[:, None], y[:, None]
+    lo, hi = np.minimum(xa, xb), np.maximum(xa, xb)
+    end = np.minimum(hi, x)
+    length = np.maximum(end - lo, 0.0)
+    slope = np.divide(yb - ya, xb - xa, out=np.zeros(np.broadcast_shapes(xa.shape)), where=xb != xa)
+    y_lo = np.where(xa <= xb, ya, yb)
+    u, v = y_lo - y, y_lo + slope * (end - lo) - y  # heights above the cut at both ends of the kept part
+    up, vp = np.maximum(u, 0.0), np.maximum(v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        above = np.where(np.abs(u - v) > 1e-12, (up ** 2 - vp ** 2) / (2 * (u - v)), up)
+    below = (u + v) / 2 + y - above  # mean of min(Y, y) over the kept part
+    return -np.sum(np.sign(xb - xa) * length * below, axis=1)
 
 
 def pure_mask(fraction, pure_fraction):
