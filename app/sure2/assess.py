@@ -90,8 +90,9 @@ def coverage_fractions(polygon, transform, shape):
     rows, cols = np.nonzero(~inner & shapely.contains_xy(shapely.buffer(polygon, half_diagonal), gx, gy))
     x0, y1 = transform.c + transform.a * cols, transform.f + transform.e * rows  # a > 0, e < 0: north-up
     x1, y0 = x0 + transform.a, y1 + transform.e
-    edges = _edges(polygon)
-    area = lambda x, y: _area_below_left(edges, x, y)
+    ox, oy = transform.c, transform.f  # a local origin: UTM's 10^6 m coordinates would cost digits
+    edges = _edges(polygon) - np.array([ox, oy, ox, oy])
+    area = lambda x, y: _area_below_left(edges, x - ox, y - oy)
     fraction[rows, cols] = (area(x1, y1) - area(x0, y1) - area(x1, y0) + area(x0, y0)) / (transform.a * -transform.e)
     return np.where(fraction < COVERAGE_EPSILON, 0.0, np.minimum(fraction, 1.0))
 
