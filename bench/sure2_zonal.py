@@ -26,8 +26,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from app.sure2.assess import coverage_fractions, field_polygon, field_window, zonal_means  # noqa: E402
-from app.sure2.season import Season  # noqa: E402
+from app.sure2.assess import (
+    coverage_fractions,
+    field_polygon,
+    field_window,
+    zonal_means,
+)
+from app.sure2.season import Season
 
 
 def ours(season, ids, read) -> np.ndarray:
