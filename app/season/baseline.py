@@ -49,7 +49,7 @@ def season_curves(season_dir, lam: float, min_coverage: float):
     """(region_id, crop, year, doy grid, smoothed NDVI on it) per measurable field of one season."""
     from app.sure2 import science
     from app.sure2._kernels import zonal_stats
-    from app.sure2.assess import field_polygon, field_window, pixel_masks, read_window
+    from app.sure2.assess import coverage_fractions, field_polygon, field_window, pure_mask, read_window
     from app.sure2.outcome import FieldOutcome
     from app.sure2.season import Season
 
@@ -68,7 +68,7 @@ def season_curves(season_dir, lam: float, min_coverage: float):
                 shape, transform, inside = field_window(stack, polygon)
             except FieldOutcome:
                 continue
-            _, mask, _ = pixel_masks(polygon, transform, shape)
+            mask = pure_mask(coverage_fractions(polygon, transform, shape), 1.0)  # wholly inside: no neighbour
             if mask.sum() == 0:
                 continue
             counts, means = zonal_stats(read_window(stack, shape, inside), mask, stack.nodata)

@@ -5,14 +5,19 @@ units.parquet, season.json) plus the ground truth: truth.parquet (per field), tr
 area unit) and truth_damage.tif (per pixel: 0 no field, 1 undamaged, 2 damaged; the stack's grid).
 Fields are irregular polygons shelf-packed on a 10 m UTM 32N canvas with gaps between them; each date
 has spatially coherent cloud blobs (nodata), sensor noise, and mixed edge pixels that blend a field with
-its surroundings by the exact share of the pixel it covers. Damage is injected and recorded, with the
+its surroundings by the exact share of the pixel it covers; THIN_SHARE of fields are narrow strips
+(8–45 m wide) along a band of bare soil or water, whose signal mixes into the strip's edge pixels. Damage is injected and recorded, with the
 payout its noise-free curve implies under the field's own terms: drought (3 levels) over the whole
 field; hail in a swath across part of the field (or all of it), so damage has a truth per pixel.
 History: HISTORY_YEARS past years per region x crop, each with its own weather (timing, plateau) and
 HISTORY_FIELDS fields; the baseline pools every field-year, history.parquet keeps each year's mean
 curve (what percentile terms are priced on). This season itself is a normal year.
-Truth is the index of each field's noise-free curve itself against the mean noise-free healthy curve:
-no smoothing (no λ) is built into it, so the truth favours no smoothing setting of the assessment.
+Truth is the index of each field's noise-free curve itself against the mean noise-free healthy curve
+moved to the field's own green-up (phenology_shift_days: its sowing's offset from the unit's, plus the
+shift of the PHENOLOGY_SHIFTED_SHARE of healthy fields whose whole season runs −14 … +21 days off the
+unit's timing): no smoothing (no λ) is built into it, so the truth favours no smoothing setting of the
+assessment. truth.parquet keeps each field's noise-free curve (`true_curve`, area-mixed over a hail
+swath) so a test can recompute the truth by its own formula.
 """
 
 import datetime as dt
@@ -61,6 +66,14 @@ HAIL_SHARE = (0.2, 0.8)  # otherwise the share of the field's area it hits, unif
 PERCENTILE_SHARE = 0.2  # fields whose contract gives percentile terms (trigger 20th or 10th, exit 1st)
 UNIT_TERMS = (20.0, 1.0)  # area-unit contracts: pay below the 20th percentile of history, in full at the 1st
 TRUTH_PIXELS, TRUTH_UNITS = "truth_damage.tif", "truth_units.parquet"
+PHENOLOGY_SHIFTED_SHARE = 0.2  # healthy fields sown (or greening up) off their unit's usual timing
+PHENOLOGY_SHIFT_DAYS = (-14.0, 21.0)  # their whole curve moved by this many days, uniform
+SHIFT_STREAM = 6  # the shifts have a random stream of their own: the rest of a seed's season is unchanged
+THIN_SHARE = 0.05  # fields that are narrow strips, each along a contrasting neighbour (bare soil or water)
+THIN_WIDTH_M, THIN_LENGTH_M = (8.0, 45.0), (150.0, 350.0)  # a strip's width and length, uniform
+NEIGHBOUR_M = 20.0  # width of the contrasting band along one long side of a strip
+NEIGHBOUR_NDVI = {"bare soil": 0.12, "water": -0.25}
+THIN_STREAM = 5  # the strips have a random stream of their own (see SHIFT_STREAM)
 CLOUD_HEAVY_SHARE = 0.03  # healthy fields seen through much more cloud than the rest
 CLOUD_HEAVY_DATES = 0.6  # share of dates such a field is fully clouded
 INSURED_PER_HA = {"barley": 9000, "spring_wheat": 11000, "oats": 8000, "potato": 30000, "winter_wheat": 12000}
@@ -92,12 +105,16 @@ def field_polygon(rng, area_m2):
     return shapely.affinity.scale(poly, *(2 * [math.sqrt(area_m2 / poly.area)]), origin=(0, 0))
 
 
-def shelf_pack(rng, polys):
-    """Place polygons left to right in rows on a canvas; returns placed polygons and canvas (w, h) pixels."""
-    bounds = shapely.bounds(polys)
+def shelf_pack(rng, polys, attached=None):
+    """Place polygons left to right in rows on a canvas: (placed polygons, {index: placed attached
+    polygon}, canvas width, height in pixels). attached: {index: polygon} moved with polys[index] (a
+    contrasting neighbour band), the pair's joint footprint kept clear of the others."""
+    attached = attached or {}
+    footprint = [shapely.union(p, attached[k]) if k in attached else p for k, p in enumerate(polys)]
+    bounds = shapely.bounds(footprint)
     widths, heights = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
     canvas_w = math.ceil(math.sqrt(np.sum((widths + GAP_M) * (heights + GAP_M)) * 1.25) / (TILE * PIXEL)) * TILE * PIXEL
-    placed, x, y_top, row_h = [], GAP_M, GAP_M, 0.0
+    placed, moves, x, y_top, row_h = [], [], GAP_M, GAP_M, 0.0
     for poly, (minx, _, _, maxy), w, h in zip(polys, bounds, widths, heights):
         if x + w + GAP_M > canvas_w:
             x, y_top, row_h = GAP_M, y_top + row_h + GAP_M, 0.0
@@ -105,10 +122,25 @@ def shelf_pack(rng, polys):
         # canvas coordinates: x east from the left edge, y south from the top edge (metres)
         dx, dy = ORIGIN[0] + x - minx, ORIGIN[1] - (y_top + jitter) - maxy
         placed.append(shapely.affinity.translate(poly, dx, dy))
+        moves.append((dx, dy))
         x += w + GAP_M + jitter
         row_h = max(row_h, h + jitter)
     canvas_h = math.ceil((y_top + row_h + GAP_M) / (TILE * PIXEL)) * TILE * PIXEL
-    return placed, int(canvas_w / PIXEL), int(canvas_h / PIXEL)
+    moved = {k: shapely.affinity.translate(band, *moves[k]) for k, band in attached.items()}
+    return placed, moved, int(canvas_w / PIXEL), int(canvas_h / PIXEL)
+
+
+def thin_strip(rng, width):
+    """A strip `width` metres wide (length from THIN_LENGTH_M, any direction) centred on (0, 0), and a
+    band of a contrasting surface along one of its long sides, touching it: (strip, (band, NDVI))."""
+    length = rng.uniform(*THIN_LENGTH_M)
+    side = 1 if rng.random() < 0.5 else -1
+    strip = shapely.box(-length / 2, -width / 2, length / 2, width / 2)
+    band = shapely.box(-length / 2, side * width / 2, length / 2, side * (width / 2 + NEIGHBOUR_M))
+    angle = rng.uniform(0, 180)
+    surface = str(rng.choice(list(NEIGHBOUR_NDVI)))
+    turn = lambda g: shapely.affinity.rotate(g, angle, origin=(0, 0))
+    return turn(strip), (turn(band), NEIGHBOUR_NDVI[surface])
 
 
 def edge_fractions(polys, labels, inner, transform):
@@ -205,7 +237,16 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     # Fields: size, crop, shape, place, region (south → north by canvas row).
     area_ha = np.clip(rng.lognormal(np.log(2.0), 0.8, n_fields), 0.5, 50.0)
     crops = rng.choice(list(ph.CROP_SHARE), size=n_fields, p=list(ph.CROP_SHARE.values()))
-    polys, width, height = shelf_pack(rng, [field_polygon(rng, a * 1e4) for a in area_ha])
+    shapes = [field_polygon(rng, a * 1e4) for a in area_ha]
+    thin_rng = np.random.default_rng([seed, THIN_STREAM])
+    thin = thin_rng.random(n_fields) < THIN_SHARE
+    strip_width = np.where(thin, thin_rng.uniform(*THIN_WIDTH_M, n_fields), np.nan)
+    neighbours = {}  # field index → (contrasting band next to it, its NDVI)
+    for i in np.flatnonzero(thin):
+        shapes[i], neighbours[i] = thin_strip(thin_rng, strip_width[i])
+        area_ha[i] = shapes[i].area / 1e4
+    polys, bands, width, height = shelf_pack(rng, shapes, {i: band for i, (band, _) in neighbours.items()})
+    neighbours = {i: (bands[i], ndvi) for i, (_, ndvi) in neighbours.items()}
     polys = np.array(polys, dtype=object)
     transform = Affine(PIXEL, 0.0, ORIGIN[0], 0.0, -PIXEL, ORIGIN[1])
     north = (ORIGIN[1] - shapely.bounds(polys)[:, 3]) / (height * PIXEL)  # 0 top (north) .. 1 bottom
@@ -257,6 +298,18 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
             cloud_heavy[i] = rng.random() < CLOUD_HEAVY_SHARE / DAMAGE_SHARE["healthy"]
             continue
         damage_index[i] = d
+    # Healthy fields off their unit's timing: the whole curve moved; the sowing date written in the
+    # contract moves with it (what the farmer did), the harvest date (the cover's end) does not.
+    shift_rng = np.random.default_rng([seed, SHIFT_STREAM])
+    phase = np.zeros(n_fields)
+    moved = (damage == "healthy") & (shift_rng.random(n_fields) < PHENOLOGY_SHIFTED_SHARE)
+    phase[moved] = shift_rng.uniform(*PHENOLOGY_SHIFT_DAYS, int(moved.sum()))
+    for i in np.flatnonzero(moved):
+        curves[i] = swath_curves[i] = ph.healthy_curve(crops[i], doy - phase[i], sow[i:i + 1], harvest[i:i + 1],
+                                                       peak[i:i + 1], regions[i])[0]
+    contract_sow = np.where(sow > 0, sow + phase, sow)  # winter wheat: sown the autumn before, greens up off time
+    nominal_sow = np.array([ph.CROPS[c]["sow"] + ph.REGIONS[r][0] for c, r in zip(crops, regions)])
+    green_up_shift = phase + np.where(sow > 0, sow - nominal_sow, 0.0)  # the field's green-up vs its unit's
     true_curves = (1 - damaged_share[:, None]) * curves + damaged_share[:, None] * swath_curves
 
     # Baseline and per-year history from simulated past seasons (noise-free curves).
@@ -282,10 +335,13 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     insured = np.array([round(a * INSURED_PER_HA[c], -2) for a, c in zip(area_ha, crops)])
     days = np.array([d.toordinal() for d in dates], dtype=np.float64)
     to_day = days[0] - doy[0]  # day of year → day number
+    # Truth: against the baseline moved to the field's own green-up, over the contract's window as written
+    # (whole days): a field sown late is not a damaged field.
     true_records = [
         _true_payout(index_kind[i], trigger[i], exit_[i], trigger_pct[i], exit_pct[i], insured[i], days, doy,
                      true_curves[i], base_mean[(regions[i], crops[i])], history[(regions[i], crops[i])],
-                     sow[i] + to_day, harvest[i] + to_day) for i in range(n_fields)]
+                     np.round(contract_sow[i]) + to_day, np.round(harvest[i]) + to_day, green_up_shift[i])
+        for i in range(n_fields)]
     true_index = np.array([r["index_value"] for r in true_records])
     true_payout = np.array([r["amount"] for r in true_records])
 
@@ -302,8 +358,11 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     swath_label = rasterize([s for s in near if not s[0].is_empty], out_shape=(height, width), transform=transform,
                             dtype="int32") if near else np.zeros((height, width), np.int32)
     in_swath = (swath_label == labels) & (labels > 0)
+    contrast = rasterize([(band, ndvi) for band, ndvi in neighbours.values()], out_shape=(height, width),
+                         transform=transform, fill=np.nan, all_touched=True, dtype="float32") if neighbours \
+        else np.full((height, width), np.nan, np.float32)
     _write_ndvi(out / NDVI, rng, seed, dates, doy, curves, swath_curves, crops, labels, frac, in_swath, cloud_heavy,
-                transform)
+                transform, contrast)
     damaged_pixel = in_swath | np.isin(labels, np.flatnonzero(damage == "drought") + 1)
     _write_truth_pixels(out / TRUTH_PIXELS, labels, damaged_pixel, transform)
     del labels, inner, frac, swath_label, in_swath, damaged_pixel
@@ -315,7 +374,7 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     nullable = lambda a: pa.array(a, mask=np.isnan(a))
     fields = pa.table({
         "field_id": field_ids, "crop": crops.tolist(), "geometry": shapely.to_wkb(lonlat).tolist(),
-        "area_ha": field_area, "sowing_date": [_date_of_doy(s) for s in sow],
+        "area_ha": field_area, "sowing_date": [_date_of_doy(s) for s in contract_sow],
         "harvest_date": [_date_of_doy(h) for h in harvest], "region_id": regions.tolist(),
         "insured_sum": insured, "currency": ["NOK"] * n_fields, "index": index_kind.tolist(),
         "trigger": nullable(trigger), "exit": nullable(exit_), "trigger_percentile": nullable(trigger_pct),
@@ -334,6 +393,9 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
         "terms": np.where(percentile, "percentile", "fixed").tolist(),
         "true_index": true_index, "true_payout": true_payout,
         "expected_payout_sign": (true_payout > 0).astype(np.int8),
+        "phenology_shift_days": np.round(green_up_shift, 3), "shifted": moved,
+        "strip_width_m": nullable(np.round(strip_width, 2)),
+        "true_curve": pa.array(list(true_curves), type=pa.list_(pa.float64())),
     })
     units, unit_truth = _units(regions, crops, field_area, true_curves, base_mean, history, days, doy)
     baseline = pa.table(list(zip(*base_rows)), names=["region_id", "crop", "date", "doy", "ndvi_mean",
@@ -356,13 +418,14 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
 
 
 def _true_payout(kind, trigger, exit_, trigger_pct, exit_pct, insured, days, doy, curve, base, history, sowing,
-                 harvest) -> dict:
-    """The payout record the noise-free curve implies, under the contract's own terms."""
+                 harvest, shift=0.0) -> dict:
+    """The payout record the noise-free curve implies, under the contract's own terms, against the
+    baseline moved by `shift` days (the field's own green-up; the history years are not moved)."""
     row = {"trigger": trigger, "exit": exit_, "trigger_percentile": trigger_pct, "exit_percentile": exit_pct}
     terms, problems = terms_of({k: None if np.isnan(v) else float(v) for k, v in row.items()})
     if terms is None:
         raise ValueError(f"generated contract terms are invalid: {problems}")
-    value = shortfall(kind, days, curve, base, sowing, harvest)
+    value = shortfall(kind, days, curve, np.interp(days - shift, days, base), sowing, harvest)
     past = yearly_shortfalls(history, kind, doy, days, base, sowing, harvest)
     return payout_record(terms, kind, value, past, insured, "NOK", "the generated unit")
 
@@ -410,8 +473,10 @@ def _write_truth_pixels(path, labels, damaged, transform):
 
 
 def _write_ndvi(path, rng, seed, dates, doy, curves, swath_curves, crops, labels, frac, in_swath, cloud_heavy,
-                transform):
-    """Write the stack in tile rows; each strip has its own seeded generator (deterministic)."""
+                transform, contrast):
+    """Write the stack in tile rows; each strip has its own seeded generator (deterministic).
+    contrast: NDVI of a contrasting surface (bare soil, water) where a thin field's neighbour band
+    touches a pixel, NaN elsewhere: there it replaces the meadow as what mixes into edge pixels."""
     height, width = labels.shape
     n_fields = len(curves)
     ups_x = _upsampler(width, CLOUD_CELL).T.copy()  # (n_coarse_x, width)
@@ -447,6 +512,7 @@ def _write_ndvi(path, rng, seed, dates, doy, curves, swath_curves, crops, labels
                 c0, c1 = int(c0), int(c1)
                 uy = ups_y[r0:r1, c0:c1]
                 bg = background[:, None, None] + (uy @ background_offset[c0:c1] @ ups_x)[None]
+                bg = np.where(np.isnan(contrast[r0:r1]), bg, contrast[r0:r1])
                 field = np.where(in_swath[r0:r1, :, None], hail_curves[lab], field_curves[lab]).transpose(2, 0, 1)
                 field += strip_rng.normal(0, PIXEL_HETEROGENEITY, lab.shape).astype(np.float32)
                 ndvi = fr * field + (1 - fr) * bg

@@ -6,7 +6,7 @@
 | not_assessable     | no_stack             | no NDVI stack covers the field (the import's note says why) |
 | not_assessable     | invalid_geometry     | null, empty or invalid polygon |
 | not_assessable     | outside_raster       | the polygon lies outside its stack's raster |
-| not_assessable     | no_pixel             | no pixel centre inside the polygon (a sliver, or smaller than a pixel) |
+| not_assessable     | too_small            | fewer pure pixels than --min-pure-pixels (a sliver, a thin strip, tiny) |
 | not_assessable     | no_baseline          | no baseline for the field's region × crop, or none over its season |
 | not_assessable     | bad_contract         | contract terms that make no sense (trigger ≥ exit, insured sum ≤ 0, ...) |
 | insufficient_data  | partial_coverage     | the stack covers less of the field than --min-field-coverage |
@@ -25,7 +25,7 @@ REASONS = {
     "no_stack": NOT_ASSESSABLE,
     "invalid_geometry": NOT_ASSESSABLE,
     "outside_raster": NOT_ASSESSABLE,
-    "no_pixel": NOT_ASSESSABLE,
+    "too_small": NOT_ASSESSABLE,
     "no_baseline": NOT_ASSESSABLE,
     "bad_contract": NOT_ASSESSABLE,
     "partial_coverage": INSUFFICIENT_DATA,

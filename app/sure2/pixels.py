@@ -1,10 +1,10 @@
-"""The pixel level: every inner pixel smoothed in one compiled call, damage per pixel with its date,
+"""The pixel level: every pure pixel smoothed in one compiled call, damage per pixel with its date,
 the field's damaged area, and the field's patch of the season's damage map.
 
-Series: each inner pixel's own clear views (weight 1; cloud and nodata weight 0).
+Series: each pure pixel's own clear views (weight 1; cloud and nodata weight 0).
 λ: a fixed λ smooths every pixel's NDVI. Automatic λ (app.sure2.science explains why it works on the
 departure from the baseline): the V-curve's λ for the departures of up to PIXEL_SAMPLE pixels spread
-evenly over the field's inner pixels seen on at least SAMPLE_MIN_DATES dates, their lower median;
+evenly over the field's pure pixels seen on at least SAMPLE_MIN_DATES dates, their lower median;
 every pixel's departure is then smoothed with that λ. One λ per field (its pixels share sensor,
 noise and crop; a V-curve per pixel costs ~60 solves each). All pixels go through one batched call
 (app.sure2._kernels.whittaker_batch, 8 series solved side by side).
@@ -15,15 +15,22 @@ Damage rule, per pixel, on its smoothed curve over the damage window (sowing →
 DAMAGE_GUARD_DAYS; from then on a fall is ripening, not damage):
   anomaly a(t) = curve(t) − baseline(t); pre-event level p(t) = max of a over the window's earlier dates;
   damaged at t when a(t) <= p(t) − damage_drop        (it fell that far below its own earlier standing)
-              and   a(t) <= −damage_z × σ(t)          (and lies that far below the normal season; σ the
+              and   curve(t) − baseline(t) <= −damage_z × σ(t)   (and lies that far below normal; σ the
                                                       baseline's std, floored at science.MIN_STD)
   on DAMAGE_SUSTAIN consecutive window dates. Date: from the pixel's clear views around that detection
   (see damage()).
+After the damage rule, every damaged pixel is smoothed again with a break at its fall
+(resmooth_at_breaks; in the middle of the cloudy gap the fall happened in): the roughness penalty no
+longer links the dates before the fall to those after it, so the smoother cannot round the fall's
+corner. Without the break a smoothed step starts to fall before the event and lowers the pre-event
+peak: on generated hail fields the ndvi_peak index stood 0.04 (median; 0.11 at the 90th percentile)
+above the true loss, while the integral index (which the smoother's conserved weighted sum keeps) was
+unbiased.
 The first test tells damage from a field that is poorer or later than normal all season long; the
 second keeps a field that falls back to normal after a lush start undamaged. A pixel with fewer than
 3 clear views has no curve and no class (no data).
-Damaged-area fraction = damaged / classified inner pixels; damaged hectares = fraction × the field's
-area (inner pixels stand for the whole field).
+Damaged-area fraction = damaged / classified pure pixels; damaged hectares = fraction × the field's
+area (pure pixels stand for the whole field).
 """
 
 import base64
@@ -39,14 +46,15 @@ PIXEL_SAMPLE = 16
 SAMPLE_MIN_DATES = 8
 DAMAGE_GUARD_DAYS = 20
 DAMAGE_SUSTAIN = 2
-DATE_SEARCH = 2  # acquisitions around the smoothed detection searched for the first clear view that shows it
+DATE_SEARCH = 3  # acquisitions around the smoothed detection searched for the first clear view that shows it
 NO_DATA, UNDAMAGED, DAMAGED = 0, 1, 2
 NO_DATE = 65535  # date index of a pixel that is not damaged (uint16 in the map patch)
+BREAK_MIN_VIEWS = 2  # clear views a damaged pixel needs on each side of its break to be smoothed with it
 EVENT_MIN_PIXELS = 4  # a field reports a pixel_damage event from this many damaged pixels on
 
 
 def pixel_series(window, mask, nodata):
-    """(y, w): one row per inner pixel (raster order), NDVI (0 where unseen) and 0/1 weights."""
+    """(y, w): one row per pure pixel (raster order), NDVI (0 where unseen) and 0/1 weights."""
     values = window[:, mask.astype(bool)].T
     seen = values != nodata
     return np.where(seen, values * 1e-4, 0.0), seen.astype(np.float64)
@@ -81,10 +89,12 @@ def field_curve(curves):
     return curves[has].mean(axis=0) if has.any() else np.full(curves.shape[1], np.nan)
 
 
-def damage(curves, y, w, base, days, sowing, harvest, drop, below):
+def damage(curves, y, w, base, days, sowing, harvest, drop, below, floor=None):
     """(class per pixel (uint8), damage date index per pixel (NO_DATE if none)) by the rule above.
 
-    below: per date, how far under the baseline a damaged pixel lies (array or scalar). The date comes
+    below: per date, how far under the baseline a damaged pixel lies (array or scalar); `floor`: the line
+    it must lie that far under (default the baseline; the assessment passes the lower of the moved and
+    the unmoved baseline, app.sure2.science, Phenology). The date comes
     from the pixel's own clear views, since a smoothed curve starts to fall before the event: the first
     clear view within DATE_SEARCH acquisitions of the smoothed detection that is already down by `drop`
     from the pre-event level shows it (the detection itself when none does), and, as for field-mean
@@ -99,8 +109,9 @@ def damage(curves, y, w, base, days, sowing, harvest, drop, below):
     anomaly = curves[:, cols] - base[cols][None, :]
     level = np.maximum.accumulate(anomaly, axis=1)  # level[:, j]: the pre-event level up to date j
     below = np.broadcast_to(np.asarray(below, dtype=np.float64), base.shape)[cols]
+    under = curves[:, cols] - (base if floor is None else floor)[cols][None, :]
     low = np.zeros_like(anomaly, dtype=bool)
-    low[:, 1:] = (anomaly[:, 1:] <= level[:, :-1] - drop) & (anomaly[:, 1:] <= -below[None, 1:])
+    low[:, 1:] = (anomaly[:, 1:] <= level[:, :-1] - drop) & (under[:, 1:] <= -below[None, 1:])
     run = low[:, :len(cols) - DAMAGE_SUSTAIN + 1].copy()
     for k in range(1, DAMAGE_SUSTAIN):
         run &= low[:, k:len(cols) - DAMAGE_SUSTAIN + 1 + k]
@@ -117,6 +128,36 @@ def damage(curves, y, w, base, days, sowing, harvest, drop, below):
     last_clear = np.where(before.any(axis=1), len(cols) - 1 - np.argmax(before[:, ::-1], axis=1), shown - 1)
     first[hit] = cols[last_clear + 1]
     return classes, first
+
+
+def resmooth_at_breaks(curves, y, w, base, lam, auto: bool, classes, first):
+    """curves with each damaged pixel smoothed again with a break at its fall (see the module doc):
+    in the middle of the cloudy gap between the last clear view before the fall and the first after
+    it (on a seed-101 generated season the earliest end of the gap left the hail index +0.002 above the
+    truth on average, +0.010 at p90; the middle, −0.001 and +0.006); a pixel keeps its curve when either side of the break has fewer than BREAK_MIN_VIEWS
+    clear views. Same λ and same series (departure from the baseline under automatic λ) as
+    smooth_pixels; dense solves batched per break date (damaged pixels are a few hundred per field)."""
+    out = curves.copy()
+    n = curves.shape[1]
+    series = departure(y, w, base[None, :]) if auto else (y, w)
+    values, weights = series
+    hit = np.flatnonzero((classes == DAMAGED) & (first != NO_DATE))
+    start = first[hit].astype(np.int64)  # the first acquisition after the last clear view before the fall
+    after = (weights[hit] > 0) & (np.arange(n)[None, :] >= start[:, None])
+    shown = np.where(after.any(axis=1), np.argmax(after, axis=1), start)  # the first clear view after it
+    breaks = (start + shown + 1) // 2  # the fall happened somewhere in the cloudy gap: break in its middle
+    for b in np.unique(breaks):
+        rows = hit[breaks == b]
+        rows = rows[((weights[rows, :b] > 0).sum(axis=1) >= BREAK_MIN_VIEWS)
+                    & ((weights[rows, b:] > 0).sum(axis=1) >= BREAK_MIN_VIEWS)]
+        if len(rows) == 0:
+            continue
+        d = np.diff(np.eye(n), 2, axis=0)
+        d = d[(np.arange(n - 2) + 2 < b) | (np.arange(n - 2) >= b)]  # no second difference spans the break
+        a = lam * (d.T @ d)[None] + weights[rows][:, :, None] * np.eye(n)[None]
+        fit = np.linalg.solve(a, (weights[rows] * values[rows])[:, :, None])[:, :, 0]
+        out[rows] = base[None, :] + fit if auto else fit
+    return out
 
 
 def damage_record(classes, first, area_ha, dates, n_sampled: int) -> dict:

@@ -10,12 +10,27 @@ and the roughness of an NDVI curve is mostly its phenology, not noise. On near n
 it then picks λ of 10^2–10^3 and flattens the peak (seed-7 season, its 389 fields that are not
 cloud-heavy: 58 payout decisions wrong, against 9 with λ = 10); the departure's roughness is noise
 and damage, which is what λ is for.
+
+Phenology. A field sown or greening up earlier or later than its unit is not a damaged field: its
+shift against the baseline is the lag of its green-up (phenology_shift), and the baseline (mean and
+std) is moved by it (aligned) before anything compares the field with it — the damage rule, z-scores,
+events and the index. The green-up is timed where a curve last rises through GREEN_UP_LEVEL of the
+baseline's rise (low on the rise: a drought that starts weeks after sowing hardly moves that crossing,
+while a lower plateau would move a crossing higher up), on the field-mean series and on the baseline,
+both smoothed with the fixed λ and the field's weights (quick, stable, and the smoother's rounding
+of the rise cancels); bounded by the `--max-shift-days` setting (0: no alignment).
+The index, a pixel's fall from its own earlier standing and abrupt drops compare the field with the
+moved baseline; "below normal" (the pixel rule's second test, z-scores, sustained anomalies) is
+judged against the lower of the moved and the unmoved baseline (and the larger std): a field's
+green-up and its ripening need not move by the same days (sowing and harvest dates vary apart), and
+neither timing may pass for damage. The window (sowing → harvest) is the contract's and is not moved. The history years that percentile
+terms are priced on are compared with the unmoved baseline, as they always were.
 """
 
 import numpy as np
 
 from app.sure2._kernels import whittaker, whittaker_vcurve
-from app.sure2.settings import AUTO
+from app.sure2.settings import AUTO, FIXED_LAMBDA
 
 # log10 λ from 10^-2 to 10^4 in steps of 0.1 (61 points; the chosen λ is a midpoint between two)
 LOG10_LAMBDA_GRID = np.round(np.arange(-2.0, 4.0 + 1e-9, 0.1), 10)
@@ -26,6 +41,7 @@ HARVEST_GUARD_DAYS = 10  # drops this close to harvest are the harvest, not dama
 ANOMALY_Z = -2.0  # smoothed z at or below this is anomalous
 ANOMALY_MIN_DATES = 3  # a sustained anomaly lasts at least this many acquisitions
 MIN_STD = 0.02  # floor of the baseline std so a quiet date does not give huge z
+GREEN_UP_LEVEL = 0.15  # share of the baseline's rise (its minimum before its peak → its peak) that times green-up
 
 
 def observation_weights(valid_fraction, min_coverage):
@@ -60,6 +76,45 @@ def smooth_field(ndvi_mean, weights, base, lam):
     if lam == AUTO:
         return smooth_auto(ndvi_mean, weights, base)
     return smooth(ndvi_mean, weights, lam), lam
+
+
+def _rise_crossing(days, values, level):
+    """Day at which `values` last rises through `level` before its maximum (linear between dates), or None."""
+    top = int(np.nanargmax(values))
+    below = np.flatnonzero(values[:top] < level)
+    if len(below) == 0 or values[top] < level:
+        return None
+    j = below[-1]
+    return days[j] + (level - values[j]) / (values[j + 1] - values[j]) * (days[j + 1] - days[j])
+
+
+def phenology_shift(days, ndvi_mean, weights, base, max_days) -> float | None:
+    """Days the field's green-up lags the baseline's (negative: earlier), within ±max_days; None when
+    either has no rise to time (0 when max_days is 0). Both are smoothed alike (FIXED_LAMBDA, the
+    field's own weights), so the smoother's rounding of the rise moves both crossings the same way."""
+    if max_days == 0:
+        return 0.0
+    known = np.isfinite(base)
+    w = np.where(known & np.isfinite(ndvi_mean), weights, 0.0)
+    if np.count_nonzero(w) < 3:
+        return None
+    curve = smooth(np.where(w > 0, ndvi_mean, 0.0), w, FIXED_LAMBDA)
+    normal = smooth(np.where(known, base, 0.0), w, FIXED_LAMBDA)
+    top = int(np.argmax(normal))
+    low = float(normal[:top + 1].min())
+    level = low + GREEN_UP_LEVEL * (float(normal[top]) - low)
+    t_base, t_field = _rise_crossing(days, normal, level), _rise_crossing(days, curve, level)
+    if t_base is None or t_field is None:
+        return None
+    return float(np.clip(t_field - t_base, -max_days, max_days))
+
+
+def aligned(days, values, shift):
+    """values (per date) moved `shift` days later: values(t − shift), held at the ends (NaN dates skipped)."""
+    ok = np.isfinite(values)
+    if shift == 0 or ok.sum() < 2:
+        return values
+    return np.interp(days - shift, days[ok], values[ok])
 
 
 def window_integral(days, values, start, end):

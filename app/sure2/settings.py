@@ -22,6 +22,9 @@ DEFAULT_MIN_FIELD_COVERAGE = 0.9  # share of the field's pixels the stack must c
 DEFAULT_MIN_OBSERVED_SHARE = 0.25  # share of sowing→harvest dates that must be observed (else insufficient_data)
 DEFAULT_DAMAGE_DROP = 0.10  # NDVI fall of a pixel below its own pre-event level that counts as damage
 DEFAULT_DAMAGE_Z = 2.0  # ... while it lies this many baseline standard deviations below the baseline
+DEFAULT_PURE_FRACTION = 1.0  # share of a pixel inside the field that makes it pure (1: wholly inside)
+DEFAULT_MIN_PURE_PIXELS = 4.0  # fewer pure pixels: the field is too_small (the import's sliver note agrees)
+DEFAULT_MAX_SHIFT_DAYS = 30.0  # bound of a field's green-up shift against its baseline (0: no alignment)
 
 
 def _number(text: str) -> float:
@@ -57,6 +60,14 @@ FLAGS = {
                                               "assess from the pixels' curves; off: the field-mean series only"),
     "--damage-drop": ("damage_drop", _number, "NDVI fall of a pixel below its own pre-event level that counts as "
                                               f"damage, > 0 (default {DEFAULT_DAMAGE_DROP:g})"),
+    "--pure-fraction": ("pure_fraction", _number, "share of a pixel's area inside the field that makes it a pure "
+                                                  "pixel, the only ones assessed (mixed edge pixels carry the "
+                                                  f"neighbours' signal); in [0.5, 1], default {DEFAULT_PURE_FRACTION:g}"),
+    "--min-pure-pixels": ("min_pure_pixels", _number, "pure pixels a field needs, else not_assessable/too_small; "
+                                                      f"a whole number >= 1 (default {DEFAULT_MIN_PURE_PIXELS:g})"),
+    "--max-shift-days": ("max_shift_days", _number, "bound, in days, of a field's green-up shift against its "
+                                                    "baseline, which is moved by that shift before comparing "
+                                                    f"(0: no alignment; default {DEFAULT_MAX_SHIFT_DAYS:g})"),
     "--damage-z": ("damage_z", _number, "baseline standard deviations a damaged pixel must also lie below the "
                                         f"baseline, >= 0 (default {DEFAULT_DAMAGE_Z:g})"),
 }
@@ -71,6 +82,9 @@ class Settings:
     pixel_level: bool = True
     damage_drop: float = DEFAULT_DAMAGE_DROP
     damage_z: float = DEFAULT_DAMAGE_Z
+    max_shift_days: float = DEFAULT_MAX_SHIFT_DAYS
+    pure_fraction: float = DEFAULT_PURE_FRACTION
+    min_pure_pixels: float = DEFAULT_MIN_PURE_PIXELS
 
     def __post_init__(self):
         if not isinstance(self.pixel_level, bool):
@@ -97,6 +111,12 @@ class Settings:
             raise BadInput(f"--damage-drop must be in (0, 2] (NDVI units), got {self.damage_drop:g}")
         if not 0 <= self.damage_z <= 10:
             raise BadInput(f"--damage-z must be in [0, 10] (baseline standard deviations), got {self.damage_z:g}")
+        if not 0.5 <= self.pure_fraction <= 1:
+            raise BadInput(f"--pure-fraction must be in [0.5, 1], got {self.pure_fraction:g}")
+        if self.min_pure_pixels < 1 or self.min_pure_pixels != int(self.min_pure_pixels):
+            raise BadInput(f"--min-pure-pixels must be a whole number >= 1, got {self.min_pure_pixels:g}")
+        if not 0 <= self.max_shift_days <= 60:
+            raise BadInput(f"--max-shift-days must be in [0, 60] days, got {self.max_shift_days:g}")
 
     @property
     def auto_lambda(self) -> bool:

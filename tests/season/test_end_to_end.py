@@ -36,7 +36,7 @@ def test_imported_season_through_sure2_sif_pays_like_the_truth(built, raw, sure2
         (r["source_id"], r["reason"]) for r in refused)
     assert sorted(p.name for p in out.glob("*.parquet")) == sorted(f"{r['field_id']}.parquet" for r in catalogue)
 
-    expected_outcomes = {"KV-OUTSIDE": "no_stack", "KV-GRASS": "bad_contract", "KV-SLIVER": "no_pixel"}
+    expected_outcomes = {"KV-OUTSIDE": "no_stack", "KV-GRASS": "bad_contract", "KV-SLIVER": "too_small"}
     for sid, reason in expected_outcomes.items():
         assert result[sid]["outcome"] != "assessed" and result[sid]["reason"] == reason, result[sid]
     assert result["KV-STRADDLE"]["outcome"] == "assessed" and result["KV-STRADDLE"]["stack"] == "utm33"

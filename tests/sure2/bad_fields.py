@@ -22,7 +22,7 @@ from pyproj import Transformer
 KINDS = {
     "outside_raster": ("not_assessable", "outside_raster"),
     "partly_outside": ("insufficient_data", "partial_coverage"),
-    "no_pixel_centre": ("not_assessable", "no_pixel"),
+    "no_pixel_centre": ("not_assessable", "too_small"),
     "no_baseline": ("not_assessable", "no_baseline"),
     "every_date_cloudy": ("insufficient_data", "too_few_observations"),
     "mostly_unobserved": ("insufficient_data", "too_few_observations"),

@@ -9,9 +9,11 @@ def _select(truth, assessed, damage, cloud_heavy=False, terms=None):
             and terms in (None, truth[f]["terms"])]
 
 
-def test_only_cloud_heavy_fields_lack_an_assessment(truth, outcomes, assessed):
+def test_only_cloud_heavy_fields_and_thin_strips_lack_an_assessment(truth, outcomes, assessed):
     explained = {fid: o for fid, o in outcomes.items() if fid not in assessed}
-    assert all(truth[fid]["cloud_heavy"] and o.reason == "too_few_observations" for fid, o in explained.items())
+    assert all((truth[fid]["cloud_heavy"] and o.reason == "too_few_observations")
+               or (truth[fid]["strip_width_m"] is not None and o.reason == "too_small")
+               for fid, o in explained.items())
 
 
 def test_enough_cases_for_the_statistics(truth, assessed):
@@ -43,13 +45,24 @@ def test_healthy_fields_rarely_paid_and_rarely_flagged(truth, assessed):
         assert np.mean(flagged) <= 0.05, kind
 
 
+def _true_fraction(t, a):
+    """The payout fraction the field's true index gives under its (fixed) terms."""
+    p = a["payout"]
+    return min(1.0, max(0.0, (t["true_index"] - p["trigger"]) / (p["exit"] - p["trigger"])))
+
+
 def test_drought_payouts_positive_and_ordered_by_severity(truth, assessed):
     assert all(a["payout"]["amount"] > 0 for _, a in _select(truth, assessed, "drought"))
     cases = _select(truth, assessed, "drought", terms="fixed")  # one payout scale
-    by_level = {lvl: [a["payout"]["fraction"] for t, a in cases if t["drought_level"] == lvl] for lvl in (1, 2, 3)}
-    means = [np.mean(by_level[lvl]) for lvl in (1, 2, 3)]
+    by_level = {lvl: [(a["payout"]["fraction"], _true_fraction(t, a)) for t, a in cases if t["drought_level"] == lvl]
+                for lvl in (1, 2, 3)}
     assert all(len(v) >= 5 for v in by_level.values())
-    assert means[0] < means[1] < means[2], means
+    # payouts cap at the exit, so levels 2 and 3 can pay alike (seed 7: the truth pays level 3 less on
+    # average than level 2): each level's mean payout fraction follows its truth's
+    for lvl, pairs in by_level.items():
+        paid, true = np.mean(pairs, axis=0)
+        assert abs(paid - true) <= 0.05, (lvl, paid, true)
+    assert np.mean([p for p, _ in by_level[1]]) < min(np.mean([p for p, _ in by_level[k]]) for k in (2, 3))
     # the loss index itself is ordered within each index kind, too
     for kind in ("ndvi_integral", "ndvi_peak"):
         med = [np.median([a["payout"]["index_value"] for t, a in cases
