@@ -174,10 +174,10 @@ def test_slivers_are_flagged_by_the_import(insurer_built):
         assert rows[sid]["note"].startswith("sliver: "), rows[sid]
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue-17b's coverage-weighted pixels (item 5): the integrator removes "
-                                       "this mark after merging 17b")
-def test_slivers_are_never_paid_AFTER_17B(assessed):
+def test_slivers_are_never_paid(assessed):
+    """Every sliver the import notes ends not_assessable (too_small: fewer pure pixels than the minimum)."""
     out, _ = assessed
     layer = {r["source_id"]: r for r in pq.read_table(out / ".batch" / "season_result.parquet").to_pylist()}
     for sid in ("KV-SLIVER", "KV-SLIVER-3M", "KV-SLIVER-6M", "KV-SLIVER-8M"):
-        assert layer[sid]["outcome"] == "not_assessable" and not layer[sid]["payout"], layer[sid]
+        assert layer[sid]["outcome"] == "not_assessable" and layer[sid]["reason"] == "too_small", layer[sid]
+        assert not layer[sid]["payout"], layer[sid]
