@@ -151,6 +151,14 @@ sl_image() {
   realpath "$path"
 }
 
+# sl_sure2_inputs: what both assess wrappers check before sbatch (and again in the job): the image,
+# the field list, the output bind.
+sl_sure2_inputs() {
+  sl_image SURE2_IMAGE sure2.sif >/dev/null || exit
+  [ -z "${ASSESS_FIELDS:-}" ] || [ -f "$ASSESS_FIELDS" ] || sl_die 2 "ASSESS_FIELDS $ASSESS_FIELDS does not exist"
+  sl_bind out >/dev/null || exit
+}
+
 # sl_sure2_setup: what both assess wrappers share. Sets SL_EXEC (apptainer exec of sure2.sif with
 # binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed) and SL_FIELDS (--fields
 # for the batch, when ASSESS_FIELDS is given).
@@ -208,18 +216,19 @@ sl_check() {
   done < <(sl_sbatch_lines "$wrapper")
   opts+=("$@")
 
-  local part="" nodes="" mem="" gpus="" gpt="" gpn="" time="" array="" o v
+  local part="" nodes="" mem="" gpus="" gpt="" gpn="" time="" array="" account=${SBATCH_ACCOUNT:-} o v
   local i=0
   while ((i < ${#opts[@]})); do
     o=${opts[i]}; v=""
     case $o in
       --*=*) v=${o#*=}; o=${o%%=*} ;;
-      -[pNGtan]?*) v=${o:2}; o=${o:0:2} ;;
+      -[pNGtanA]?*) v=${o:2}; o=${o:0:2} ;;
       --partition | --nodes | --mem | --mem-per-cpu | --mem-per-gpu | --gpus | --gpus-per-node | \
-        --gpus-per-task | --gres | --time | --array | -p | -N | -G | -t | -a)
+        --gpus-per-task | --gres | --time | --array | --account | -p | -N | -G | -t | -a | -A)
         i=$((i + 1)); v=${opts[i]:-} ;;
     esac
     case $o in
+      -A | --account) account=$v ;;
       -p | --partition) part=$v ;;
       -N | --nodes) nodes=$v ;;
       --mem | --mem-per-cpu | --mem-per-gpu) mem="$o=$v" ;;
@@ -242,6 +251,13 @@ sl_check() {
     return 2
   fi
 
+  if [ "$(sl_rule "$part" account)" = required ] && [ -z "$account" ]; then
+    echo "rule check: $where: jobs must name a project account: add --account=PROJECT (or set SBATCH_ACCOUNT; \`projects\` on the login node lists yours)" >&2
+    return 2
+  fi
+  if [ "$(sl_rule "$part" time)" = required ] && [ -z "$time" ]; then
+    problems+=("needs a walltime: add --time=D-HH:MM:SS")
+  fi
   local range min max n
   range=$(sl_rule "$part" nodes)
   if [ -n "$range" ]; then
@@ -270,6 +286,10 @@ sl_check() {
   max=$(sl_rule "$part" gpus_per_node)
   if [ -n "$max" ] && [ -n "$gpn" ] && [[ $gpn =~ ^[0-9]+$ ]] && ((gpn > max)); then
     problems+=("has $max GPUs per node, not $gpn: use --gpus-per-node=$max or fewer")
+  fi
+  max=$(sl_rule "$part" max_nodes_per_user)
+  if [ -n "$max" ] && [ -n "$nodes" ] && ((${nodes%%-*} > max)); then
+    problems+=("allows at most $max nodes per user, not --nodes=$nodes: use --nodes=$max or fewer")
   fi
   max=$(sl_rule "$part" max_time)
   if [ -n "$max" ] && [ -n "$time" ] && (($(sl_minutes "$time") > $(sl_minutes "$max"))); then
@@ -314,12 +334,52 @@ sl_submit() {
     if [ "$1" = -- ]; then shift; job_args=("$@"); break; fi
     opts+=("$1"); shift
   done
+  [ -n "${CLUSTER_PROFILE:-}" ] \
+    || echo "${SL_NAME:-slurm}: cluster profile betzy (CLUSTER_PROFILE is unset; set it to local, saga or a .map file)" >&2
   sl_check "$wrapper" "${opts[@]}" || exit 2
+  # The wrapper's own checks (variables, files, images, binds), here rather than after the queue wait.
+  if declare -F sl_preflight >/dev/null; then
+    (SLURM_SUBMIT_DIR=$PWD; sl_preflight) || exit
+  fi
   export SLURM_WRAPPERS_DIR=$SL_DIR
   sl_run sbatch "${opts[@]}" "$wrapper" "${job_args[@]}"
 }
 
 # --- inside the job --------------------------------------------------------------------------------
+
+# Stops that reach the batch script: the walltime signal (#SBATCH --signal=B:USR2@T, only to this
+# shell), scancel's TERM, a Ctrl-C. sl_trap_stops makes each one TERM for the job's steps (scancel
+# --signal without --batch/--full: every step on every node, not this shell); the batch inside stops
+# its workers and keeps what is finished. SL_STOPPING names the signal; sl_wait waits through it.
+SL_STOPPING=""
+sl_trap_stops() {
+  local sig
+  for sig in USR2 TERM INT; do
+    # shellcheck disable=SC2064  # the signal's name is fixed when the trap is set
+    trap "sl_stopping $sig" "$sig"
+  done
+}
+sl_stopping() {
+  [ -n "$SL_STOPPING" ] && return 0
+  SL_STOPPING=$1
+  local why=""
+  [ "$1" = USR2 ] && why=" (time limit near)"
+  echo "$SL_NAME: SIG$1$why: stopping the steps cleanly" >&2
+  scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null || true
+}
+sl_wait() { # PID: wait for it through trapped signals; returns its status
+  local rc
+  while :; do
+    rc=0; wait "$1" || rc=$?
+    kill -0 "$1" 2>/dev/null || return "$rc"
+  done
+}
+# After a stop: one line saying how to go on, exit 1 (the job did not finish its work).
+sl_exit_if_stopped() {
+  [ -z "$SL_STOPPING" ] && return 0
+  echo "$SL_NAME: stopped by SIG$SL_STOPPING; finished work is kept: resubmit the same command to resume" >&2
+  exit 1
+}
 
 # First host of a Slurm node list ("a[3-4],n1" -> a3), without asking scontrol.
 sl_first_node() {
@@ -368,6 +428,34 @@ sl_trusted_dir() {
   done
 }
 
+# What this step got, as the kernel enforces it: Slurm's CPU count, the affinity mask (CPUs and the
+# physical cores they belong to) and the cgroup's memory limit (v1 or v2; "none" where not enforced).
+sl_step_grant() {
+  local allowed cpus=0 cores mem="none" line path limit a b cpu
+  allowed=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+  declare -A core=()
+  local IFS=,
+  for range in $allowed; do
+    a=${range%-*}; b=${range#*-}
+    for ((cpu = a; cpu <= b; cpu++)); do
+      cpus=$((cpus + 1))
+      core[$(cat "/sys/devices/system/cpu/cpu$cpu/topology/core_cpus_list" 2>/dev/null \
+        || cat "/sys/devices/system/cpu/cpu$cpu/topology/thread_siblings_list" 2>/dev/null || echo "$cpu")]=1
+    done
+  done
+  unset IFS
+  cores=${#core[@]}
+  if line=$(grep -m1 -E '^[0-9]+:memory:' /proc/self/cgroup); then
+    path=/sys/fs/cgroup/memory${line#*:memory:}/memory.limit_in_bytes
+  elif line=$(grep -m1 '^0::' /proc/self/cgroup); then
+    path=/sys/fs/cgroup${line#0::}/memory.max
+  fi
+  if [ -n "${path:-}" ] && limit=$(cat "$path" 2>/dev/null) && [[ $limit =~ ^[0-9]+$ ]] && ((limit < 1 << 60)); then
+    mem="$((limit >> 20)) MiB"
+  fi
+  echo "cpus ${SLURM_CPUS_PER_TASK:-?} of ${SLURM_CPUS_ON_NODE:-?} on the node, affinity $allowed ($cpus CPUs, $cores cores), memory limit $mem"
+}
+
 # sl_node_run TMPBASE:TARGET FORWARD -- CMD...: runs as the srun task on each node. Makes a private
 # temp dir for this step under TMPBASE (RAM, per job; TMPBASE made or accepted by sl_trusted_dir), binds it as the container's TARGET (/tmp) through
 # APPTAINER_BIND (so steps that share a host's /dev/shm never share or delete each other's temp),
@@ -387,6 +475,7 @@ sl_node_run() {
     [[ -v $name ]] && export "APPTAINERENV_$name=${!name}"
   done
   local where="step ${SLURM_STEP_ID:-batch} on ${SLURMD_NODENAME:-$(hostname)}" rc
+  echo "node-run: $where: granted $(sl_step_grant), temp $tmp" >&2
   echo "node-run: $where: start $(date +%s.%N)" >&2
   "$@" &
   local child=$!

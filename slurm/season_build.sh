@@ -6,16 +6,20 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem-per-cpu=1900M
 #SBATCH --time=12:00:00
+#SBATCH --signal=B:USR2@300
 #SBATCH --open-mode=append
-#SBATCH --output=season-build-%j.out
+#SBATCH --output=season-build-%A_%a.out
 #
 # A Sure2 season from the insurer's field file and Sentinel-2 L2A scenes (STAC + local COGs), built
 # inside season.sif: `python -m app.season build` (the host needs only bash, Apptainer and Slurm).
 #
 #   SEASON_IMAGE=build/season.sif SEASON_FIELDS=fields.gpkg SEASON_MAPPING=mapping.toml \
-#     [SEASON_BASELINE=baseline.parquet] bash slurm/season_build.sh [--array=1-4] [SBATCH_OPTION...]
+#     [SEASON_BASELINE=baseline.parquet] bash slurm/season_build.sh --account=nnXXXXk [--array=1-4] [SBATCH_OPTION...]
 #
-# Run with bash (not sbatch) to check the profile's partition rules first, then submit.
+# Run with bash (not sbatch) to check the profile's partition rules (an account), the image, the input
+# files and the scenes directory first, then submit. Logs: one per array task (%A_%a). Walltime: 300 s
+# before the limit the build gets TERM and stops between stacks/dates; the log ends with "resubmit the
+# same command to resume" (finished stacks are kept and skipped next time).
 #
 #   SEASON_IMAGE      season.sif (required)
 #   SEASON_FIELDS     the field file on the host (its directory is bound: a Shapefile's sidecars come along)
@@ -34,16 +38,31 @@
 set -euo pipefail
 SL_NAME=season_build.sh
 
+# Checked before sbatch and again in the job.
+season_inputs() {
+  sl_image SEASON_IMAGE season.sif >/dev/null || exit
+  local var
+  [ -n "${SEASON_FIELDS:-}" ] || sl_die 2 "set SEASON_FIELDS to the insurer's field file"
+  [ -n "${SEASON_MAPPING:-}" ] || sl_die 2 "set SEASON_MAPPING to the mapping.toml"
+  for var in SEASON_FIELDS SEASON_MAPPING SEASON_BASELINE; do
+    [ -z "${!var:-}" ] || [ -f "${!var}" ] || sl_die 2 "$var ${!var} does not exist"
+  done
+  local scenes
+  scenes=$(sl_bind scenes | cut -f1) || exit
+  [ -d "$scenes" ] || sl_die 2 "the scenes directory $scenes does not exist (set BIND_SCENES)"
+}
+sl_preflight() { season_inputs; }
 if [ -z "${SLURM_JOB_ID:-}" ]; then
   source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
   sl_submit "${BASH_SOURCE[0]}" "$@"
   exit
 fi
-source "${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh"
+sl_common=${SLURM_WRAPPERS_DIR:-$SLURM_SUBMIT_DIR/slurm}/common.sh
+[ -f "$sl_common" ] || { echo "$SL_NAME: submit with 'bash PATH/TO/slurm/$SL_NAME', not sbatch" >&2; exit 2; }
+source "$sl_common"
 
+[ "${SLURM_DRY_RUN:-0}" = 1 ] || season_inputs
 image=$(sl_image SEASON_IMAGE season.sif)
-[ -n "${SEASON_FIELDS:-}" ] || sl_die 2 "set SEASON_FIELDS to the insurer's field file"
-[ -n "${SEASON_MAPPING:-}" ] || sl_die 2 "set SEASON_MAPPING to the mapping.toml"
 sl_bind_args scenes season
 [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[season]}"
 sl_bind_input SEASON_FIELDS /in/fields dir
@@ -60,5 +79,11 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
 fi
 SL_EXEC=(apptainer run --containall --cleanenv "${SL_BINDS[@]}" "$image")
 sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
+echo "$SL_NAME: job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT)}:" \
+  "${SLURM_CPUS_PER_TASK:-1} CPUs, image $image, season ${SL_HOST[season]}" >&2
+sl_trap_stops
 sl_run srun --nodes=1 --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
-  "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" "${args[@]}"
+  "${SL_NODE_RUN[@]}" "${SL_EXEC[@]}" "${args[@]}" &
+rc=0; sl_wait $! || rc=$?
+sl_exit_if_stopped
+exit "$rc"

@@ -334,7 +334,34 @@ class Trainer:
         return EXIT_OK
 
 
-def _train(argv) -> int:
+INTEROP_THREADS = 2  # inter-op parallelism: a DDP step has little; more threads only contend
+
+
+def _start_banner(torch, dist, threads: int) -> None:
+    """What this rank runs on, in the job log: rank 0 the software and GPUs, every rank its binding."""
+    from app.hpc.gpus import banner
+
+    if dist.rank == 0:
+        print(f"train: {banner(torch, dist.device.type)}", file=sys.stderr)
+    cpus = sorted(os.sched_getaffinity(0))
+    print(f"train: rank {dist.rank} (local {dist.local_rank}) on {os.uname().nodename}: CPUs {_ranges(cpus)} "
+          f"({len(cpus)}), torch threads {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} "
+          f"inter-op (cap {threads}), device {dist.device}", file=sys.stderr)
+
+
+def _ranges(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (as Linux writes CPU lists)."""
+    out, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            out.append(f"{start}-{c}" if c != start else str(c))
+            start = None
+    return ",".join(out)
+
+
+def _train(argv, threads: int) -> int:
     from app.emb.config import load_config
 
     stop = StopFlag()  # first: a stop during start-up is honoured at the first step boundary
@@ -342,7 +369,10 @@ def _train(argv) -> int:
     config = load_config(args.config, args.overrides)
     import torch
 
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(min(INTEROP_THREADS, threads))
     trainer = Trainer(config, torch)
+    _start_banner(torch, trainer.dist, threads)
     try:
         return trainer.run(stop)
     finally:
@@ -352,8 +382,8 @@ def _train(argv) -> int:
 def main(argv=None) -> int:
     from app.emb.threads import setup_threads
 
-    setup_threads()  # before torch is imported, so its pools start capped
-    return guarded("train: error", _train, argv)
+    threads = setup_threads()  # before torch is imported, so its pools start capped
+    return guarded("train: error", _train, argv, threads)
 
 
 if __name__ == "__main__":
