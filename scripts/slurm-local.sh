@@ -291,7 +291,7 @@ EOF
     if cmp -s "$CONF/$f.new" "$CONF/$f"; then rm -f "$CONF/$f.new"; else mv "$CONF/$f.new" "$CONF/$f"; changed=1; fi
   done
   for f in 0 1 2 3; do
-    [ -c "$STATE/gpu/nvidia$f" ] || { rm -f "$STATE/gpu/nvidia$f"; mknod -m 666 "$STATE/gpu/nvidia$f" c 195 "$f"; }
+    [ -c "$STATE/gpu/nvidia$f" ] && [ ! -L "$STATE/gpu/nvidia$f" ] || { rm -f "$STATE/gpu/nvidia$f"; mknod -m 666 "$STATE/gpu/nvidia$f" c 195 "$f"; }
   done
   # Node names must resolve (srun, MASTER_ADDR); all nodes are this host.
   local line

@@ -445,14 +445,19 @@ sl_step_grant() {
   done
   unset IFS
   cores=${#core[@]}
+  # the tightest limit on the way up from this process's cgroup (Slurm sets it on the job and the step)
+  local root file min=$((1 << 60))
   if line=$(grep -m1 -E '^[0-9]+:memory:' /proc/self/cgroup); then
-    path=/sys/fs/cgroup/memory${line#*:memory:}/memory.limit_in_bytes
+    root=/sys/fs/cgroup/memory path=${line#*:memory:} file=memory.limit_in_bytes
   elif line=$(grep -m1 '^0::' /proc/self/cgroup); then
-    path=/sys/fs/cgroup${line#0::}/memory.max
+    root=/sys/fs/cgroup path=${line#0::} file=memory.max
   fi
-  if [ -n "${path:-}" ] && limit=$(cat "$path" 2>/dev/null) && [[ $limit =~ ^[0-9]+$ ]] && ((limit < 1 << 60)); then
-    mem="$((limit >> 20)) MiB"
-  fi
+  while [ -n "${root:-}" ]; do
+    if limit=$(cat "$root$path/$file" 2>/dev/null) && [[ $limit =~ ^[0-9]+$ ]] && ((limit < min)); then min=$limit; fi
+    [ -z "$path" ] || [ "$path" = / ] && break
+    path=${path%/*}
+  done
+  ((min < 1 << 60)) && mem="$((min >> 20)) MiB"
   echo "cpus ${SLURM_CPUS_PER_TASK:-?} of ${SLURM_CPUS_ON_NODE:-?} on the node, affinity $allowed ($cpus CPUs, $cores cores), memory limit $mem"
 }
 
