@@ -172,7 +172,8 @@ sl_sure2_setup() {
     SL_FIELDS=(--fields "$SL_INPUT")
   fi
   [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[out]}"
-  sl_env_args SLURM_JOB_ID
+  # the array's identity: the batch inside decides from it (and the output's mount) how copies divide work
+  sl_env_args SLURM_JOB_ID SLURM_ARRAY_TASK_ID SLURM_ARRAY_TASK_MIN SLURM_ARRAY_TASK_COUNT
   SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$image")
   sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
 }
@@ -476,6 +477,9 @@ sl_node_run() {
   why=$(sl_trusted_dir "$base") || sl_die 3 "temp dir $base on $(hostname) is not safe on a shared node: $why"
   tmp=$(mktemp -d "$base/step.XXXXXX") || sl_die 3 "cannot create a temp dir under $base on $(hostname)"
   export APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$tmp:$target:rw"
+  # ... and the code inside uses it (app.hpc.tempdir's APP_TMPDIR), never the container's own /dev/shm:
+  # an unsized tmpfs charged to the job's memory, and under a user namespace not even a trusted one.
+  export APPTAINERENV_APP_TMPDIR=$target
   for name in $forward; do
     [[ -v $name ]] && export "APPTAINERENV_$name=${!name}"
   done

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import EnvironmentFailure
+from app.hpc.filesystems import mount_entry
 from app.hpc.process import boot_and_pidns, start_ticks
 
 PARALLEL_FS = frozenset({"lustre", "gpfs", "beegfs", "pvfs2", "orangefs", "cephfs"})
@@ -37,27 +38,10 @@ class Mount:
     fstype: str
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    return field.encode().decode("unicode_escape")
-
-
 def mount_of(path, mountinfo: str | None = None) -> Mount:
     """The mount (longest matching mount point) holding `path`, from /proc/self/mountinfo."""
-    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
-    target = os.path.realpath(path)
-    best = Mount("/", "unknown")
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        point = _unescape(fields[4])
-        fstype = right.split()[0]
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best.point):
-            best = Mount(point, fstype)
-    return best
+    entry = mount_entry(path, mountinfo)
+    return Mount(entry[0], entry[1]) if entry else Mount("/", "unknown")
 
 
 def check_temp_dir(path, force: bool = False, mountinfo: str | None = None) -> Path:
