@@ -429,6 +429,23 @@ sl_trusted_dir() {
   done
 }
 
+# sl_sweep_job_temps BASE: per-job temp dirs beside BASE (/dev/shm/$USER/JOBID) of our jobs that are
+# gone. A step killed with SIGKILL (walltime, OOM, node-level kill) cannot remove its temp dir, and
+# RAM-backed /dev/shm keeps it until the node reboots: the next job of ours on the node removes it.
+# A job is gone when Slurm no longer lists it as pending, running or completing.
+sl_sweep_job_temps() {
+  local parent dir id me
+  parent=$(dirname "$1")
+  me=$(id -u)
+  for dir in "$parent"/*; do
+    id=$(basename "$dir")
+    [[ $id =~ ^[0-9]+$ ]] && [ "$id" != "${SLURM_JOB_ID:-}" ] && [ ! -L "$dir" ] && [ -d "$dir" ] || continue
+    [ "$(stat -c %u "$dir")" = "$me" ] || continue
+    [ -z "$(squeue -h -j "$id" -o %i 2>/dev/null)" ] || continue
+    rm -rf -- "$dir" && echo "node-run: removed the temp dir of job $id, which is gone" >&2
+  done
+}
+
 # What this step got, as the kernel enforces it: Slurm's CPU count, the affinity mask (CPUs and the
 # physical cores they belong to) and the cgroup's memory limit (v1 or v2; "none" where not enforced).
 sl_step_grant() {
@@ -475,6 +492,7 @@ sl_node_run() {
   shift 3
   local why
   why=$(sl_trusted_dir "$base") || sl_die 3 "temp dir $base on $(hostname) is not safe on a shared node: $why"
+  sl_sweep_job_temps "$base"
   tmp=$(mktemp -d "$base/step.XXXXXX") || sl_die 3 "cannot create a temp dir under $base on $(hostname)"
   export APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$tmp:$target:rw"
   # ... and the code inside uses it (app.hpc.tempdir's APP_TMPDIR), never the container's own /dev/shm:

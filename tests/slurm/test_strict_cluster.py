@@ -119,3 +119,20 @@ def test_the_account_is_the_profiles(slurm_cluster):
     out = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", "format=account,user", "where", f"user={JOB_USER}"],
                          capture_output=True, text=True).stdout
     assert f"{ACCOUNT}|{JOB_USER}" in out.split()
+
+
+def test_temp_dirs_of_jobs_that_are_gone_are_swept_by_the_next_job(tmp_path, jobs):
+    # A SIGKILLed step leaves /dev/shm/USER/JOBID behind (RAM until reboot); a live job's is kept.
+    held = sbatch("-p", "preproc", "--mem-per-cpu=100M", "-t", "5", "--hold", "--wrap=true")
+    assert held.returncode == 0, held.stderr
+    live = held.stdout.strip()
+    jobs.submitted.append(live)
+    shm = Path("/dev/shm") / JOB_USER
+    as_user(["mkdir", "-p", str(shm / "999999" / "step.x"), str(shm / live)])
+    as_user(["dd", "if=/dev/zero", f"of={shm / '999999' / 'step.x' / 'big'}", "bs=1M", "count=4"])
+    script = f'srun bash {ROOT}/slurm/common.sh node-run {shm}/$SLURM_JOB_ID:/tmp "" -- true'
+    state, log = run_job(jobs, tmp_path, "-p", "preproc", "--mem-per-cpu=100M", "-t", "5", script=script)
+    assert state == "COMPLETED", log
+    assert "removed the temp dir of job 999999, which is gone" in log
+    assert not (shm / "999999").exists() and (shm / live).is_dir()
+    as_user(["rmdir", str(shm / live)])
