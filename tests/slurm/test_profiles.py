@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ROOT / "slurm" / "common.sh"
-PROFILES = ("betzy", "saga", "local")
+PROFILES = ("betzy", "saga", "local", "olivia")
 JOB_ENV = {"USER": "alice", "SLURM_JOB_ID": "4242", "SLURM_SUBMIT_DIR": "/home/alice/work"}
 
 

@@ -121,7 +121,7 @@ def test_submission_passes_options_then_job_arguments_to_sbatch(tmp_path):
 
 def test_unknown_profile_is_bad_input():
     got = check("assess_normal.sh", profile="nowhere")
-    assert got.returncode == 2 and "have: betzy local saga" in got.stderr
+    assert got.returncode == 2 and "have: betzy local olivia saga" in got.stderr
 
 
 @pytest.mark.parametrize("how", [["-A", "nn1234k"], ["-Ann1234k"], ["--account", "nn1234k"], ["--account=nn1234k"]])
@@ -156,3 +156,9 @@ def test_inputs_are_checked_before_sbatch(tmp_path):
            "SURE2_IMAGE": str(tmp_path / "sure2.sif"), "BIND_OUT": str(tmp_path / "o")}
     got = subprocess.run(["bash", str(SLURM / "assess_normal.sh")], env=env, capture_output=True, text=True)
     assert got.returncode == 0 and "cluster profile betzy (CLUSTER_PROFILE is unset" in got.stderr
+
+
+def test_olivia_shares_normal_nodes_so_memory_is_required():
+    got = check("assess_normal.sh", profile="olivia")
+    assert got.returncode == 2 and "needs a memory request: add --mem-per-cpu=SIZE" in got.stderr
+    assert check("assess_preproc.sh", "-p", "normal", "--nodes=1", profile="olivia").returncode == 0
