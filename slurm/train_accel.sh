@@ -94,6 +94,12 @@ cpus=${SLURM_CPUS_PER_TASK:-$gpus}
 threads=$((cpus / gpus > 0 ? cpus / gpus : 1))
 
 sl_bind_args shards runs
+# Multi-node NCCL on the interconnect: --containall's /dev has no /dev/infiniband (NCCL would fall back
+# to TCP sockets); the profile's `cluster nccl_*` lines (e.g. nccl_ib_hca mlx5) become NCCL_* settings.
+[ -d /dev/infiniband ] && SL_BINDS+=(--bind /dev/infiniband)
+while read -r _ key value; do
+  [[ $key == nccl_* ]] && export "${key^^}=$value" && sl_env_args "${key^^}"
+done < <(sl_map_lines cluster)
 sl_node_run_cmd "SLURM_PROCID SLURM_NODEID SLURM_LOCALID CUDA_VISIBLE_DEVICES"
 sl_rendezvous
 export SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}

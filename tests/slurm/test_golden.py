@@ -142,3 +142,15 @@ def test_bind_source_with_a_colon_is_refused(tmp_path):
     got = subprocess.run(["bash", str(ROOT / "slurm" / "assess_normal.sh")], env=env, capture_output=True, text=True)
     assert got.returncode == 2 and "contains ':' or ','" in got.stderr and got.stdout == ""
     assert not (tmp_path / "a:b").exists()
+
+
+def test_train_accel_takes_nccl_settings_from_the_profile(tmp_path, odd_dir):
+    (odd_dir / "train.sif").touch()
+    (odd_dir / "run.toml").touch()
+    env = job_env(odd_dir, CLUSTER_PROFILE="betzy", SLURM_JOB_NAME="emb-train", SLURM_JOB_NODELIST="a[1-2]",
+                  SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="64",
+                  TRAIN_IMAGE=str(odd_dir / "train.sif"), EMB_CONFIG=str(odd_dir / "run.toml"),
+                  BIND_SHARDS=str(odd_dir), BIND_RUNS=str(odd_dir))
+    argv = shlex.split(run_wrapper("train_accel.sh", env))
+    assert {"NCCL_IB_HCA=mlx5", "NCCL_SOCKET_IFNAME=ib0"} <= set(argv)
+    assert ("/dev/infiniband" in argv) == os.path.isdir("/dev/infiniband")  # bound where the node has it
