@@ -26,6 +26,7 @@ A single run takes everything either way.
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 COHERENT_TYPES = frozenset({"gpfs", "ceph", "cephfs"})
 LOCAL_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "ramfs",
@@ -48,7 +49,7 @@ def _unescape(field: str) -> str:
 def mount_entry(path, mountinfo: str | None = None) -> tuple[str, str, frozenset] | None:
     """(mount point, fstype, mount options ∪ super options) of the mount holding `path` (the longest
     matching mount point in /proc/self/mountinfo), or None."""
-    text = mountinfo if mountinfo is not None else open("/proc/self/mountinfo").read()
+    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
     target = os.path.realpath(path)
     best = None
     for line in text.splitlines():

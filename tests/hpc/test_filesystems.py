@@ -56,7 +56,7 @@ def test_shares_are_disjoint_and_cover_the_plan_only_where_locks_are_not_coheren
         share, why = work_share("/cluster/out", env, incoherent)
         assert share == Share(k, 3) and f"share {k}/3" in why and "localflock" in why
         taken.append(share.take(todo))
-    assert sorted(sum(taken, [])) == todo and taken[0] == ["F0000", "F0003", "F0006", "F0009"]
+    assert sorted(f for share in taken for f in share) == todo and taken[0] == ["F0000", "F0003", "F0006", "F0009"]
     share, why = work_share("/cluster/out", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"},
                             ROOT_LINE + LINES["lustre flock"] + "\n")
     assert share is None and why.startswith("run 1 of 3: claims (lustre at /cluster: mounted with flock")

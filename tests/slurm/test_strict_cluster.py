@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ACCOUNT, JOB_USER, as_user
 
 pytestmark = pytest.mark.slurm
@@ -71,7 +70,7 @@ def test_a_whole_node_step_must_ask_for_mem_0_not_per_cpu_memory(tmp_path, jobs)
 def test_a_step_is_fenced_to_what_it_was_granted(tmp_path, jobs):
     script = (f'{GRANT}; id -un; srun -c 2 --mem=200M bash -c \'{GRANT}\'; '
               "srun --mem=300M bash -c 'a=$(head -c 400M /dev/zero | tr \"\\\\0\" x); echo survived'; echo rc=$?")
-    state, log = run_job(jobs, tmp_path, "-p", "preproc", "-c", "4", "--mem-per-cpu=100M", "-t", "5", script=script)
+    _state, log = run_job(jobs, tmp_path, "-p", "preproc", "-c", "4", "--mem-per-cpu=100M", "-t", "5", script=script)
     grants = re.findall(r"^grant: cpus (\S+) of (\S+) on the node, affinity (\S+) \((\d+) CPUs.*memory limit (.*)$",
                         log, re.M)
     assert grants[0][1] == "4" and grants[0][4] == "400 MiB", log  # the job: 4 CPUs x 100M
