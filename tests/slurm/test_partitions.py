@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import as_user
+from tests.slurm.conftest import as_user
 
 pytestmark = pytest.mark.slurm
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_golden import ODD, job_env, run_wrapper
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 kinder cluster this one replaced (ThreadsPerCore=1, no cgroups, no accounting, jobs as root, the
 host's /tmp).
 
-Jobs are submitted as the cluster's unprivileged user (conftest.as_user) with plain sbatch --wrap:
+Jobs are submitted as the cluster's unprivileged user (conftest.as_user) as small bash scripts:
 what the cluster itself does, independent of the wrappers.
 """
 
@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ACCOUNT, JOB_USER, as_user
+
+from tests.slurm.conftest import ACCOUNT, JOB_USER, as_user
 
 pytestmark = pytest.mark.slurm
 

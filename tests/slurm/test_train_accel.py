@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import job_dir
 from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS, label_args
+from tests.slurm.conftest import job_dir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow]
 
