@@ -111,8 +111,18 @@ class Jobs:
         return job
 
 
+@pytest.fixture(scope="session")
+def job_user_reads_checkout(slurm_cluster):
+    """Jobs run as the cluster's user: the wrappers and images must be readable by it (a checkout under
+    a private home directory is not), or every job fails on its first line."""
+    paths = [ROOT / "slurm" / "common.sh", *(p for p in (ROOT / "build").glob("*.sif"))]
+    got = as_user(["bash", "-c", 'for p; do [ -r "$p" ] || echo "$p"; done', "sh", *map(str, paths)])
+    assert got.stdout == "", (f"the cluster's user {JOB_USER} cannot read {got.stdout.split()}: make the checkout "
+                              "and build/ readable (chmod o+rX on the path) to run the slurm tier")
+
+
 @pytest.fixture
-def jobs(slurm_cluster):
+def jobs(slurm_cluster, job_user_reads_checkout):
     j = Jobs()
     yield j
     for job in j.submitted:
