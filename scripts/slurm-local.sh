@@ -312,6 +312,8 @@ setup_user() {
   id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
   [ -c /dev/fuse ] && chmod 666 /dev/fuse
   mkdir -p /var/tmp/slurm-tier && chmod 1777 /var/tmp/slurm-tier
+  runuser -u "$user" -- test -r "$ROOT/slurm/common.sh" \
+    || log "warning: $user cannot read $ROOT (jobs run the wrappers from it): make the path readable (chmod o+rX)"
 }
 
 # --- daemons -------------------------------------------------------------------------------------------
