@@ -446,6 +446,35 @@ sl_sweep_job_temps() {
   done
 }
 
+# sl_signal_tree SIG PID: SIG to PID and every process below it (children of children, through
+# Apptainer's starter and its namespaces: /proc lists them with their host PIDs and parents) except
+# the FUSE daemons that serve the container's filesystem: an unprivileged Apptainer mounts the SIF with
+# squashfuse, and a squashfuse killed by the signal takes the image away (the payload dies of SIGBUS).
+sl_signal_tree() {
+  local sig=$1 stat pid ppid rest line
+  local -A children=() comm=()
+  for stat in /proc/[0-9]*/stat; do
+    read -r line <"$stat" 2>/dev/null || continue
+    pid=${line%% *}
+    rest=${line##*) }   # after "(command name)", which may hold spaces and parentheses
+    read -r _ ppid _ <<<"$rest"
+    children[$ppid]+=" $pid"
+    line=${line#* (}
+    comm[$pid]=${line%) *}
+  done
+  local -a todo=("$2") found=()
+  while ((${#todo[@]})); do
+    pid=${todo[0]}; todo=("${todo[@]:1}")
+    case ${comm[$pid]:-} in
+      squashfuse* | fuse-overlayfs | fuse2fs | gocryptfs) continue ;;
+    esac
+    found+=("$pid")
+    # shellcheck disable=SC2206  # a space-separated list of PIDs
+    todo+=(${children[$pid]:-})
+  done
+  kill -s "$sig" "${found[@]}" 2>/dev/null || true
+}
+
 # What this step got, as the kernel enforces it: Slurm's CPU count, the affinity mask (CPUs and the
 # physical cores they belong to) and the cgroup's memory limit (v1 or v2; "none" where not enforced).
 sl_step_grant() {
@@ -484,9 +513,12 @@ sl_step_grant() {
 # APPTAINER_BIND (so steps that share a host's /dev/shm never share or delete each other's temp),
 # passes the variables named in FORWARD into the container (APPTAINERENV_NAME crosses --cleanenv;
 # these exist only inside the step, e.g. SLURM_PROCID), waits for CMD, removes the temp dir and exits
-# with CMD's status. Signals need no forwarding: Slurm delivers a step's signals (scancel, srun's own
-# forwarding) to every process of the step, CMD's included, so this shell only keeps waiting for CMD to
-# finish its clean-up.
+# with CMD's status. Signals are passed on to every process below this shell: with
+# ProctrackType=proctrack/cgroup (Betzy, and the local test cluster) Slurm delivers a step's signals
+# other than SIGKILL (scancel's TERM, what srun forwards: the walltime USR2) only to the task itself,
+# this shell, never to CMD's processes (the batch, torchrun's ranks) — shown by the local cluster,
+# where a rank never saw the walltime signal. A process that got a signal from Slurm as well simply
+# gets it twice (the stop handlers only record it).
 sl_node_run() {
   local base=${1%:*} target=${1##*:} forward=$2 name tmp
   shift 3
@@ -505,8 +537,11 @@ sl_node_run() {
   echo "node-run: $where: granted $(sl_step_grant), temp $tmp" >&2
   echo "node-run: $where: start $(date +%s.%N)" >&2
   "$@" &
-  local child=$!
-  trap : TERM INT USR1 USR2
+  local child=$! sig
+  for sig in TERM INT USR1 USR2; do
+    # shellcheck disable=SC2064  # the signal's name is fixed when the trap is set
+    trap "sl_signal_tree $sig $child" "$sig"
+  done
   while :; do
     rc=0; wait "$child" || rc=$?
     kill -0 "$child" 2>/dev/null || break   # a signal interrupted wait, CMD still runs: keep waiting
