@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS, label_args
-from tests.slurm.conftest import job_dir
+from tests.slurm.conftest import as_user, job_dir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow]
 
@@ -243,3 +243,22 @@ def test_gpus_torch_cannot_use_stop_the_job_with_the_fix(tmp_path, shards, train
     assert len(refusal) == 1 and "1 GPU(s) allocated" in refusal[0] and "driver none found" in refusal[0], log
     assert "--torch-variant cu128" in refusal[0] and "built for CUDA 13" in refusal[0]
     assert "torchrun" not in log and "Traceback" not in log and not (tmp_path / "runs" / "no-gpu" / "status.json").exists()
+
+
+def test_doctor_in_a_gpu_allocation_names_the_image_cuda_the_driver_and_the_fix(tmp_path, train_sif, jobs):
+    """`app doctor` inside train.sif on an accel node: the allocated GPUs torch cannot use fail its
+    gpus line, exit 3 (how a user checks a node before a long run)."""
+    log = tmp_path / "doctor.out"
+    script = tmp_path / "doctor.sh"
+    script.write_text(f"#!/bin/bash\nsrun apptainer exec --nv --containall --cleanenv --env CUDA_VISIBLE_DEVICES="
+                      f"$CUDA_VISIBLE_DEVICES {train_sif} python -m app doctor\necho doctor-rc=$?\n")
+    got = as_user(["sbatch", "--parsable", "-p", "accel", "--gpus-per-node=1", "--mem=8G", "-t", "10",
+                   f"--output={log}", str(script)])
+    assert got.returncode == 0, got.stderr
+    job = got.stdout.strip()
+    jobs.submitted.append(job)
+    jobs.wait_state(job, ENDED, timeout=300)
+    text = log.read_text()
+    gpus = [line for line in text.splitlines() if line.split(":")[0].split()[-1:] == ["gpus"]]
+    assert "doctor-rc=3" in text and len(gpus) == 1 and gpus[0].startswith("FAIL"), text
+    assert "1 allocated, 0 usable (image CUDA 13.0, driver none found)" in gpus[0] and "--torch-variant cu128" in gpus[0]
