@@ -6,7 +6,7 @@
 #   bash scripts/slurm-local.sh status   # daemons (by PID) and sinfo; exit 0 only when all are up
 #   bash scripts/slurm-local.sh stop     # stop every daemon this script started, by PID
 #
-# GENERATED FROM THE PROFILE bind_maps/local.map (SLURM_LOCAL_PROFILE names another), read by the one
+# GENERATED FROM THE PROFILE profiles/local.profile (SLURM_LOCAL_PROFILE names another), read by the one
 # reader the wrappers use (slurm/common.sh): its `node` lines make the nodes, its `rule` lines the
 # partitions (node counts, time limits, default memory), the QOS limits (per-user nodes, running jobs,
 # CPUs) and the Lua submit checks (account, time, memory, GPUs), its `cluster` lines the account and

@@ -20,7 +20,7 @@
 #   ASSESS_CHUNK_SIZE   fields per step (default: sized from the work: up to 8 steps per node, so
 #                       nodes that finish early take more and a cancelled step loses little, but at
 #                       least 2 fields per CPU of a node, so a small season is not spent starting steps)
-#   CLUSTER_PROFILE, BIND_OUT, BIND_TMP: see slurm/common.sh and bind_maps/
+#   CLUSTER_PROFILE, BIND_OUT, BIND_TMP: see slurm/common.sh and profiles/
 #
 # How the work is divided: the batch's own planner (inside the image) lists the fields WITHOUT a valid
 # output; this script splits that list into chunk files (OUT/.slurm-JOBID/chunk-NNNN.txt) and fills

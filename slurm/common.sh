@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by the wrappers in slurm/: the cluster profile (bind_maps/PROFILE.map), its partition-rule
+# Shared by the wrappers in slurm/: the cluster profile (profiles/NAME.profile), its partition-rule
 # check, submission, container binds and the per-node launcher. Host side only: bash + coreutils.
 #
 # Sourced by the wrappers; also runs on its own:
@@ -8,7 +8,7 @@
 #   bash slurm/common.sh node-run TMPBASE:TARGET FORWARD -- CMD...  # inside an srun step (see sl_node_run)
 #
 # Environment:
-#   CLUSTER_PROFILE  betzy (default), saga, local, or a path to a .map file
+#   CLUSTER_PROFILE  betzy (default), saga, olivia, local, or a path to a profile file
 #   BIND_<NAME>      replaces the host path of bind NAME (out, tmp, shards, runs)
 #   SLURM_DRY_RUN=1  print the commands (sbatch, srun, apptainer) instead of running them
 
@@ -34,9 +34,9 @@ sl_map_file() {
   local p=${CLUSTER_PROFILE:-betzy}
   case $p in
     */*) [ -f "$p" ] || sl_die 2 "profile file $p does not exist" ; echo "$p" ;;
-    *) [ -f "$SL_ROOT/bind_maps/$p.map" ] \
-         || sl_die 2 "unknown cluster profile '$p' (have: $(cd "$SL_ROOT/bind_maps" && ls ./*.map | sed 's#./##; s#\.map##' | paste -sd ' '))"
-       echo "$SL_ROOT/bind_maps/$p.map" ;;
+    *) [ -f "$SL_ROOT/profiles/$p.profile" ] \
+         || sl_die 2 "unknown cluster profile '$p' (have: $(cd "$SL_ROOT/profiles" && ls ./*.profile | sed 's#./##; s#\.profile##' | paste -sd ' '))"
+       echo "$SL_ROOT/profiles/$p.profile" ;;
   esac
 }
 
@@ -55,7 +55,7 @@ sl_expand() {
     fi
     if [[ -v $name ]]; then out+=${!name}
     elif [ "$name" = USER ]; then out+=$(id -un)
-    else sl_die 2 "bind map $(sl_map_file) uses \$$name, which is not set here (set it, or set BIND_<NAME>)"
+    else sl_die 2 "profile $(sl_map_file) uses \$$name, which is not set here (set it, or set BIND_<NAME>)"
     fi
   done
   printf '%s\n' "$out$s"
@@ -246,7 +246,7 @@ sl_check() {
   local profile where problems=()
   profile=$(sl_map_file) || return
   part=${part:-normal}
-  where="partition $part on profile $(basename "$profile" .map)"
+  where="partition $part on profile $(basename "$profile" .profile)"
   if [ -z "$(sl_map_lines rule | awk -v p="$part" '$2 == p')" ]; then
     echo "rule check: $where: no such partition here (known: $(sl_map_lines rule | awk '{print $2}' | sort -u | paste -sd ' '))" >&2
     return 2
@@ -336,7 +336,7 @@ sl_submit() {
     opts+=("$1"); shift
   done
   [ -n "${CLUSTER_PROFILE:-}" ] \
-    || echo "${SL_NAME:-slurm}: cluster profile betzy (CLUSTER_PROFILE is unset; set it to local, saga or a .map file)" >&2
+    || echo "${SL_NAME:-slurm}: cluster profile betzy (CLUSTER_PROFILE is unset; set it to local, saga, olivia or a profile file)" >&2
   sl_check "$wrapper" "${opts[@]}" || exit 2
   # The wrapper's own checks (variables, files, images, binds), here rather than after the queue wait.
   if declare -F sl_preflight >/dev/null; then

@@ -28,7 +28,7 @@
 #                     to the JSONs), default: the profile's `scenes` bind
 #   BIND_SEASON       the season directory to write (default: the profile's `season` bind)
 #   SEASON_STAC       the STAC file or directory inside the scenes directory (default: all of it)
-#   CLUSTER_PROFILE, BIND_TMP: see slurm/common.sh and bind_maps/
+#   CLUSTER_PROFILE, BIND_TMP: see slurm/common.sh and profiles/
 #
 # Parallel over zones and dates: an array (`--array=1-N`, one node each on preproc) divides the season's
 # NDVI stacks (one per UTM zone) among its tasks (`--part K/N`); inside a task the scenes (dates,

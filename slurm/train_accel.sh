@@ -32,7 +32,7 @@
 #   EMB_MAX_REQUEUES  requeues this job may do (default 3, like submitit's timeouts); one more stop
 #                     after that ends the job with a clear failure (exit 1), checkpoint kept
 #   EMB_ALLOW_CPU     1: train on the CPU when the allocated GPUs are not usable (default: exit 3)
-#   CLUSTER_PROFILE, BIND_SHARDS, BIND_RUNS, BIND_TMP: see slurm/common.sh and bind_maps/
+#   CLUSTER_PROFILE, BIND_SHARDS, BIND_RUNS, BIND_TMP: see slurm/common.sh and profiles/
 #
 # The first line each node prints comes from inside its container: the forwarded environment as the
 # training sees it (what crossed --cleanenv); then torchrun takes over that process (exec).

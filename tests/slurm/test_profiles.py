@@ -1,4 +1,4 @@
-"""Cluster profiles (bind_maps/PROFILE.map) through their one reader, slurm/common.sh: binds resolve as
+"""Cluster profiles (profiles/NAME.profile) through their one reader, slurm/common.sh: binds resolve as
 the wrappers resolve them, and every line kind parses in every profile. Plain unit tests: no Slurm."""
 
 import os

@@ -1,7 +1,7 @@
 # The one-host test cluster of scripts/slurm-local.sh (or a laptop/workstation): Betzy's node shapes,
 # partition rules and per-user limits. scripts/slurm-local.sh GENERATES the cluster from this file
 # (nodes, partitions, QOS limits, submit checks), so the cluster refuses exactly what the wrappers'
-# rule check refuses before sbatch. Format: see betzy.map.
+# rule check refuses before sbatch. Format: see betzy.profile.
 # Outputs default to the directory you submit from; temp goes to RAM, one directory per job.
 bind out     $SLURM_SUBMIT_DIR/sure2-out                  /out     rw
 bind tmp     /dev/shm/$USER/$SLURM_JOB_ID                 /tmp     rw

@@ -1,5 +1,5 @@
 # Olivia (NRIS's newest system, HPE Cray EX, Slingshot): CPU partition only, on paper (not yet tried on
-# the cluster). Format: see betzy.map. Unlike Betzy, normal jobs SHARE nodes and must give
+# the cluster). Format: see betzy.profile. Unlike Betzy, normal jobs SHARE nodes and must give
 # --mem-per-cpu; nodes have local SSDs. Its GPU nodes (4 x GH200, aarch64 Neoverse V2) need an aarch64
 # train.sif and the host's libfabric + aws-ofi-nccl bound in: see the README ("Next cluster: Olivia").
 # Paths follow NRIS's usual layout; confirm them (and the settings below) on the cluster:

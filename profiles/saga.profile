@@ -1,4 +1,4 @@
-# Saga (Sigma2/NRIS): container binds and partition rules. Format: see betzy.map.
+# Saga (Sigma2/NRIS): container binds and partition rules. Format: see betzy.profile.
 # Saga has node-local disk ($LOCALSCRATCH, when the job asks for --gres=localscratch:SIZE); RAM is
 # the default here because it needs no extra request. Every job must say how much memory it needs.
 bind out     /cluster/work/users/$USER/sure2/out          /out     rw

@@ -1,5 +1,6 @@
-# Betzy (Sigma2/NRIS): container binds and partition rules. Read by slurm/common.sh (bash, no venv)
-# and app/hpc/bindmap.py. Format: whitespace-separated fields, '#' starts a comment.
+# Betzy (Sigma2/NRIS): the cluster profile — container binds, partition rules, node shapes, facts to
+# confirm. Read by slurm/common.sh (bash, no venv), the one reader. Format: whitespace-separated
+# fields, '#' starts a comment.
 #
 #   bind NAME HOST_PATH CONTAINER_PATH MODE
 #       HOST_PATH may use $VAR or ${VAR} ($USER, $SLURM_JOB_ID, ...); an unset variable is an error.
@@ -16,7 +17,7 @@
 #       (local profile: the test cluster's account, user and /tmp size)
 #
 # The rule check (bash slurm/common.sh check WRAPPER ...) refuses what these rules refuse, before
-# sbatch; scripts/slurm-local.sh builds the local test cluster from local.map's node/rule/cluster lines.
+# sbatch; scripts/slurm-local.sh builds the local test cluster from local.profile's node/rule/cluster lines.
 #
 # /cluster is Lustre: outputs, shards and checkpoints live there; temp files never do. Betzy has no
 # node-local scratch, so temp goes to RAM (/dev/shm), one directory per job. $USERWORK
