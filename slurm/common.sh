@@ -435,11 +435,13 @@ sl_trusted_dir() {
 # A job is gone when Slurm no longer lists it as pending, running or completing.
 sl_sweep_job_temps() {
   local parent dir id me
+  command -v squeue >/dev/null || return 0   # no way to tell which jobs are gone
   parent=$(dirname "$1")
   me=$(id -u)
   for dir in "$parent"/*; do
     id=$(basename "$dir")
-    [[ $id =~ ^[0-9]+$ ]] && [ "$id" != "${SLURM_JOB_ID:-}" ] && [ ! -L "$dir" ] && [ -d "$dir" ] || continue
+    [[ $id =~ ^[0-9]+$ ]] && [ "$dir" != "$1" ] && [ "$id" != "${SLURM_JOB_ID:-}" ] && [ ! -L "$dir" ] \
+      && [ -d "$dir" ] || continue
     [ "$(stat -c %u "$dir")" = "$me" ] || continue
     [ -z "$(squeue -h -j "$id" -o %i 2>/dev/null)" ] || continue
     rm -rf -- "$dir" && echo "node-run: removed the temp dir of job $id, which is gone" >&2

@@ -291,6 +291,7 @@ class Trainer:
         if log and self._no_validation():
             _log(f"warning: no validation scores will be reported: {self._no_validation()}")
         self._status("running", start)
+        _start_banner(torch, self.dist)
         loader = ShardLoader(self.train_set, self.sampler, self.dist.device, self.data["prefetch"],
                              self.data["read_threads"], torch.bfloat16 if self.amp else torch.float32,
                              self.channels_last)
@@ -337,8 +338,9 @@ class Trainer:
 INTEROP_THREADS = 2  # inter-op parallelism: a DDP step has little; more threads only contend
 
 
-def _start_banner(torch, dist, threads: int) -> None:
-    """What this rank runs on, in the job log: rank 0 the software and GPUs, every rank its binding."""
+def _start_banner(torch, dist) -> None:
+    """What this rank runs on, in the job log: rank 0 the software and GPUs, every rank its binding.
+    Printed once training begins (set-up errors stay one line)."""
     from app.hpc.gpus import banner
 
     if dist.rank == 0:
@@ -346,7 +348,7 @@ def _start_banner(torch, dist, threads: int) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     print(f"train: rank {dist.rank} (local {dist.local_rank}) on {os.uname().nodename}: CPUs {_ranges(cpus)} "
           f"({len(cpus)}), torch threads {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} "
-          f"inter-op (cap {threads}), device {dist.device}", file=sys.stderr)
+          f"inter-op, device {dist.device}", file=sys.stderr)
 
 
 def _ranges(cpus: list[int]) -> str:
@@ -372,7 +374,6 @@ def _train(argv, threads: int) -> int:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(min(INTEROP_THREADS, threads))
     trainer = Trainer(config, torch)
-    _start_banner(torch, trainer.dist, threads)
     try:
         return trainer.run(stop)
     finally:
