@@ -372,7 +372,12 @@ def _train(argv, threads: int) -> int:
     import torch
 
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(min(INTEROP_THREADS, threads))
+    interop = min(INTEROP_THREADS, threads)
+    if torch.get_num_interop_threads() != interop:
+        try:
+            torch.set_num_interop_threads(interop)
+        except RuntimeError:  # settable once per process: a second run in the same process keeps the first
+            pass
     trainer = Trainer(config, torch)
     try:
         return trainer.run(stop)
