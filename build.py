@@ -35,6 +35,7 @@ import zipfile
 from pathlib import Path
 
 from app.errors import BadInput, guarded
+from app.hpc.atomic import sha256_file
 
 ROOT = Path(__file__).resolve().parent
 BUILD = ROOT / "build"
@@ -50,6 +51,17 @@ TORCH_VARIANTS = {"cu130": "train.txt", "cu128": "train-cu128.txt"}
 # train.sif is 3 GB of mostly incompressible CUDA libraries, where level 3 saves a minute. Blocks stay
 # at the default 128 KiB: every run mounts the image afresh and decompresses each block it touches,
 # so 1 MiB blocks (-6 % size) cost ≈0.15 s CPU more per container start (measured on sure2.sif).
+# What each image holds of the app, in one place: its wheel (train.sif: its source copy) is made of
+# exactly these packages, and tests/container/test_images.py opens each built image and checks that it
+# holds them, no other, and that every module in them imports there.
+IMAGE_PACKAGES = {
+    # sealed: the compiled assessment and the batch that runs it inside the image on Slurm; no build side
+    "sure2": ("app", "app.batch", "app.hpc", "app.sure2"),
+    # the season build side: importers and generators, and the assessment code they reuse
+    "season": ("app", "app.hpc", "app.season", "app.sure2"),
+    # EMB training and prediction
+    "train": ("app", "app.emb", "app.hpc"),
+}
 SQUASHFS_LEVEL = {"base": 9, "sure2": 9, "train": 3, "season": 9}
 SECTION_MARK = re.compile(r"INFO:\s+(Running (setup|post) scriptlet|Running testscript|Copying .*|Adding .*)")
 
@@ -59,14 +71,6 @@ class BuildError(Exception):
 
 
 # --- hashing -----------------------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def sha256_tree(directory: Path) -> str:
     """Hash of every file's relative path and content under a directory."""
@@ -302,10 +306,19 @@ def stage_debs(list_name: str = "base-debs.txt", dest: str = "debs") -> Path:
     return debs
 
 
-def build_app_wheel() -> Path:
-    out = STAGE / "wheel"
+def build_app_wheel(image: str) -> Path:
+    """The app wheel of one image: only its IMAGE_PACKAGES (setup.py reads $APP_PACKAGES), built in its
+    own setuptools build dir (kept: compiled modules are rebuilt only when changed) from which any
+    package the image no longer declares is removed first, so none can linger in the wheel."""
+    out, work = STAGE / f"wheel-{image}", STAGE / f"setup-{image}"
     shutil.rmtree(out, ignore_errors=True)
-    run([sys.executable, "setup.py", "-q", "bdist_wheel", "--dist-dir", out], cwd=ROOT)
+    declared = {p.replace(".", "/") for p in IMAGE_PACKAGES[image]}
+    for lib in work.glob("lib*"):
+        for init in sorted(lib.glob("app/**/__init__.py")):
+            if init.parent.relative_to(lib).as_posix() not in declared:
+                shutil.rmtree(init.parent, ignore_errors=True)
+    run([sys.executable, "setup.py", "-q", "build", "--build-base", work, "bdist_wheel", "--bdist-dir",
+         work / "bdist", "--dist-dir", out], cwd=ROOT, env={**os.environ, "APP_PACKAGES": " ".join(IMAGE_PACKAGES[image])})
     wheels = list(out.glob("*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"setup.py bdist_wheel made {len(wheels)} wheels in {out}, expected 1")
@@ -338,11 +351,18 @@ def stage_season(data: str | None) -> Path:
 
 
 def stage_train_app() -> Path:
-    """The app source for train.sif: everything but the sealed assessment (and no build debris)."""
+    """The app source for train.sif: its IMAGE_PACKAGES (no build debris)."""
     dest = STAGE / "train-app" / "app"
     shutil.rmtree(dest.parent, ignore_errors=True)
-    shutil.copytree(ROOT / "app", dest, ignore=shutil.ignore_patterns(
-        "sure2", "__pycache__", "*.so", "*.c", "*.pyc"))
+    packages = {p.replace(".", "/") for p in IMAGE_PACKAGES["train"]}
+
+    def outside(directory, names):
+        here = Path(directory).relative_to(ROOT).as_posix()
+        return [n for n in names if (Path(directory) / n).is_dir() and f"{here}/{n}" not in packages
+                and (Path(directory) / n / "__init__.py").is_file()] + [
+            n for n in names if n == "__pycache__" or n.endswith((".so", ".c", ".pyc"))]
+
+    shutil.copytree(ROOT / "app", dest, ignore=outside)
     return dest
 
 
@@ -353,11 +373,13 @@ def code_version() -> str:
 def sure2_code_version(wheel: Path) -> str:
     """The code version sure2.sif's outputs record: the digest of the wheel's compiled app.sure2 modules,
     by the rule app.sure2.version applies at run time to the installed files."""
-    from app.sure2.version import digest_of, version_string
+    from app.code_digest import ASSESSMENT_PACKAGE, digest_of
+    from app.sure2.version import version_string
 
+    package = ASSESSMENT_PACKAGE.replace(".", "/") + "/"
     with zipfile.ZipFile(wheel) as z:
-        modules = [(Path(n).name, z.read(n)) for n in z.namelist()
-                   if n.startswith("app/sure2/") and n.count("/") == 2 and n.endswith(".so")]
+        modules = [(f"{ASSESSMENT_PACKAGE}.{Path(n).name.split('.')[0]}", z.read(n)) for n in z.namelist()
+                   if n.startswith(package) and n.count("/") == 2 and n.endswith(".so")]
     return version_string(digest_of(modules))
 
 
@@ -378,10 +400,10 @@ def build_base(args, force=False) -> dict:
 
 
 def build_sure2(args, force=False) -> dict:
+    season = stage_season(args.data)  # a bad --data is refused before minutes of base building
     base = build_base(args)
     wheelhouse = wheelhouse_for(args, None)
-    wheel = build_app_wheel()
-    season = stage_season(args.data)
+    wheel = build_app_wheel("sure2")
     fingerprint = json.loads((season / "season.json").read_text()).get("fingerprint", "unknown")
     version = sure2_code_version(wheel)
     inputs = {"base": base["sha256"], "wheel": wheel_content_hash(wheel), "season": sha256_tree(season)}
@@ -416,7 +438,7 @@ def build_season(args, force=False) -> dict:
     base = build_base(args)
     requirements = REQUIREMENTS / "vector.txt"
     wheelhouse = wheelhouse_for(args, None, (requirements,))
-    wheel = build_app_wheel()
+    wheel = build_app_wheel("season")
     version = code_version()
     inputs = {"base": base["sha256"], "wheel": wheel_content_hash(wheel), "requirements": sha256_file(requirements)}
     build_args = {"BASE": BUILD / "base.sif", "WHEEL": wheel, "REQUIREMENTS": requirements, "CODE_VERSION": version}

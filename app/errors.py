@@ -12,6 +12,7 @@
 becomes one stderr line and its exit code, never a traceback.
 """
 
+import argparse
 import errno
 import os
 import sys
@@ -25,6 +26,17 @@ DEBUG_ENV = "APP_DEBUG"  # set to 1 to see the traceback of an internal error
 
 # errnos that mean "the storage said no": they stop a batch instead of being retried per item.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+# ... and "this process may not": the next item would be refused the same way.
+PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit 2 (nothing written), like every other
+    bad input; every CLI's parser (and its subcommands' through parser_class=UsageParser)."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 class BadInput(Exception):
@@ -37,6 +49,23 @@ class EnvironmentFailure(Exception):
 
 def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+# What one item's failure (a field of a batch) means for the others: its input is bad (recorded, not
+# retried), the item failed (retried up to --max-failures, then given up), or everything must stop
+# (the environment or the storage: the next item would fail the same way). The in-process batch worker
+# and the assessment CLI that containers run (`assess --ids-from -`) both classify by this, so the
+# inproc and apptainer backends agree.
+ITEM_BAD, ITEM_FAILED, STOP_ALL = "bad", "fail", "stop"
+
+
+def item_failure(exc: BaseException) -> str:
+    if isinstance(exc, BadInput):
+        return ITEM_BAD
+    if isinstance(exc, EnvironmentFailure) or is_storage_error(exc) or (
+            isinstance(exc, OSError) and exc.errno in PERMISSION_ERRNOS):
+        return STOP_ALL
+    return ITEM_FAILED  # the item's own problem, any other OSError (a timed-out read) included
 
 
 def exit_status(exc: BaseException, prog: str, storage_message=str) -> int:

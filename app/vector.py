@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
+from pyproj import CRS
 
 from app.errors import BadInput
 
@@ -36,7 +37,7 @@ class VectorTable:
 
     path: Path
     layer: str | None
-    crs: object  # pyproj.CRS
+    crs: CRS
     geometry: np.ndarray
     columns: dict  # name -> list of Python values
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.batch.claims import ClaimBoard, Picker  # noqa: E402
 from app.batch.journal import Journal  # noqa: E402
+from app.batch.policy import FailurePolicy  # noqa: E402
 from app.batch.state import BatchState  # noqa: E402
 
 OWNER = "bench|b00t|1|{pid}|{start}"
@@ -59,7 +60,7 @@ def field_ids(n: int) -> list[str]:
 def claimer(journal: str, n: int, chunk: int, go: str) -> None:
     fields = field_ids(n)
     board = ClaimBoard(Journal(journal), lease_s=120)
-    picker = Picker(fields, since=0.0, max_failures=3, failures_since=0.0)
+    picker = Picker(fields, since=0.0, failures=FailurePolicy())
     while not os.path.exists(go):
         time.sleep(0.001)
     done = []
@@ -104,7 +105,7 @@ def bench_claims(work: Path, workers: list[int], n: int, chunk: int) -> list[dic
     for w in workers:
         d = fresh_dir(work / f"dispatch-{w}")
         board = ClaimBoard(Journal(d / "journal.log"), lease_s=120)
-        picker = Picker(field_ids(n), since=0.0, max_failures=3, failures_since=0.0)
+        picker = Picker(field_ids(n), since=0.0, failures=FailurePolicy())
         pool = WorkerPool([sys.executable, "-c", NOOP_WORKER], dict(os.environ), board, picker, chunk,
                           field_timeout_s=300, heartbeat_s=30)
         pool.start(w)
@@ -163,7 +164,7 @@ def join_time(layout, n: int) -> float:
 
     t0 = time.perf_counter()
     board = open_board(layout, lease_s=120)
-    picker = Picker(field_ids(n), since=0.0, max_failures=3, failures_since=0.0)
+    picker = Picker(field_ids(n), since=0.0, failures=FailurePolicy())
     board.claim(picker, 16)
     board.journal.close()
     return time.perf_counter() - t0

@@ -5,7 +5,8 @@
 - size of build/sure2.sif (goal <= 150 MB) and of base.sif under it;
 - rebuild of sure2.sif on the cached base (`build.py sure2 --force`; goal <= 30 s);
 - one field, a fresh process each time: `apptainer run --containall --cleanenv SIF ID` against
-  `python -m app.sure2 assess ID` from the venv (median of --runs; goal <= 1.0 s), and the first run
+  `apptainer exec ... SIF true` (the container's own start-up) and `python -m app.sure2 assess ID`
+  from the venv, interleaved (median of --runs; goal <= 1.0 s), and the first run
   after dropping the page cache (root only) as the truly cold case;
 - per-field cost of a batch over the same --fields fields: `app.batch run --backend apptainer`
   (one container per chunk) against `--backend inproc`, same workers;
@@ -62,12 +63,14 @@ def one_field(season: Path, field: str, runs: int, work: Path) -> dict:
     out.mkdir()
     image = ["apptainer", "-s", "run", "--containall", "--cleanenv", "--bind", f"{out}:/out", SIF, field]
     venv = [sys.executable, "-m", "app.sure2", "assess", field, "--data", season, "--out", out]
+    true = ["apptainer", "-s", "exec", "--containall", "--cleanenv", SIF, "true"]  # the container's own start-up
     result = {"cold_after_drop_caches_s": timed(image) if drop_page_cache() else None}
-    image_s, venv_s = [], []
-    for _ in range(runs):  # interleaved, so load changes hit both alike
+    image_s, venv_s, true_s = [], [], []
+    for _ in range(runs):  # interleaved, so load changes hit all alike
         image_s.append(timed_cpu(image))
         venv_s.append(timed_cpu(venv, cwd=ROOT))
-    for name, samples in (("image", image_s), ("venv", venv_s)):
+        true_s.append(timed_cpu(true))
+    for name, samples in (("image", image_s), ("venv", venv_s), ("exec_true", true_s)):
         result[f"{name}_median_s"] = statistics.median(w for w, _ in samples)
         result[f"{name}_median_cpu_s"] = statistics.median(c for _, c in samples)
     return result
@@ -138,6 +141,8 @@ def main() -> None:
         print(f"one field, page cache dropped  {one['cold_after_drop_caches_s']:7.2f} s")
     print(f"one field, apptainer run       {one['image_median_s']:7.2f} s    (median of {args.runs}; goal <= 1.0; "
           f"CPU {one['image_median_cpu_s']:.2f} s)")
+    print(f"container start, exec true     {one['exec_true_median_s']:7.2f} s    (CPU {one['exec_true_median_cpu_s']:.2f} s; "
+          f"the field itself costs {one['image_median_s'] - one['exec_true_median_s']:.2f} s more)")
     print(f"one field, venv CLI            {one['venv_median_s']:7.2f} s    (CPU {one['venv_median_cpu_s']:.2f} s; "
           f"image / venv = {one['image_median_s'] / one['venv_median_s']:.2f} wall, "
           f"{one['image_median_cpu_s'] / one['venv_median_cpu_s']:.2f} CPU)")

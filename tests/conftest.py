@@ -15,7 +15,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--require-tiers",
         action="store_true",
-        help="fail (not skip) container/slurm tests whose prerequisites are missing",
+        help="fail (not skip) container/slurm/browser tests whose prerequisites are missing",
     )
 
 
@@ -25,12 +25,16 @@ def tier_unavailable(request, reason):
     pytest.skip(reason)
 
 
+def installed(request, tool: str, how: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        tier_unavailable(request, f"{tool} is not installed ({how})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def apptainer_bin(request):
-    path = shutil.which("apptainer")
-    if not path:
-        tier_unavailable(request, "apptainer is not installed (scripts/install-apptainer.sh)")
-    return path
+    return installed(request, "apptainer", "scripts/install-apptainer.sh")
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +46,36 @@ def slurm_cluster(request):
     if not ok:
         tier_unavailable(request, "the local Slurm cluster is not running (scripts/slurm-local.sh start)")
     return True
+
+
+@pytest.fixture(scope="session")
+def as_root(request):
+    """Tests that mount a tmpfs (a real full disk, a real read-only mount) or add a local user."""
+    if os.geteuid() != 0:
+        tier_unavailable(request, "needs root (mounting a tmpfs, adding a local user); CI runs as root")
+    return True
+
+
+@pytest.fixture(scope="session")
+def unshare_bin(request):
+    return installed(request, "unshare", "util-linux")
+
+
+@pytest.fixture(scope="session")
+def machine_without_gpus(request):
+    from app import doctor
+
+    if doctor.visible_gpus():
+        tier_unavailable(request, "this machine has GPUs: the no-GPU checks need a machine without")
+    return True
+
+
+def chromium(request) -> tuple[str, str]:
+    """(chromium, chromedriver): Debian's packages (scripts/setup.sh installs them)."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        tier_unavailable(request, "chromium and chromium-driver are not installed (scripts/setup.sh)")
+    return browser, driver
 
 
 def _built_image(request, name):

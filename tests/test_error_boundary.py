@@ -72,7 +72,7 @@ CASES = [
     ("assess: season.json is a directory", ["-m", "app.sure2", "assess", "{field}", "--data", "{dir_manifest}",
                                             "--out", "{base}/o4"], 3, "season.json", "{base}/o4"),
     ("assess: id list missing", ["-m", "app.sure2", "assess", "--ids-from", "{base}/missing.txt", "--data", "{season}",
-                                 "--out", "{base}/o5"], 2, "cannot read ids", "{base}/o5"),
+                                 "--out", "{base}/o5"], 2, "cannot read the field list", "{base}/o5"),
     ("assess: raster without nodata", ["-m", "app.sure2", "assess", "{field}", "--data", "{no_nodata}", "--out", "{base}/o6"],
      3, "does not match season.json", "{base}/o6/{field}.parquet"),
     ("assess: read-only output dir", ["-m", "app.sure2", "assess", "{field}", "--data", "{season}", "--out", "{readonly}/o"],
@@ -97,11 +97,12 @@ CASES = [
                                  "--min-coverage", "2"], 2, "--min-coverage", "{base}/b7"),
     ("doctor: temp dir missing", ["-m", "app", "doctor"], 3, "check(s) failed", None),
     ("emb prepare: no embeddings", ["-m", "app.emb", "prepare", "--src", "{base}/nope", "--parcels", "{base}/p.gpkg",
-                                    "--class-map", "{base}/bad.toml", "--out", "{base}/e1"], 2, "", "{base}/e1"),
+                                    "--class-map", "{base}/bad.toml", "--out", "{base}/e1"], 2, "{base}/nope is not a directory",
+     "{base}/e1"),
     ("emb train: bad TOML", ["-m", "app.emb.train", "--config", "{base}/bad.toml"], 2, "bad.toml", None),
     ("season build: field file missing", ["-m", "app.season", "build", "--fields", "{base}/nope.gpkg", "--mapping",
                                           "{base}/bad.toml", "--scenes", "{base}/nope", "--out", "{base}/s1"],
-     2, "", "{base}/s1"),
+     2, "bad.toml is not valid TOML", "{base}/s1"),
     ("build.py: --data not a season", ["build.py", "sure2", "--data", "{base}/nope"], 2, "not a season directory", None),
 ]
 
@@ -121,3 +122,34 @@ def test_one_line_and_the_documented_exit_code(world, name, template, code, says
     assert fill(says) in lines[0], lines[0]
     if absent:
         assert not Path(fill(absent)).exists()
+
+
+# The real assessment CLI with one library call broken inside it (an internal error: a bug, not the
+# user's input or the machine): Season.open raises what no contract names.
+INJECTED_BUG = """
+import runpy, sys
+from app.sure2.season import Season
+
+def broken(*args, **kwargs):
+    raise KeyError("injected bug")
+
+Season.open = broken
+sys.argv = ["app.sure2", *sys.argv[1:]]
+runpy.run_module("app.sure2", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "APP_DEBUG=1"])
+def test_an_internal_error_is_exit_1_and_one_line_with_the_traceback_only_on_request(world, debug):
+    env = {k: v for k, v in os.environ.items() if k != "APP_DEBUG"} | ({"APP_DEBUG": "1"} if debug else {})
+    out = world["base"] / f"internal-{debug}"
+    proc = subprocess.run([sys.executable, "-c", INJECTED_BUG, "assess", world["field"], "--data", str(world["season"]),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == ("sure2: internal error: KeyError: 'injected bug' (set APP_DEBUG=1 for the traceback)")
+    if debug:
+        assert lines[0] == "Traceback (most recent call last):" and "in broken" in proc.stderr
+    else:
+        assert len(lines) == 1 and "Traceback" not in proc.stderr + proc.stdout
+    assert not (out / f"{world['field']}.parquet").exists()

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from app.errors import EXIT_ENVIRONMENT, BadInput, EnvironmentFailure, is_storage_error
+from app.errors import EXIT_ENVIRONMENT, ITEM_BAD, STOP_ALL, is_storage_error, item_failure
 
 
 class StopBatch(Exception):
@@ -28,7 +28,7 @@ _STORAGE_WHAT = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
 
 
 def storage_message(exc: OSError, out_dir) -> str:
-    what = _STORAGE_WHAT.get(exc.errno, "storage failure")
+    what = _STORAGE_WHAT.get(exc.errno or 0, "storage failure")
     return (
         f"stopped: {what} under {out_dir} ({_one_line(exc)}); finished outputs are kept and valid: "
         "free space or raise the quota, then rerun to resume"
@@ -49,16 +49,12 @@ class InprocBackend:
             t0 = time.perf_counter()
             try:
                 summary = self._assess(self.season, fid, self.out, self.settings)
-            except BadInput as exc:
-                yield {"bad": fid, "why": str(exc)}
-            except EnvironmentFailure as exc:
-                raise StopBatch(f"stopped: {exc}") from exc
-            except OSError as exc:
-                if is_storage_error(exc):
-                    raise StopBatch(storage_message(exc, self.out)) from exc
-                yield {"fail": fid, "why": _one_line(exc)}
-            except Exception as exc:  # the assessment itself failed: recorded, retried up to the limit
-                yield {"fail": fid, "why": _one_line(exc)}
+            except Exception as exc:
+                kind = item_failure(exc)
+                if kind == STOP_ALL:
+                    raise StopBatch(storage_message(exc, self.out) if is_storage_error(exc)
+                                    else f"stopped: {exc}") from exc
+                yield {kind: fid, "why": str(exc) if kind == ITEM_BAD else _one_line(exc)}
             else:
                 yield {"ok": fid, "sec": round(time.perf_counter() - t0, 6), "s": _summary(summary)}
 

@@ -17,9 +17,11 @@ largest free stretch with one vectorised pass.
 
 import threading
 import time
+from collections.abc import Sequence
 
 from app.batch.journal import Journal
 from app.batch.owner import Liveness, Owner
+from app.batch.policy import FailurePolicy
 from app.batch.state import SETTLED, BatchState, compact
 
 
@@ -31,6 +33,7 @@ class ClaimBoard:
         self.liveness = Liveness(lease_s)
         self.state = state or BatchState()
         self._changed = {}  # consumer -> fields whose outcome changed since it last asked
+        self.snapshot_offset = 0  # where the journal's replay started (app.batch.snapshot sets it)
 
     def sync(self) -> BatchState:
         changed = self.state.apply(self.journal.read_new())
@@ -64,7 +67,7 @@ class ClaimBoard:
         live = self.state.live_owners(self.liveness, now) - {self.owner}
         return {fid: o for fid, o in self.state.claim_of.items() if o in live}
 
-    def claim(self, picker: "Picker", n: int, release: list[str] = (), extra: list[dict] = (), slot=0) -> list[str]:
+    def claim(self, picker: "Picker", n: int, release: Sequence[str] = (), extra: Sequence[dict] = (), slot=0) -> list[str]:
         """Append `extra` outcomes, release `release`, then claim up to n free fields: one lock.
 
         Free: not held by a live other owner, nor by this owner already (a dispatcher claims for
@@ -108,20 +111,18 @@ class ClaimBoard:
 class Picker:
     """Chooses contiguous chunks of the plan (see module docstring)."""
 
-    def __init__(self, fields: list[str], since: float, max_failures: int, failures_since: float):
+    def __init__(self, fields: list[str], since: float, failures: FailurePolicy):
         self.fields = fields
         self.position = {fid: i for i, fid in enumerate(fields)}
         self.since = since  # outcomes before this (an older run's) do not settle a field
-        self.max_failures = max_failures
-        self.failures_since = failures_since
+        self.failures = failures
         self.closed = bytearray(len(fields))  # 1: not wanted any more (settled, or failed too often)
         self.cursors = {}  # slot -> where that worker's next chunk starts
         self._observed = False
 
     def wanted(self, state: BatchState, fid: str) -> bool:
-        return not state.settled_since(fid, self.since) and (
-            state.failure_count(fid, self.failures_since) < self.max_failures
-        )
+        return not state.settled_since(fid, self.since) and not self.failures.given_up(
+            self.failures.failures(state, fid))
 
     def observe(self, state: BatchState, changed) -> None:
         """Close the fields that are no longer wanted: all of them the first time, then those changed."""

@@ -5,20 +5,13 @@
 
 import argparse
 import os
-import sys
 
 from app.batch.watch import DEFAULT_FIELD_TIMEOUT_S
-from app.errors import EXIT_BAD_INPUT, guarded
+from app.errors import UsageParser, guarded
 
 DEFAULT_CHUNK = 16  # fields per claim: one journal transaction and (apptainer) one container each
 DEFAULT_LEASE_S = 120.0  # a silent owner on another node/container is dead after this long
 DEFAULT_MAX_FAILURES = 3
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line on stderr, exit 2, nothing written
-        sys.stderr.write(f"{self.prog}: {message}\n")
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def _common(p, out_only=False):
@@ -49,8 +42,8 @@ def _selection(p):
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m app.batch", description="Resumable batch of Sure2 assessments.")
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="{plan,run,status,report}")
+    ap = UsageParser(prog="python -m app.batch", description="Resumable batch of Sure2 assessments.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=UsageParser, metavar="{plan,run,status,report}")
 
     p = sub.add_parser("plan", help="print the fields still needing work (invalid outputs are moved aside)")
     _common(p)

@@ -4,12 +4,15 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 from app.batch.snapshot import Snapshotter, open_board
 from app.batch.layout import BatchLayout
-from app.batch.plan import make_plan, read_id_list
+from app.batch.plan import make_plan
+from app.batch.policy import policy_from_args
 from app.batch.report import season_report
 from app.errors import EXIT_FAILED, EXIT_OK, EnvironmentFailure
+from app.sure2.ids import read_id_list
 
 
 def _open(args, looking: bool):
@@ -27,11 +30,10 @@ def _open(args, looking: bool):
 
 def _plan(args, season, layout, board, tidy: bool):
     ids = read_id_list(args.fields) if args.fields else None
-    failures_since = time.time() if args.retry_failed else 0.0
-    # looking only, outputs of other settings are counted as to do: nothing to refuse
-    change = args.settings_change if tidy or args.settings_change != "refuse" else "redo"
-    return make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since, tidy=tidy,
-                     settings_change=change, verify_all=args.verify == "full")
+    policy = policy_from_args(args, time.time())
+    if not tidy and policy.settings_change == "refuse":  # looking only: other settings' outputs count as to do
+        policy = replace(policy, settings_change="redo")
+    return make_plan(season, layout, board, policy, ids, tidy=tidy)
 
 
 def plan_command(args) -> int:
@@ -81,8 +83,6 @@ def report_command(args) -> int:
     """The season's report over all runs so far. Exit 1 if a field failed or was given up."""
     season, journal, board, layout = _open(args, looking=True)
     with season, journal:
-        failures_since = time.time() if args.retry_failed else 0.0
-        rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since,
-                             keep_other_settings=args.settings_change == "keep")
+        rows = season_report(season, layout, board, policy_from_args(args, time.time()))
         Snapshotter(layout, board, every_s=0).maybe()
     return EXIT_FAILED if any(r["state"] in ("failed", "given_up") for r in rows.values()) else EXIT_OK

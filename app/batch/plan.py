@@ -14,13 +14,12 @@ touched; `redo` treats them as invalid; `keep` counts them as done.
 """
 
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from app.batch.claims import ClaimBoard
 from app.batch.layout import OUTPUT_SUFFIX, BatchLayout, field_of_temp
 from app.batch.outputs import OutputChecker, OutputIndex, context_of, is_settings_problem
+from app.batch.policy import BatchPolicy
 from app.errors import BadInput
 
 SETTINGS_CHANGE = ("refuse", "redo", "keep")
@@ -51,61 +50,45 @@ class Plan:
         }
 
 
-def read_id_list(path) -> list[str]:
-    """IDs from a file ('-' = stdin), one per line; blank lines and '#' comments ignored."""
-    if str(path) == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
-            raise BadInput(f"cannot read the field list {path}: {why}") from None
-    return [s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#")]
-
-
 def requested_fields(season, ids: list[str] | None) -> tuple[list[str], dict]:
     """(fields in catalogue order, {bad id: reason}) for a list, or the whole catalogue."""
     catalogue = list(season.field_ids)
     if ids is None:
         return catalogue, {}
     bad, wanted = {}, set()
-    for fid in dict.fromkeys(ids):
+    for text in dict.fromkeys(ids):  # a field_id or the insurer's ID as written
         try:
-            season.require(fid)
-            wanted.add(fid)
+            wanted.add(season.resolve_id(text))
         except BadInput as exc:
-            bad[fid] = str(exc)
+            bad[text] = str(exc)
     return [fid for fid in catalogue if fid in wanted], bad
 
 
-def make_plan(
-    season, layout: BatchLayout, board: ClaimBoard, settings, ids=None, max_failures=3, failures_since=0.0,
-    tidy=True, settings_change="refuse", verify_all=False,
-) -> Plan:
+def make_plan(season, layout: BatchLayout, board: ClaimBoard, policy: BatchPolicy, ids=None, tidy=True) -> Plan:
     """tidy=False (status, report) looks only: nothing is moved aside, swept or recorded.
 
-    Raises BadInput (before touching anything) when outputs were made with other settings and
-    settings_change is "refuse". verify_all checks every output in full, trusting no record.
+    Raises BadInput (before touching anything) when outputs were made with other settings and the
+    policy's settings_change is "refuse". policy.verify_all checks every output in full, trusting no record.
     """
     fields, bad = requested_fields(season, ids)
     with board.journal.locked():
         state = board.sync()
+    settings = policy.settings
     index = OutputIndex(OutputChecker(season, layout.out, settings), state, context_of(season, settings),
-                        full=verify_all, keep_other_settings=settings_change == "keep")
+                        full=policy.verify_all, keep_other_settings=policy.keep_other_settings)
     plan = Plan(todo=[], requested=len(fields) + len(bad), index=index, bad_ids=bad)
     present = {entry.name for entry in os.scandir(layout.out)}
     problems = {fid: index.problem(fid) for fid in fields if f"{fid}{OUTPUT_SUFFIX}" in present}
     plan.kept = index.kept
-    if settings_change == "refuse":
-        other = [fid for fid, why in problems.items() if why is not None and is_settings_problem(why)]
+    if policy.settings_change == "refuse":
+        other = [(fid, why) for fid, why in problems.items() if why is not None and is_settings_problem(why)]
         if other:
-            raise BadInput(f"{len(other)} output(s) were {problems[other[0]].split(': ', 1)[1]} (e.g. {other[0]}): "
+            raise BadInput(f"{len(other)} output(s) were {other[0][1].split(': ', 1)[1]} (e.g. {other[0][0]}): "
                            "rerun with --settings-change redo to redo them, or keep to keep them")
     invalid = {}  # field -> why, for outputs to move aside
     for fid in fields:
-        fails = [f for f in state.failures.get(fid, ()) if f.t >= failures_since]
-        if len(fails) >= max_failures or (fails and fails[-1].kind == "bad"):
+        fails = policy.failures.failures(state, fid)
+        if policy.failures.given_up(fails):
             plan.given_up[fid] = fails[-1].why
             continue
         if problems.get(fid, "missing") is None:

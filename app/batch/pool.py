@@ -40,6 +40,8 @@ RETRY_CLAIM_S = 1.0  # while others hold fields this run still wants (they may d
 class Worker:
     def __init__(self, proc: subprocess.Popen, watch: WorkerWatch, slot: int):
         self.proc, self.watch, self.slot = proc, watch, slot
+        assert proc.stdin is not None, "workers are started with stdin=PIPE"
+        self.stdin = proc.stdin
         self.assigned = []  # the chunk sent and not reported done
         self.closed = False  # stdin closed: no more work for it
         self.killed = False  # for a hung field: not waited for (a D-state read may never return)
@@ -127,7 +129,7 @@ class WorkerPool:
                 if self.board.waiting_on_others(self.picker):
                     self._retry_at = time.monotonic() + RETRY_CLAIM_S
                     return
-                w.proc.stdin.close()  # no more work: the worker ends
+                w.stdin.close()  # no more work: the worker ends
                 w.closed = True
 
     def _next_chunk(self, slot: int) -> list[str]:
@@ -143,8 +145,8 @@ class WorkerPool:
 
     def _send(self, w: Worker, fields: list[str]) -> None:
         try:
-            w.proc.stdin.write(json.dumps(fields) + "\n")
-            w.proc.stdin.flush()
+            w.stdin.write(json.dumps(fields) + "\n")
+            w.stdin.flush()
         except BrokenPipeError:
             self.requeued = fields + self.requeued  # it died meanwhile: _dead_workers replaces it
             return

@@ -16,7 +16,8 @@ from collections import Counter
 
 from app.batch.layout import BatchLayout
 from app.batch.claims import Picker
-from app.batch.plan import make_plan, read_id_list, sweep_dead_temp_files
+from app.batch.plan import make_plan, sweep_dead_temp_files
+from app.batch.policy import policy_from_args
 from app.batch.snapshot import Snapshotter, open_board
 from app.batch.pool import WorkerPool
 from app.batch.progress import Progress
@@ -26,6 +27,7 @@ from app.hpc.cores import physical_cores
 from app.hpc.filesystems import work_share
 from app.hpc.tempdir import TEMP_ENV, pick_temp_dir, private_temp_dir
 from app.hpc.threads import cap_threads
+from app.sure2.ids import read_id_list
 from app.sure2.outcome import STATUSES
 
 
@@ -49,10 +51,9 @@ def run_batch(args) -> int:
 
 def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
     workers = args.workers or physical_cores()
-    since = time.time()
-    failures_since = since if args.retry_failed else 0.0
-    plan = make_plan(season, layout, board, args.settings, ids, args.max_failures, failures_since,
-                     settings_change=args.settings_change, verify_all=args.verify == "full")
+    since = time.time()  # the run's start: outcomes and (with --retry-failed) failures count from here
+    policy = policy_from_args(args, since)
+    plan = make_plan(season, layout, board, policy, ids)
     share, division = work_share(args.out)  # identical copies: claims, or disjoint shares (app.hpc.filesystems)
     if share:
         plan.todo = share.take(plan.todo)
@@ -68,7 +69,7 @@ def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
         snapshots.maybe()
 
     t0 = time.monotonic()
-    pool = _worker_pool(args, plan.todo, since, failures_since, tmp, board)
+    pool = _worker_pool(args, plan.todo, since, policy, tmp, board)
     pool.start(min(workers, len(plan.todo)))
     stopped = pool.supervise(tick)
     wall = time.monotonic() - t0
@@ -77,16 +78,13 @@ def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
     if stopped == EXIT_INTERRUPTED:
         return EXIT_INTERRUPTED
     requested = plan.todo + plan.valid + list(plan.given_up)
-    keep = args.settings_change == "keep"
     try:
         sweep_dead_temp_files(board, layout)
         if args.no_report:  # a wrapper writes the season's report once, after all its steps
-            rows = current_rows(season, layout, board, args.settings, args.max_failures, failures_since, requested,
-                                keep_other_settings=keep)
+            rows = current_rows(season, layout, board, policy, requested)
         else:
             run = run_section(plan, board.sync(), since, wall, workers, args.backend)
-            rows = season_report(season, layout, board, args.settings, args.max_failures, failures_since, run,
-                                 quiet=args.quiet, keep_other_settings=keep)
+            rows = season_report(season, layout, board, policy, run, quiet=args.quiet)
     except OSError as exc:  # the disk that just filled up may refuse the report too
         print(f"batch: report not written: {exc}", file=sys.stderr)
         return stopped or EXIT_ENVIRONMENT
@@ -122,7 +120,7 @@ class RunCounts:
         return t["ok"], t["fail"] + t["bad"], t["skip"]
 
 
-def _worker_pool(args, todo, since, failures_since, tmp, board) -> WorkerPool:
+def _worker_pool(args, todo, since, policy, tmp, board) -> WorkerPool:
     env = dict(os.environ)
     cap_threads(1, env)
     env[TEMP_ENV] = env["TMPDIR"] = str(tmp)
@@ -134,5 +132,5 @@ def _worker_pool(args, todo, since, failures_since, tmp, board) -> WorkerPool:
     ]
     if args.image:
         cmd += ["--image", str(args.image)]
-    picker = Picker(todo, since=since, max_failures=args.max_failures, failures_since=failures_since)
+    picker = Picker(todo, since=since, failures=policy.failures)
     return WorkerPool(cmd, env, board, picker, args.chunk, args.field_timeout, heartbeat_s=args.lease / 4)

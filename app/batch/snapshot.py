@@ -146,9 +146,9 @@ class Snapshotter:
 
     def __init__(self, layout, board: ClaimBoard, every_s: float = SNAPSHOT_EVERY_S):
         self.layout, self.board, self.every_s = layout, board, every_s
-        self._last_offset = getattr(board, "snapshot_offset", 0)
+        self._last_offset = board.snapshot_offset
         self._last_time = time.monotonic()
-        self._writer = None
+        self._writer: threading.Thread | None = None
 
     def maybe(self, force: bool = False) -> None:
         offset = self.board.journal.position()

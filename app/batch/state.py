@@ -59,7 +59,7 @@ class BatchState:
     last_seen: dict = field(default_factory=dict)  # owner -> time of its last record
     outcome: dict = field(default_factory=dict)  # field -> last Outcome
     failures: dict = field(default_factory=lambda: defaultdict(list))  # field -> [Outcome]
-    summary: dict = field(default_factory=JsonValues)  # field -> latest assessment summary
+    summary: JsonValues = field(default_factory=JsonValues)  # field -> latest assessment summary
     seconds: dict = field(default_factory=dict)  # field -> latest assessment compute time
     files: dict = field(default_factory=dict)  # field -> (context, size, mtime_ns, inode) known valid
     invalid: list = field(default_factory=list)  # (field, t) of outputs moved aside
@@ -121,9 +121,6 @@ class BatchState:
     def settled_since(self, fid: str, since: float) -> bool:
         out = self.outcome.get(fid)
         return out is not None and out.kind in SETTLED and out.t >= since
-
-    def failure_count(self, fid: str, since: float) -> int:
-        return sum(1 for f in self.failures.get(fid, ()) if f.t >= since)
 
     def live_owners(self, liveness, now: float) -> set:
         return {o for o, fids in self.held.items() if fids and liveness.alive(o, self.last_seen[o], now)}

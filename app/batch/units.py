@@ -2,9 +2,9 @@
 
 For every contract in the season's units.parquet (app.sure2.units): the unit's fields are the
 catalogue's fields of its region × crop; those assessed (valid outputs) give their curves (`date`,
-`ndvi_smooth`, `baseline_mean`) and areas, and app.sure2.units.assess_units makes the units' index and
-payout. A unit depends on all of its fields' outputs, so it is made again with every report (cheap:
-one column read per field), written once per unit in one file. A season without unit contracts gets
+`ndvi_smooth`, `baseline_mean`, taken from the report's one read of each output: app.batch.output_pass)
+and areas, and app.sure2.units.assess_units makes the units' index and payout. A unit depends on all of
+its fields' outputs, so it is made again with every report, written once per unit in one file. A season without unit contracts gets
 no file.
 """
 
@@ -29,34 +29,17 @@ def schema():
                       ("baseline_mean", pa.list_(pa.float64()))])
 
 
-def unit_results(season, rows: dict, out_dir) -> list[dict]:
-    """Every unit contract's result from the assessed fields' outputs (app.sure2.units.assess_units)."""
-    import pyarrow.parquet as pq  # pyarrow after the batch's thread caps
-
-    from app.sure2.output import output_path
-    from app.sure2.units import assess_units, day_numbers, field_curve, read_units
-
-    if not read_units(season.data_dir):
-        return []
-    area = dict(zip(season.field_ids, season.columns(("area_ha",))["area_ha"]))
-    curves = {}
-    for fid in season.field_ids:
-        if rows.get(fid, {}).get("state") == "assessed":
-            t = pq.ParquetFile(output_path(out_dir, fid)).read(columns=["date", "ndvi_smooth", "baseline_mean"])
-            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
-            curves[fid] = field_curve(fid, area[fid], day_numbers(column("date")), column("ndvi_smooth"),
-                                      column("baseline_mean"))
-    return assess_units(season, curves)
-
-
-def write_unit_results(season, rows: dict, layout) -> str:
-    """Write units.parquet and units.txt; return a note."""
+def write_unit_results(season, curves: dict, layout) -> tuple[str, list]:
+    """Write units.parquet and units.txt from the assessed fields' curves (field -> FieldCurve, read once by
+    app.batch.output_pass); return (a note, the units' records)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    results = unit_results(season, rows, layout.out)
+    from app.sure2.units import assess_units
+
+    results = assess_units(season, curves)
     if not results:
-        return "no area-unit contracts in this season"
+        return "no area-unit contracts in this season", []
     records = [{**{k: v for k, v in r.items() if k != "payout"}, **{k: (r["payout"] or {}).get(k) for k in PAYOUT_COLUMNS}}
                for r in results]
     parquet, text = layout.root / "units.parquet", layout.root / "units.txt"
@@ -68,7 +51,7 @@ def write_unit_results(season, rows: dict, layout) -> str:
     for r in paid:
         totals[r["currency"]] += r["amount_cents"]
     money = ", ".join(f"{cur} {cents / 100:,.2f}" for cur, cents in sorted(totals.items())) or "nothing"
-    return f"area units {parquet} ({len(records)} units, {len(paid)} paid, {money})"
+    return f"area units {parquet} ({len(records)} units, {len(paid)} paid, {money})", records
 
 
 def render(records: list) -> str:

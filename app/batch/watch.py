@@ -13,6 +13,7 @@ D-state read on a dead Lustre OST, a stopped container): the parent, which only 
 import json
 import os
 import time
+from typing import Any
 
 from app.batch.state import OUTCOMES
 
@@ -54,7 +55,7 @@ class WorkerWatch:
         self.busy = False
         self.since = time.monotonic()
 
-    def read(self) -> list[tuple[str, object]]:
+    def read(self) -> list[tuple[str, Any]]:
         """New events as (kind, payload); updates remaining/busy/since. [] when nothing came."""
         events = []
         while True:
@@ -68,7 +69,7 @@ class WorkerWatch:
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             kind, _, rest = line.decode(errors="replace").partition(" ")
-            payload = json.loads(rest) if rest else None
+            payload: Any = json.loads(rest) if rest else None
             self.since = time.monotonic()
             if kind == "B":
                 self.remaining, self.busy = list(payload), True

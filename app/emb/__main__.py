@@ -1,9 +1,10 @@
-"""`python -m app.emb synth|prepare|predict ...` (training: `python -m app.emb.train` / torchrun)."""
+"""`python -m app.emb synth|fetch|prepare|predict ...` (training: `python -m app.emb.train` / torchrun)."""
 
 import sys
 
-from app.emb.config import ArgParser
+from app.errors import UsageParser
 from app.errors import EXIT_OK, BadInput, guarded
+from app.fetch.run import add_arguments, failed_exit
 
 
 def _zones(text: str) -> tuple:
@@ -13,9 +14,9 @@ def _zones(text: str) -> tuple:
         raise BadInput(f"--zones must be comma-separated UTM zone numbers, got {text!r}") from None
 
 
-def _parser() -> ArgParser:
-    p = ArgParser(prog="python -m app.emb", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgParser)
+def _parser() -> UsageParser:
+    p = UsageParser(prog="python -m app.emb", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
 
     s = sub.add_parser("synth", help="generated published-format embedding tiles + parcels with crop codes + class map")
     s.add_argument("--out", required=True)
@@ -40,6 +41,17 @@ def _parser() -> ArgParser:
     r.add_argument("--val-frac", type=float, default=0.2)
     r.add_argument("--shard-chips", type=int, default=0, help="chips per shard; 0 = ~1 GiB shards")
     r.add_argument("--seed", type=int, default=0)
+
+    f = sub.add_parser("fetch", help="the Satellite Embedding tiles' COG blocks a parcel file needs, from a STAC API "
+                       "(login/transfer node; see app.emb.fetch)")
+    f.add_argument("--parcels", required=True, help="parcel file (any format prepare reads)")
+    f.add_argument("--layer", default=None, help="layer of a multi-layer parcel file")
+    f.add_argument("--year", type=int, required=True)
+    f.add_argument("--collection", required=True, help="the embedding collection in the catalogue")
+    f.add_argument("--out", required=True, help="directory for the tiles (prepare's --src); rerun resumes")
+    f.add_argument("--chip", type=int, default=256, help="prepare's --chip (default %(default)s)")
+    f.add_argument("--stride", type=int, default=None, help="prepare's --stride (default: --chip)")
+    add_arguments(f)
 
     d = sub.add_parser("predict", help="block-streamed sliding-window inference → uint8 class-map GeoTIFF")
     d.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (newest valid)")
@@ -66,6 +78,14 @@ def run(args) -> int:
         labels = LabelSpec(args.parcels, args.class_map, args.layer, args.code_column, args.unmapped)
         result = prepare(args.src, args.out, spec, labels)
         _print_prepare(result)
+    elif args.command == "fetch":
+        import json
+
+        from app.emb.fetch import fetch_embeddings
+
+        summary, failed = fetch_embeddings(args)
+        print(json.dumps(summary))
+        return failed_exit("python -m app.emb fetch", failed)
     else:
         from app.emb.predict import predict
 

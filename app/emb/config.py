@@ -4,23 +4,13 @@ default.toml lists every key; a file or override naming another key, or a value 
 is bad input (exit 2) before anything is written.
 """
 
-import argparse
-import sys
 import tomllib
 from pathlib import Path
 
-from app.errors import EXIT_BAD_INPUT, BadInput
+from app.errors import BadInput
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT = CONFIG_DIR / "default.toml"
-
-
-class ArgParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit 2, like every other bad input."""
-
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def _load_toml(path) -> dict:
@@ -42,8 +32,8 @@ def _parse_value(text: str):
 
 
 def _merge(base: dict, update: dict, where: str) -> None:
-    for key, value in update.items():
-        name = f"{where}{key}"
+    for key, given in update.items():
+        name, value = f"{where}{key}", given
         if key not in base:
             raise BadInput(f"unknown config key '{name}'")
         if isinstance(base[key], dict):

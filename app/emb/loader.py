@@ -136,7 +136,7 @@ class ShardLoader:
 
 def eval_batches(shards: ShardSet, rank: int, world: int, batch: int):
     """This rank's contiguous share of a split, as (int8 x, uint8 y) numpy batches."""
-    for s, shard in enumerate(shards.shards):
+    for shard in shards.shards:
         lo, hi = shard.count * rank // world, shard.count * (rank + 1) // world
         for start in range(lo, hi, batch):
             stop = min(start + batch, hi)

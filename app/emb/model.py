@@ -30,8 +30,10 @@ def _widen_stem(net: nn.Module, in_channels: int) -> nn.Module:
         if isinstance(conv, nn.Conv2d) and conv.in_channels == 3:
             parent_name, _, attr = name.rpartition(".")
             parent = net.get_submodule(parent_name) if parent_name else net
-            setattr(parent, attr, nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                            conv.padding, conv.dilation, conv.groups, conv.bias is not None))
+            # torch's stubs type a layer's own kernel_size/stride/... (tuples) narrower than its constructor takes
+            setattr(parent, attr, nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
+                                            conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+                                            conv.groups, conv.bias is not None))
             return net
     raise ValueError("model has no 3-channel stem convolution")
 

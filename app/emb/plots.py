@@ -59,7 +59,7 @@ def confusion_matrix(record: dict, path) -> None:
     conf = np.array(record["confusion"], dtype=np.float64)
     k = len(conf)
     shares = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-    fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    fmt = lambda v: "–" if v is None else f"{v:.2f}"
     rows = [f"{name}  IoU {fmt(i)} P {fmt(p)} R {fmt(r)}" for name, i, p, r in
             zip(record["classes"], record["iou"], record["precision"], record["recall"])]
     fig, ax = plt.subplots(figsize=(4 + 0.5 * k, 2 + 0.45 * k))

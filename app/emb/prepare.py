@@ -1,6 +1,6 @@
 """Embedding tiles + a parcel file + a class map → a few large shards per split (format: app.emb.shards).
 
-Choices (the issue leaves them open):
+Choices:
 - Inputs: every `*.tif`/`*.tiff` in --src (app.emb.raster: published int8 kept byte for byte, float
   exports quantised by the published rule, bottom-up storage seen north-up, tiles in any UTM zone),
   and one parcel file with crop codes + a class map (app.emb.labels). Parcels are reprojected to
@@ -14,7 +14,8 @@ Choices (the issue leaves them open):
   is dropped, so no ground is seen by both splits.
 - Shards: `shard_chips` chips each (default: as many as fit in ~1 GiB), chips in tile/row/column order
   so neighbouring chips are adjacent on disk. A shard's fingerprint covers the parameters, the input
-  files' identities, the class map and its chips, so a rerun keeps every shard whose manifest matches
+  files' identities, the class map, its chips and `code_digest("shard")` (app.code_digest: the code
+  that cuts, labels and stores chips), so a rerun keeps every shard whose manifest matches
   (fingerprint + checksums) and writes the rest.
 - Report: `report.json` (atomic) next to the shards: parcels per class, unmapped codes (counted,
   the most frequent named), repaired and dropped geometries, chips per tile and split, label pixels
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.code_digest import code_digest
 from app.emb import BANDS, IGNORE
 from app.emb.labels import Labeller, load_class_map, read_parcels
 from app.emb.quant import nodata_pixels
@@ -158,10 +160,11 @@ def _plan(tiles: list[dict], spec: PrepareSpec) -> tuple[dict[str, list[tuple]],
 
 def _fill_chips(tiles, labeller: Labeller, chip: int, members, x, y) -> None:
     """write_shard's fill: the embeddings and labels of (tile, row, col) chips, in order."""
-    open_tile, raster = None, None
+    open_tile = None
+    raster: EmbeddingRaster | None = None
     try:
         for i, (t, row, col) in enumerate(members):
-            if open_tile != t:
+            if raster is None or open_tile != t:
                 if raster is not None:
                     raster.close()
                 raster, open_tile = EmbeddingRaster(tiles[t]["path"]), t
@@ -200,6 +203,7 @@ def prepare(src, out, spec: PrepareSpec, labels: LabelSpec) -> dict:
     sweep_temp_files(out)
     sources = [_file_identity(t["path"]) for t in tiles] + [_file_identity(Path(labels.parcels)),
                                                              [labels.layer, asdict(class_map)]]
+    code = code_digest("shard")
     labeller = Labeller(parcels)
     per_shard = spec.chips_per_shard()
     splits, written, skipped, class_pixels = {}, [], [], {}
@@ -211,7 +215,7 @@ def prepare(src, out, spec: PrepareSpec, labels: LabelSpec) -> dict:
             name = f"{split}-{s:05d}"
             names.append(name)
             members = chips[start:start + per_shard]
-            fingerprint = hashlib.sha256(json.dumps([asdict(spec), sources, members]).encode()).hexdigest()
+            fingerprint = hashlib.sha256(json.dumps([asdict(spec), sources, members, code]).encode()).hexdigest()
             if shard_is_valid(out, name, fingerprint):
                 skipped.append(name)
             else:

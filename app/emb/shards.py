@@ -14,7 +14,6 @@ contiguously so a batch of neighbouring chips is one large sequential read.
 Imports numpy and app.hpc only: the GPU benchmark writes shards on a machine without rasterio.
 """
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,24 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from app.emb import BANDS
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 
 INDEX = "index.json"
 FORMAT = "emb-shards/1"
-_HASH_CHUNK = 16 << 20
 
 
 def shard_files(root, name) -> tuple[Path, Path, Path]:
     root = Path(root)
     return root / f"{name}.x.npy", root / f"{name}.y.npy", root / f"{name}.json"
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shard(root, name: str, count: int, chip: int, fill, meta: dict) -> dict:
@@ -150,8 +140,8 @@ class ShardSet:
         x_bytes = x_out[:count].nbytes
         y_bytes = y_out[:count].nbytes
         per_x, per_y = x_bytes // count, y_bytes // count
-        _pread_full(s.x_fd, memoryview(x_out[:count].reshape(-1)).cast("B"), s.x_offset + start * per_x)
-        _pread_full(s.y_fd, memoryview(y_out[:count].reshape(-1)).cast("B"), s.y_offset + start * per_y)
+        _pread_full(s.x_fd, x_out[:count].reshape(-1).data.cast("B"), s.x_offset + start * per_x)
+        _pread_full(s.y_fd, y_out[:count].reshape(-1).data.cast("B"), s.y_offset + start * per_y)
 
     def close(self) -> None:
         for s in self.shards:

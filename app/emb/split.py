@@ -46,11 +46,8 @@ def chip_blocks(crs_wkt: str, origins: np.ndarray, side_m: float, block_m: float
     xs = origins[:, None, 0] + _FRACTIONS[None, :, 0] * side_m
     ys = origins[:, None, 1] - _FRACTIONS[None, :, 1] * side_m
     lon, lat = to_lonlat.transform(xs, ys)
-    found = None
-    for dlon in (-MARGIN_DEG, MARGIN_DEG):
-        for dlat in (-MARGIN_DEG, MARGIN_DEG):
-            bx, by = _blocks(np.asarray(lon) + dlon, np.asarray(lat) + dlat, block_m)
-            pair = np.stack([bx, by], axis=-1)  # [n, points, 2]
-            found = pair if found is None else np.concatenate([found, pair], axis=1)
+    found = np.concatenate([np.stack(_blocks(np.asarray(lon) + dlon, np.asarray(lat) + dlat, block_m), axis=-1)
+                            for dlon in (-MARGIN_DEG, MARGIN_DEG) for dlat in (-MARGIN_DEG, MARGIN_DEG)],
+                           axis=1)  # [n, points × 4 shifts, 2]
     same = (found == found[:, :1]).all(axis=(1, 2))
     return [(int(f[0, 0]), int(f[0, 1])) if ok else None for f, ok in zip(found, same)]

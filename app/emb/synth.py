@@ -117,9 +117,9 @@ def _parcel_polygons(rng, size, transform, table):
     boxes = []
     _split_fields(rng, (0, 0, size, size), max(6, size // 16), boxes)
     parcels = []
-    for r0, c0, r1, c1 in boxes:
+    for box in boxes:
         gap = int(rng.integers(1, 3))  # roads / hedges between fields
-        r0, c0, r1, c1 = r0 + gap, c0 + gap, r1 - gap, c1 - gap
+        r0, c0, r1, c1 = box[0] + gap, box[1] + gap, box[2] - gap, box[3] - gap
         if r1 - r0 < 3 or c1 - c0 < 3:
             continue
         corners = np.array([(c0, r0), (c1, r0), (c1, r1), (c0, r1)], float)

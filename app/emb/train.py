@@ -43,9 +43,9 @@ def _log(msg: str) -> None:
 
 
 def parse_args(argv):
-    from app.emb.config import ArgParser
+    from app.errors import UsageParser
 
-    parser = ArgParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
+    parser = UsageParser(prog="python -m app.emb.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML file (keys not given come from configs/default.toml)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_args(argv)
@@ -241,8 +241,8 @@ class Trainer:
         raw.eval()
         with torch.no_grad(), torch.autocast(self.dist.device.type, torch.bfloat16, enabled=self.amp):
             for x, y in eval_batches(self.val_set, self.dist.rank, self.dist.world, self.tcfg["eval_batch_size"]):
-                x = dequantise(torch.from_numpy(x).to(self.dist.device), channels_last=self.channels_last)
-                pred = raw(x).argmax(1)
+                embeddings = dequantise(torch.from_numpy(x).to(self.dist.device), channels_last=self.channels_last)
+                pred = raw(embeddings).argmax(1)
                 conf += confusion(pred, torch.from_numpy(y).to(self.dist.device), self.classes)
         raw.train()
         conf = self.dist.all_reduce_sum(conf).cpu()

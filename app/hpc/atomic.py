@@ -4,6 +4,7 @@ A crash, kill -9, EDQUOT or ENOSPC leaves either the old state or a complete fil
 one. Temp names start with '.' and contain '.tmp.' so planners can recognise and sweep them.
 """
 
+import hashlib
 import os
 import secrets
 from contextlib import contextmanager
@@ -64,3 +65,13 @@ def sweep_temp_files(directory) -> list[Path]:
             Path(entry.path).unlink(missing_ok=True)
             removed.append(Path(entry.path))
     return removed
+
+
+def sha256_file(path) -> str:
+    """sha256 of a file, read in 16 MiB blocks (stacks, shards and images are GB-sized): what a
+    manifest records of a finished file and checks it against."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -113,7 +113,7 @@ def remove_orphans(base, prefix: str) -> int:
     here = boot_and_pidns()
     removed = 0
     for entry in os.scandir(base):
-        parts = entry.name[len(prefix):].split(".") if entry.name.startswith(prefix) else ()
+        parts = entry.name[len(prefix):].split(".") if entry.name.startswith(prefix) else []
         if len(parts) != 5 or tuple(parts[:2]) != here or not parts[2].isdigit():
             continue
         st = entry.stat(follow_symlinks=False)

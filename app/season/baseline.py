@@ -16,7 +16,9 @@ The year of a season is the year of most of its acquisition dates.
 
 From a table (CSV or Parquet): the columns region_id, crop, doy, ndvi_mean, ndvi_std, n_samples are
 checked (crop one of the five, doy 1–366, NDVI in [−1, 1], std ≥ 0); any bad row refuses the table
-(BadInput, exit 2, naming the row), nothing written.
+(BadInput, exit 2, naming the row), nothing written. `--history FILE` (region_id, crop, year, doy,
+ndvi_mean: each unit's mean curve per past year, checked alike) becomes history.parquet beside it,
+for percentile terms.
 """
 
 import csv
@@ -39,6 +41,8 @@ DEFAULT_MIN_YEARS = 5
 HISTORY = "history.parquet"
 BASELINE = "baseline.parquet"
 REPORT = "baseline.json"
+HISTORY_COLUMNS = {"region_id": pa.string(), "crop": pa.string(), "year": pa.int32(), "doy": pa.int32(),
+                   "ndvi_mean": pa.float64()}
 
 
 def season_curves(season_dir, lam: float, min_coverage: float):
@@ -102,8 +106,7 @@ def from_seasons(season_dirs, out_dir, min_years: int = DEFAULT_MIN_YEARS, lam: 
                  for doy, v in sorted(pooled.items()) if len(v) >= 2]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / HISTORY, history, {"region_id": pa.string(), "crop": pa.string(), "year": pa.int32(),
-                                    "doy": pa.int32(), "ndvi_mean": pa.float64(), "n_fields": pa.int64()})
+    _write(out / HISTORY, history, {**HISTORY_COLUMNS, "n_fields": pa.int64()})
     _write(out / BASELINE, rows, BASELINE_COLUMNS)
     report = {"source": "past seasons", "seasons": [str(Path(d).resolve()) for d in season_dirs],
               "min_years": min_years, "lambda": lam, "units": len({(r["region_id"], r["crop"]) for r in rows}),
@@ -112,9 +115,9 @@ def from_seasons(season_dirs, out_dir, min_years: int = DEFAULT_MIN_YEARS, lam: 
     return {"out": str(out), "units": report["units"], "excluded_units": len(excluded), "rows": len(rows)}
 
 
-def from_table(path, out_dir) -> dict:
+def from_table(path, out_dir, history=None) -> dict:
     path = Path(path)
-    rows = _read_table(path)
+    rows = _read_table(path, BASELINE_COLUMNS, "baseline")
     for i, r in enumerate(rows, start=1):
         problem = _row_problem(r)
         if problem:
@@ -122,18 +125,41 @@ def from_table(path, out_dir) -> dict:
     clean = [{"region_id": str(r["region_id"]), "crop": r["crop"], "doy": int(float(r["doy"])),
               "ndvi_mean": float(r["ndvi_mean"]), "ndvi_std": float(r["ndvi_std"]),
               "n_samples": int(float(r["n_samples"]))} for r in rows]
+    past = _history_rows(Path(history)) if history is not None else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write(out / BASELINE, clean, BASELINE_COLUMNS)
+    if past is not None:
+        _write(out / HISTORY, past, HISTORY_COLUMNS)
     units = len({(r["region_id"], r["crop"]) for r in clean})
     atomic_write_bytes(out / REPORT, (json.dumps({"source": "table", "table": str(path.resolve()), "units": units})
                                       + "\n").encode())
     return {"out": str(out), "units": units, "rows": len(clean)}
 
 
-def _read_table(path: Path) -> list:
+def _history_rows(path: Path) -> list:
+    """A user's history table (region_id, crop, year, doy, ndvi_mean: each unit's mean curve per past
+    year), checked like the baseline table; what percentile terms are priced on."""
+    rows = _read_table(path, HISTORY_COLUMNS, "history")
+    clean = []
+    for i, r in enumerate(rows, start=1):
+        problem = _row_problem({**r, "ndvi_std": 0, "n_samples": 0})
+        try:
+            year = float(r["year"])
+        except (TypeError, ValueError):
+            year = float("nan")
+        if problem is None and not (year.is_integer() and 1900 <= year <= 2100):
+            problem = f"year {r['year']!r} is not a year"
+        if problem:
+            raise BadInput(f"history table {path.name}, row {i}: {problem}")
+        clean.append({"region_id": str(r["region_id"]), "crop": r["crop"], "year": int(year),
+                      "doy": int(float(r["doy"])), "ndvi_mean": float(r["ndvi_mean"])})
+    return clean
+
+
+def _read_table(path: Path, columns, what: str) -> list:
     if not path.is_file():
-        raise BadInput(f"baseline table {path} does not exist")
+        raise BadInput(f"{what} table {path} does not exist")
     try:
         if path.suffix.lower() in (".parquet", ".geoparquet"):
             rows = pq.read_table(path).to_pylist()
@@ -141,12 +167,12 @@ def _read_table(path: Path) -> list:
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
     except (OSError, ValueError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
-        raise BadInput(f"baseline table {path.name} is not readable: {exc}") from None
+        raise BadInput(f"{what} table {path.name} is not readable: {exc}") from None
     if not rows:
-        raise BadInput(f"baseline table {path.name} has no rows")
-    missing = [c for c in BASELINE_COLUMNS if c not in rows[0]]
+        raise BadInput(f"{what} table {path.name} has no rows")
+    missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise BadInput(f"baseline table {path.name} lacks column(s) {', '.join(missing)}")
+        raise BadInput(f"{what} table {path.name} lacks column(s) {', '.join(missing)}")
     return rows
 
 

@@ -2,23 +2,29 @@
 (format sure2-season/2, read by app.sure2.season).
 
     build --fields FILE --mapping MAPPING.toml --scenes STAC --out SEASON [--baseline BASELINE.parquet]
-          [--layer NAME] [--mask-scl 0,1,3,8,9,10] [--part K/N] [--workers N]
+          [--layer NAME] [--mask-scl 0,1,3,8,9,10] [--part K/N] [--workers N] [--strict]
 
 1. fields: imported (app.season.fields_import) — nothing is written before this succeeds, so a bad
    file (no CRS, a mapping naming missing columns) leaves nothing behind (exit 2);
 2. scenes: read (app.season.scenes), stacks planned and fields assigned (app.season.stack_plan);
 3. stacks: built unless valid (app.season.stack_build); `--part K/N` builds only stacks K, K+N, …
    of the sorted list (one Slurm array task each, see slurm/season_build.sh);
-4. when every stack is valid: fields.parquet, baseline.parquet, import_log.jsonl and, last,
-   season.json (its audit trail, sha256 per data file, fingerprint). Until then the season directory
-   has no season.json, so no one can use half a season.
+4. when every stack is valid: fields.parquet, refused.parquet, baseline.parquet, import_log.jsonl and,
+   last, season.json (its audit trail, sha256 per data file, fingerprint). Until then the season
+   directory has no season.json, so no one can use half a season.
+
+After the import, a summary on stderr and in the audit (`fields_import`): rows read = imported +
+refused (by reason), IDs mapped to the season's form, empty contract values per column, notes by
+kind. `strict`: any empty contract value stops the build (BadInput) before anything is written.
 """
 
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +33,18 @@ import pyarrow.parquet as pq
 import shapely
 
 import app
+from app.code_digest import code_digest
 from app.errors import BadInput
-from app.hpc.atomic import atomic_path, atomic_write_bytes
-from app.season.digest import sha256_file
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.season.fields_import import import_fields
-from app.season.mapping import load_mapping
+from app.season.mapping import PAIRS, load_mapping
 from app.season.offset import __doc__ as OFFSET_RULE
 from app.season.scene_ndvi import DEFAULT_MASKED
 from app.season.scenes import load_scenes
 from app.season.stack_build import build_stack, stack_is_valid
 from app.season.stack_plan import NODATA, __doc__ as ASSIGNMENT_RULE, plan_stacks
 from app.sure2.history import HISTORY
-from app.sure2.season import BASELINE, FIELDS, FORMAT, MANIFEST, stack_entry
+from app.sure2.season import BASELINE, FIELDS, FORMAT, MANIFEST, REFUSED, REFUSED_SCHEMA, stack_entry
 
 IMPORT_LOG = "import_log.jsonl"
 BASELINE_COLUMNS = {"region_id": pa.string(), "crop": pa.string(), "doy": pa.int32(), "ndvi_mean": pa.float64(),
@@ -46,10 +52,12 @@ BASELINE_COLUMNS = {"region_id": pa.string(), "crop": pa.string(), "doy": pa.int
 
 
 def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None, layer=None,
-                 masked=DEFAULT_MASKED, part=(1, 1), workers=None, log=None) -> dict:
+                 masked=DEFAULT_MASKED, part=(1, 1), workers=None, log=None, strict=False) -> dict:
     log = log or (lambda msg: print(f"season: {msg}", file=sys.stderr, flush=True))
     mapping = load_mapping(mapping_path)
     fields = import_fields(fields_path, mapping, layer)
+    if strict:
+        _refuse_nulls(import_summary(fields, mapping))
     if baseline is not None:
         baseline_table = read_baseline_table(baseline)
     catalogue = load_scenes(scenes_path)
@@ -61,7 +69,10 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
         if note:
             fields.notes[i].append(note)
     for r in fields.refused:
-        log(f"refused row {r['row']} ({r['source_id']!r}): {r['reason']}")
+        log(f"refused row {r['row']} ({r['source_id']!r}): {r['detail']}")
+    summary_of_import = import_summary(fields, mapping)
+    for line in summary_lines(summary_of_import):
+        log(line)
     for s in catalogue.skipped:
         log(f"scene {s['id'] or s['source']} skipped: {s['reason']}")
 
@@ -72,7 +83,7 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
     for index, plan in enumerate(plans):
         if index % n == k - 1:
             audits[plan.name] = build_stack(out, plan, masked, workers, log)
-    pending = [p.name for p in plans if not stack_is_valid(out, p, p.inputs_sha256(masked, app.__version__))]
+    pending = [p.name for p in plans if not stack_is_valid(out, p, p.inputs_sha256(masked, code_digest("stack")))]
     summary = {"out": str(out), "stacks": [p.name for p in plans], "built_here": sorted(audits),
                "fields": len(fields), "refused": len(fields.refused), "scenes": len(catalogue.scenes),
                "scenes_skipped": len(catalogue.skipped)}
@@ -84,10 +95,11 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
             audits[plan.name] = json.loads((out / f"{Path(plan.file).stem}.json").read_text())
 
     _write_fields(out / FIELDS, fields, stack_of)
+    _write_refused(out / REFUSED, fields.refused)
     _write_baseline(out / BASELINE, baseline_table if baseline is not None else None)
     with_history = _copy_history(baseline, out)
     _write_log(out / IMPORT_LOG, fields, stack_of)
-    files = {name: sha256_file(out / name) for name in [FIELDS, BASELINE, *with_history] + [p.file for p in plans]}
+    files = {name: sha256_file(out / name) for name in [FIELDS, BASELINE, REFUSED, *with_history] + [p.file for p in plans]}
     manifest = {
         "format": FORMAT,
         "stacks": {p.name: stack_entry(p.file, p.crs, p.transform, p.width, p.height, 128, NODATA, p.dates)
@@ -97,8 +109,8 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
         "n_fields": len(fields),
         "builder": f"app.season build {app.__version__}",
         "built_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "audit": _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, plans, audits,
-                        stack_of, masked, out),
+        "audit": _audit(fields, summary_of_import, fields_path, mapping_path, scenes_path, baseline, catalogue,
+                        plans, audits, stack_of, masked, out),
     }
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1, default=str) + "\n").encode())
     log(f"season written: {out} ({len(fields)} fields, {len(plans)} stack(s), {len(fields.refused)} row(s) refused)")
@@ -108,6 +120,10 @@ def build_season(fields_path, mapping_path, scenes_path, out_dir, baseline=None,
 def read_baseline_table(path) -> pa.Table:
     """A baseline.parquet as `app.season baseline` writes it (BadInput if it is not one)."""
     path = Path(path)
+    if path.suffix.lower() in (".csv", ".txt", ".tsv") or (path.is_file() and not _is_parquet(path)):
+        raise BadInput(f"--baseline {path.name} is a table, not a baseline.parquet: make one first with "
+                       f"`python -m app.season baseline --table {path.name} --out DIR`, then give "
+                       "--baseline DIR/baseline.parquet")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -116,6 +132,11 @@ def read_baseline_table(path) -> pa.Table:
     if missing:
         raise BadInput(f"baseline {path.name} lacks column(s) {', '.join(missing)} (make it with `app.season baseline`)")
     return table.select(list(BASELINE_COLUMNS)).cast(pa.schema(BASELINE_COLUMNS))
+
+
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
 
 
 def _write_fields(path, fields, stack_of) -> None:
@@ -138,6 +159,8 @@ def _write_fields(path, fields, stack_of) -> None:
         "index": pa.array(column("index"), pa.string()),
         "trigger": pa.array(column("trigger"), pa.float64()),
         "exit": pa.array(column("exit"), pa.float64()),
+        "trigger_percentile": pa.array(column("trigger_percentile"), pa.float64()),
+        "exit_percentile": pa.array(column("exit_percentile"), pa.float64()),
         "stack": pa.array(pick(stack_of), pa.string()),
         "note": pa.array([fields.note(i) for i in order], pa.string()),
         "source_id": pa.array(pick(fields.source_id), pa.string()),
@@ -145,6 +168,24 @@ def _write_fields(path, fields, stack_of) -> None:
     types = sorted({g.geom_type for g in fields.geometry if g is not None})
     geo = {"version": "1.0.0", "primary_column": "geometry",
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": types}}}  # no crs = OGC:CRS84
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), tmp)
+
+
+def _write_refused(path, refused: list) -> None:
+    """refused.parquet: every source row the import refused, in source order (written even when empty,
+    so a season built by this code says "none" rather than nothing)."""
+    rows = sorted(refused, key=lambda r: r["row"])
+    table = pa.table({
+        "source_id": pa.array([r["source_id"] for r in rows], pa.string()),
+        "row": pa.array([r["row"] for r in rows], pa.int64()),
+        "reason": pa.array([r["reason"] for r in rows], pa.string()),
+        "detail": pa.array([r["detail"] for r in rows], pa.string()),
+        "geometry": pa.array([None if r["geometry"] is None else shapely.to_wkb(r["geometry"]) for r in rows],
+                             pa.binary()),
+    }, schema=REFUSED_SCHEMA)
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": []}}}  # lon/lat, like fields.parquet
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), tmp)
 
@@ -173,22 +214,65 @@ def _write_log(path, fields, stack_of) -> None:
                 "outcome": "imported", "stack": stack_of[i], "area_ha": fields.area_ha[i], "notes": fields.notes[i]}
                for i in range(len(fields))]
     entries += [{"row": r["row"], "source_id": r["source_id"], "field_id": None, "outcome": "refused",
-                 "stack": None, "notes": [r["reason"]]} for r in fields.refused]
+                 "stack": None, "reason": r["reason"], "notes": [r["detail"]]} for r in fields.refused]
     entries.sort(key=lambda e: e["row"])
     atomic_write_bytes(path, "".join(json.dumps(e, default=str) + "\n" for e in entries).encode())
 
 
 def _note_kinds(fields) -> dict:
-    counts = {}
-    for notes in fields.notes:
-        for note in notes:
-            kind = note.split(":")[0]
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
+    """note kind (its words before ':' or '(') → count, most common first."""
+    counts = Counter(re.split(r"[:(]", note, maxsplit=1)[0].strip() for notes in fields.notes for note in notes)
+    return dict(counts.most_common())
 
 
-def _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, plans, audits, stack_of,
-           masked, out) -> dict:
+def import_summary(fields, mapping) -> dict:
+    """What the import did with the insurer's rows: the build's summary (stderr) and the audit's."""
+    columns = ("crop", *mapping.terms)
+    pair_terms = {n: kind for kind, names in PAIRS.items() for n in names}
+
+    def empty(row, c) -> bool:  # a payout term counts only in the pair its row uses (app.season.mapping)
+        used = "percentile" if all(row[n] is not None for n in PAIRS["percentile"]) or \
+            "fixed" not in mapping.pairs else "fixed"
+        return row[c] is None and pair_terms.get(c, used) == used
+
+    nulls = {c: sum(empty(row, c) for row in fields.contract) for c in columns}
+    return {
+        "rows": len(fields) + len(fields.refused), "imported": len(fields),
+        "refused_by_reason": dict(Counter(r["reason"] for r in fields.refused).most_common()),
+        "ids_mapped": sum(f != s for f, s in zip(fields.field_id, fields.source_id)),
+        "nulls": nulls,
+        "null_examples": {c: [s for s, row in zip(fields.source_id, fields.contract) if empty(row, c)][:3]
+                          for c in columns if nulls[c]},
+        "without_geometry": sum(g is None for g in fields.geometry),
+        "notes_by_kind": _note_kinds(fields),
+    }
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The import summary for people: rows in = imported + refused, empty contract values, notes."""
+    refused = sum(summary["refused_by_reason"].values())
+    by_reason = ", ".join(f"{k} {v}" for k, v in summary["refused_by_reason"].items())
+    nulls = ", ".join(f"{k} {v}" for k, v in summary["nulls"].items() if v) or "none"
+    notes = ", ".join(f"{k} {v}" for k, v in summary["notes_by_kind"].items()) or "none"
+    return [f"import: {summary['rows']} rows read = {summary['imported']} imported + {refused} refused"
+            + (f" ({by_reason})" if refused else "")
+            + f"; {summary['ids_mapped']} ID(s) mapped to the season's form (source_id keeps the insurer's)",
+            f"import: empty contract values: {nulls}"
+            + (f"; {summary['without_geometry']} field(s) without a usable geometry" if summary["without_geometry"] else ""),
+            f"import: notes by kind: {notes}"]
+
+
+def _refuse_nulls(summary: dict) -> None:
+    """--strict: an imported field with an empty contract value stops the build before anything is written."""
+    empty = {c: n for c, n in summary["nulls"].items() if n}
+    if empty:
+        raise BadInput("--strict: contract values are empty: " + "; ".join(
+            f"{c} on {n} field(s), e.g. {', '.join(map(repr, summary['null_examples'][c]))}" for c, n in empty.items())
+            + " (see the notes above); nothing was written")
+
+
+def _audit(fields, summary_of_import, fields_path, mapping_path, scenes_path, baseline, catalogue, plans, audits,
+           stack_of, masked, out) -> dict:
     return {
         "inputs": {
             "fields": {"file": str(Path(fields_path).resolve()), "sha256": _sha_of_input(fields_path),
@@ -199,7 +283,8 @@ def _audit(fields, fields_path, mapping_path, scenes_path, baseline, catalogue, 
                          else "none: every field's outcome will be 'no baseline' until a season is built with one"),
         },
         "fields_import": {
-            "rows": len(fields) + len(fields.refused), "imported": len(fields), "refused": fields.refused,
+            **summary_of_import,
+            "refused": [{k: r[k] for k in ("row", "source_id", "reason", "detail")} for r in fields.refused],
             "notes_by_kind": _note_kinds(fields), "without_stack": sum(s is None for s in stack_of),
             "log": IMPORT_LOG, "log_sha256": sha256_file(out / IMPORT_LOG),
             "assignment_rule": " ".join(ASSIGNMENT_RULE.split("Assignment rule")[1].split("A stack's grid")[0].split()),

@@ -1,25 +1,19 @@
-"""`python -m app.season synth|build|baseline|raw ...`: make a season directory (see app.season)."""
+"""`python -m app.season synth|build|fetch|baseline|raw ...`: make a season directory (see app.season)."""
 
-import argparse
 import json
 import os
-import sys
 
-from app.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, guarded
+from app.errors import EXIT_OK, BadInput, UsageParser, guarded
+from app.fetch.run import add_arguments, failed_exit
+from app.fetch.stac import PRESETS
 from app.season.scene_ndvi import DEFAULT_MASKED
 
 PROG = "python -m app.season"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit 2
-        sys.stderr.write(f"{self.prog}: {message}\n")
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def build_parser():
-    p = _Parser(prog=PROG, description="Build a Sure2 season directory")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = UsageParser(prog=PROG, description="Build a Sure2 season directory")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     s = sub.add_parser("synth", help="generate a season with ground truth (contract level, for tests and demos)")
     s.add_argument("--fields", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)
@@ -30,21 +24,40 @@ def build_parser():
     b.add_argument("--mapping", required=True, help="mapping.toml: source columns → contract (see app.season.mapping)")
     b.add_argument("--scenes", required=True, help="STAC ItemCollection JSON, item JSON, or a directory of item JSONs")
     b.add_argument("--out", required=True, help="the season directory (created; rerun resumes)")
-    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline`; its history.parquet beside it comes "
-                   "along (percentile terms are priced on it); default: none, fields get no_baseline")
+    b.add_argument("--baseline", help="baseline.parquet from `app.season baseline` (a CSV table: run `app.season "
+                   "baseline --table FILE.csv --out DIR` first); its history.parquet beside it comes along "
+                   "(percentile terms are priced on it); default: none, fields get no_baseline")
     b.add_argument("--layer", help="the layer of a multi-layer field file (or `layer` in the mapping)")
     b.add_argument("--mask-scl", default=",".join(map(str, DEFAULT_MASKED)),
                    help="SCL classes that make a pixel nodata (default %(default)s)")
     b.add_argument("--part", default="1/1", help="K/N: build only stacks K, K+N, ... (Slurm array tasks); default 1/1")
     b.add_argument("--workers", type=int, help="reader threads (default: physical cores)")
+    b.add_argument("--strict", action="store_true",
+                   help="an imported field with an empty contract value stops the build (exit 2, nothing written)")
 
     bl = sub.add_parser("baseline", help="baseline.parquet from past seasons (+ history.parquet) or a user table")
     src = bl.add_mutually_exclusive_group(required=True)
     src.add_argument("--seasons", nargs="+", help="past season directories built by `app.season build`")
     src.add_argument("--table", help="a user table (CSV or Parquet): region_id, crop, doy, ndvi_mean, ndvi_std, n_samples")
+    bl.add_argument("--history", help="with --table: a history table (CSV or Parquet): region_id, crop, year, doy, "
+                    "ndvi_mean, the unit's mean curve per past year; percentile terms are priced on it")
     bl.add_argument("--out", required=True, help="directory for baseline.parquet (+ history.parquet, baseline.json)")
     bl.add_argument("--min-years", type=int, default=5, help="years of history a region x crop needs (default 5)")
     bl.add_argument("--lambda", dest="lam", type=float, default=10.0, help="Whittaker smoothing (default 10)")
+
+    f = sub.add_parser("fetch", help="Sentinel-2 L2A items from a STAC API: only the COG tiles the build reads "
+                       "(login/transfer node; see app.season.fetch)")
+    f.add_argument("--fields", required=True, help="the insurer's field file (with --mapping) or a built season directory")
+    f.add_argument("--mapping", help="mapping.toml (as for build): which fields the build keeps decides the blocks")
+    f.add_argument("--layer", help="the layer of a multi-layer field file")
+    f.add_argument("--out", required=True, help="SCENES directory: SCENES/<year>/collection.json (rerun resumes)")
+    f.add_argument("--collection", default="sentinel-2-l2a", help="default %(default)s")
+    f.add_argument("--years", help="YEAR, A-B or A,B,C (default: the mapping's season_year); past years feed "
+                   "`app.season baseline --seasons`")
+    f.add_argument("--window", default="04-01/10-31", help="MM-DD/MM-DD of each year (default %(default)s)")
+    f.add_argument("--max-cloud", type=float, help="skip items whose eo:cloud_cover is above this percentage")
+    f.add_argument("--sign", choices=["planetary-computer"], help="sign asset hrefs (Planetary Computer SAS token)")
+    add_arguments(f, PRESETS["earth-search"]["url"])
 
     r = sub.add_parser("raw", help="generate raw inputs with truth: S2 L2A scenes (STAC + COGs) and a field file")
     r.add_argument("--out", required=True)
@@ -54,6 +67,10 @@ def build_parser():
     r.add_argument("--block", type=int, default=256, help="COG block size of the 10 m bands")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--year", type=int, default=2025, help="the season's year (past seasons for a baseline)")
+    r.add_argument("--variant", choices=("register", "insurer"), default="register",
+                   help="the field file: register (default) or insurer (Norwegian export: SKIFTE_ID with '/', "
+                        "BYGG/HVETE/HAVRE/POTET, DD.MM.YYYY text dates, AREAL_DAA, FORS_SUM, percentile terms, "
+                        "slivers, fields sown early or late)")
     return p
 
 
@@ -92,17 +109,27 @@ def build_command(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise BadInput("--workers must be at least 1")
     summary = build_season(args.fields, args.mapping, args.scenes, args.out, args.baseline, args.layer,
-                           _masked(args.mask_scl), _part(args.part), args.workers)
+                           _masked(args.mask_scl), _part(args.part), args.workers, strict=args.strict)
     print(json.dumps(summary))
     return EXIT_OK
+
+
+def fetch_command(args) -> int:
+    from app.season.fetch import fetch_season
+
+    summary, failed = fetch_season(args)
+    print(json.dumps(summary))
+    return failed_exit(f"{PROG} fetch", failed)
 
 
 def baseline_command(args) -> int:
     from app.season import baseline
 
     if args.table:
-        summary = baseline.from_table(args.table, args.out)
+        summary = baseline.from_table(args.table, args.out, args.history)
     else:
+        if args.history:
+            raise BadInput("--history goes with --table (from --seasons the history is measured)")
         if args.min_years < 1 or args.lam <= 0:
             raise BadInput("--min-years must be >= 1 and --lambda > 0")
         missing = [d for d in args.seasons if not os.path.isfile(os.path.join(d, "season.json"))]
@@ -120,13 +147,14 @@ def raw_command(args) -> int:
         raise BadInput("--fields 1..100000, --tile >= 64, --dates >= 1")
     try:
         print(json.dumps(generate(args.out, args.fields, args.tile, args.dates, args.seed, args.block,
-                                  year=args.year)))
+                                  year=args.year, variant=args.variant)))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     return EXIT_OK
 
 
-COMMANDS = {"synth": synth_command, "build": build_command, "baseline": baseline_command, "raw": raw_command}
+COMMANDS = {"synth": synth_command, "build": build_command, "fetch": fetch_command, "baseline": baseline_command,
+            "raw": raw_command}
 
 
 def main(argv=None) -> int:

@@ -5,14 +5,16 @@ Order of decisions, each recorded in the import log (one entry per source row):
   - the mapping's columns must exist (else BadInput);
   - rows without an ID, rows whose ID appears more than once (all of them: which one is insured
     cannot be told), and rows whose mapped ID collides with another row's (app.season.field_ids)
-    are REFUSED: not in the catalogue, listed in the log and on stderr; the rest are imported;
+    are REFUSED (reasons REFUSAL_REASONS): not in the catalogue, listed in the log, on stderr and in
+    SEASON/refused.parquet with their geometry (downstream: outcome `refused`); the rest are imported;
   - geometries are repaired (app.vector.repair_polygons: MultiPolygons and holes kept), put in a
     canonical form (shapely.normalize; a one-part MultiPolygon becomes a Polygon) so the same field
     from any file format gives the same catalogue row, and reprojected to EPSG:4326 lon/lat;
     a geometry that repair leaves without area becomes null (the field stays, with the note);
   - fields smaller than MIN_PIXELS Sentinel-2 pixels, or narrower than one pixel, are flagged
     ("sliver: 0.3 pixels"): kept, the assessment decides (too few pixels → not assessable);
-  - the mapping fills the contract; what it cannot fill is null with a note.
+  - the mapping fills the contract (each contract column read as a whole first: an ambiguous or
+    mostly unreadable column stops the import, BadInput); what it cannot fill is null with a note.
 Area is measured in the field's own UTM zone (that of its centroid's longitude).
 """
 
@@ -24,10 +26,13 @@ import numpy as np
 import shapely
 
 from app.season.field_ids import season_id, source_text
-from app.season.mapping import Mapping, check_columns, map_row
+from app.season.mapping import Mapping, check_columns, map_row, read_columns
 from app.vector import read_vector, repair_polygons, reproject
 
 FIELDS_CRS = "EPSG:4326"
+# why a source row is refused (SEASON/refused.parquet `reason`): no ID, an ID on several rows, two IDs
+# that the ID rule maps to one season ID
+REFUSAL_REASONS = ("no_id", "duplicate_id", "id_collision")
 PIXEL_M2 = 100.0  # one 10 m Sentinel-2 pixel
 MIN_PIXELS = 4.0
 HALF_PIXEL_M = 5.0
@@ -46,7 +51,7 @@ class ImportedFields:
     area_ha: list = field(default_factory=list)
     contract: list = field(default_factory=list)  # dicts from mapping.map_row
     notes: list = field(default_factory=list)  # list of strings per field
-    refused: list = field(default_factory=list)  # {"row", "source_id", "reason"}
+    refused: list = field(default_factory=list)  # {"row", "source_id", "reason", "detail", "geometry"}
 
     def __len__(self) -> int:
         return len(self.field_id)
@@ -63,6 +68,7 @@ def utm_crs(lon: float, lat: float) -> str:
 def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedFields:
     table = read_vector(path, layer=layer or mapping.layer)
     check_columns(mapping, table.columns, table.path.name)
+    read = read_columns(mapping, table.columns)  # BadInput for an unreadable or ambiguous column
     out = ImportedFields(table.path.name, table.crs.to_string())
     ids = [source_text(v) for v in table.columns[mapping.id_column]]
     mapped = [season_id(s) if s is not None else None for s in ids]
@@ -73,13 +79,13 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
     local = local_utm(lonlat)
     for i in range(len(table)):
         row_no = i + 1
-        reason = _refusal(ids[i], mapped[i], seen_source, seen_mapped, ids, mapped)
-        if reason:
-            out.refused.append({"row": row_no, "source_id": ids[i], "reason": reason})
+        refusal = _refusal(ids[i], mapped[i], seen_source, seen_mapped, ids, mapped)
+        if refusal:
+            reason, detail = refusal
+            out.refused.append({"row": row_no, "source_id": ids[i], "reason": reason, "detail": detail,
+                                "geometry": lonlat[i]})
             continue
-        notes = []
-        if mapped[i] != ids[i]:
-            notes.append(f"id mapped from {ids[i]!r}")
+        notes = []  # an ID mapping is no note: source_id keeps the insurer's ID
         if repair_notes[i]:
             notes.append(repair_notes[i])
         geom = lonlat[i]
@@ -87,7 +93,7 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
         if geom is not None:
             notes += _size_flags(local[i])
         row = {name: values[i] for name, values in table.columns.items()}
-        contract, contract_notes = map_row(mapping, row, area)
+        contract, contract_notes = map_row(mapping, row, area, read, i)
         out.field_id.append(mapped[i])
         out.source_id.append(ids[i])
         out.row.append(row_no)
@@ -98,14 +104,15 @@ def import_fields(path, mapping: Mapping, layer: str | None = None) -> ImportedF
     return out
 
 
-def _refusal(source, mapped, seen_source, seen_mapped, ids, all_mapped) -> str | None:
+def _refusal(source, mapped, seen_source, seen_mapped, ids, all_mapped) -> tuple[str, str] | None:
+    """(reason, detail) for a row that cannot be imported (REFUSAL_REASONS), else None."""
     if source is None:
-        return "no ID (the ID column is empty)"
+        return "no_id", "no ID (the ID column is empty)"
     if seen_source[source] > 1:
-        return f"duplicate ID: {source!r} is on {seen_source[source]} rows"
+        return "duplicate_id", f"duplicate ID: {source!r} is on {seen_source[source]} rows"
     if seen_mapped[mapped] > 1:
         others = sorted({s for s, m in zip(ids, all_mapped) if m == mapped and s != source and s is not None})
-        return f"ID {source!r} maps to {mapped!r}, as does {', '.join(repr(o) for o in others)}"
+        return "id_collision", f"ID {source!r} maps to {mapped!r}, as does {', '.join(repr(o) for o in others)}"
     return None
 
 

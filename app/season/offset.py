@@ -85,7 +85,7 @@ def metadata_offset(scene) -> tuple[int, str]:
 
 def decide(scene, evidence: Evidence) -> OffsetDecision:
     meta, meta_reason = metadata_offset(scene)
-    counts = {"clear_pixels": evidence.clear, "below_1000_share": None, "vegetation_share": None}
+    counts: dict[str, float | None] = {"clear_pixels": evidence.clear, "below_1000_share": None, "vegetation_share": None}
     if evidence.clear < MIN_CLEAR_PIXELS:
         return OffsetDecision(meta, meta, meta_reason, counts, "inconclusive",
                               f"only {evidence.clear} clear pixels read (< {MIN_CLEAR_PIXELS}): metadata stand")

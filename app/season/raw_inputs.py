@@ -1,7 +1,7 @@
 """Raw-input generator with ground truth: Sentinel-2 L2A scenes as users download them, and an
 insurer's field file, for `app.season build` (like torchgeo's fake-data generators).
 
-    python -m app.season raw --out DIR [--fields 30 --tile 384 --dates 37 --seed 0]
+    python -m app.season raw --out DIR [--fields 30 --tile 384 --dates 37 --seed 0] [--variant insurer]
 
 Writes under DIR:
   scenes/<item id>/{B04,B08,SCL}.tif + <item id>.json   one STAC item per granule and date (COGs)
@@ -10,6 +10,7 @@ Writes under DIR:
   fields_nocrs.shp.zip                                 the same Shapefile without its .prj
   mapping.toml                                         how the file's columns become the contract
   baseline_table.csv                                   a user baseline table (simulated history)
+  history_table.csv                                    (variant insurer) per-year unit curves: percentile terms
   truth.parquet, truth_pixels.parquet, truth_scenes.parquet   what the import must recover
 
 The scene: south-east Norway at the 12°E meridian, where UTM zones 32 and 33 meet. Granule A
@@ -22,6 +23,11 @@ baseline >= 04.00); a few items lie about it (see SCENE_QUIRKS). SCL is 20 m wit
 their shadows (3), cirrus (10), a lake (6), a few saturated pixels (1) and swath-edge nodata (0).
 A field's pixels (centre inside the polygon) carry its true NDVI curve plus pixel noise; everything
 else is meadow and forest.
+
+Variant "insurer": the same scene, the field file as a Norwegian insurer exports it (insurer_rows:
+SKIFTE_ID "3401-07/2", VEKST BYGG/HVETE/HAVRE/POTET/HØSTHVETE, DD.MM.YYYY text dates, AREAL_DAA,
+FORS_SUM, KOMMUNENR, percentile terms on every 4th row), slivers 3–8 m wide, and healthy fields sown
+SHIFT_DAYS early or late (truth `shift_days`; their true loss is the aligned curve's: none is due).
 """
 
 import csv
@@ -46,7 +52,9 @@ from rasterio.features import rasterize
 from app.season import phenology as ph
 from app.season.synth import INSURED_PER_HA, cloud_cover, field_polygon
 from app.sure2._kernels import whittaker
-from app.sure2.payout import loss_index
+from app.sure2.history import yearly_shortfalls
+from app.sure2.payout import loss_index, shortfall
+from app.sure2.terms import percentile_terms
 
 YEAR = 2025
 FIELDS_CRS = "EPSG:25833"  # ETRS89 / UTM 33N: what Norwegian registers use
@@ -73,6 +81,17 @@ SCENE_QUIRKS = {("A", 1): "flag_lies_applied", ("A", 3): "flag_lies_not_applied"
                 ("B2", 2): "no_baseline", ("A", 5): "ndvi_asset"}
 OLD_BASELINE_SHARE = 0.25  # the first quarter of the dates: products of baseline 03.01 (no offset)
 TRUTH_LAMBDA = 10.0  # Whittaker λ of the truth's noise-free curves and of the baseline table's history
+# The insurer-file variant (`raw --variant insurer`): a register as a Norwegian insurer exports it.
+VARIANTS = ("register", "insurer")
+INSURER_CROP_CODES = {"BYGG": "barley", "HVETE": "spring_wheat", "HAVRE": "oats", "POTET": "potato",
+                      "HØSTHVETE": "winter_wheat"}
+INSURER_LAND_USE = "GRAS"
+SHIFTED_SHARE, SHIFT_DAYS = 0.4, (-14, 21)  # healthy fields sown that many days early/late (insurer variant)
+PERCENTILE_EVERY = 4  # every 4th row of the insurer variant has percentile terms (20th / 1st)
+PERCENTILE_TERMS = (20.0, 1.0)
+HISTORY_YEARS = range(2015, 2025)
+# thin fields (width, length in m): slivers no pixel of which is pure, next to a contrasting neighbour
+SLIVERS = ((3.0, 200.0), (6.0, 150.0), (8.0, 120.0))
 
 
 def smooth_rows(curves, lam=TRUTH_LAMBDA):
@@ -159,8 +178,9 @@ def place_fields(rng, n: int, grans: list, avoid=()) -> list:
     return placed
 
 
-def awkward_rows(grans: list) -> list:
-    """The dirty rows of a real register: (source id, geometry in EPSG:25833, what the import must do)."""
+def awkward_rows(grans: list, variant: str = "register") -> list:
+    """The dirty rows of a real register: (source id, geometry in EPSG:25833, what the import must do);
+    the insurer variant adds SLIVERS (thin strips: no pure pixel, never to be paid)."""
     b1 = _to(grans[1].crs if len(grans) > 1 else grans[0].crs, FIELDS_CRS)(grans[1].box if len(grans) > 1 else grans[0].box)
     x12 = _meridian_x(FIELDS_CRS)
     _, miny, maxx, maxy = b1.bounds
@@ -180,7 +200,11 @@ def awkward_rows(grans: list) -> list:
     collide = [free(shapely.box(east - 300, cy + 500, east - 200, cy + 600)),
                free(shapely.box(east - 300, cy - 600, east - 200, cy - 500))]
     landuse = free(shapely.box(east + 800, cy - 50, east + 950, cy + 50))
-    return [
+    slivers = [(f"KV-SLIVER-{int(w)}M", free(shapely.box(east + 1250 + 40 * k, cy - 350, east + 1250 + 40 * k + w,
+                                                          cy - 350 + length)),
+                f"sliver {w:g} m x {length:g} m: not paid")
+               for k, (w, length) in enumerate(SLIVERS)] if variant == "insurer" else []
+    return slivers + [
         ("KV-STRADDLE", straddler, "straddles 12°E: assessed once, in its centroid's zone"),
         ("KV-BOWTIE", bowtie, "self-intersecting: repaired"),
         ("KV-MULTI", multi, "MultiPolygon: kept"),
@@ -211,8 +235,10 @@ def _free_spot_finder():
 
 # --- per-field truth -------------------------------------------------------------------------------------
 
-def field_truth(rng, n: int, region_of: list):
-    """Crop, timing, damage and contract of n fields; returns a dict of arrays and a curve function."""
+def field_truth(rng, n: int, region_of: list, shift_rng=None):
+    """Crop, timing, damage and contract of n fields; returns a dict of arrays and a curve function.
+    `shift_rng`: SHIFTED_SHARE of the healthy spring-sown fields are sown SHIFT_DAYS early or late
+    (drawn from it, so the other draws stay as they are); truth["shift"] says by how much."""
     crops = rng.choice(list(ph.CROP_SHARE), size=n, p=list(ph.CROP_SHARE.values()))
     sow, harvest, peak = np.zeros(n), np.zeros(n), np.zeros(n)
     for crop in ph.CROPS:
@@ -225,13 +251,20 @@ def field_truth(rng, n: int, region_of: list):
                         np.where(sow > 0, sow, 95) + rng.uniform(20, 30, n))
     severity = np.where(damage == "hail", rng.uniform(0.4, 0.65, n), 0.0)
     level = np.where(damage == "drought", rng.integers(1, 4, n), 0)
+    shift = np.zeros(n)
+    if shift_rng is not None:
+        shifted = (damage == "healthy") & (sow > 0) & (shift_rng.random(n) < SHIFTED_SHARE)
+        shift = np.where(shifted, np.round(shift_rng.uniform(*SHIFT_DAYS, n)), 0.0)
+        sow = sow + shift
 
-    def curves(doy):
+    def curves(doy, aligned=False):
+        """Each field's NDVI at `doy`; aligned: as if sown without its shift (the truth's loss)."""
         doy = np.asarray(doy, dtype=np.float64)
         out = np.zeros((n, len(doy)))
+        sown = sow - shift if aligned else sow
         for i in range(n):
             c = crops[i]
-            healthy = ph.healthy_curve(c, doy, sow[i:i + 1], harvest[i:i + 1], peak[i:i + 1], region_of[i])[0]
+            healthy = ph.healthy_curve(c, doy, sown[i:i + 1], harvest[i:i + 1], peak[i:i + 1], region_of[i])[0]
             if damage[i] == "hail":
                 factor = ph.hail_factor(doy, t_damage[i], severity[i])
             elif damage[i] == "drought":
@@ -243,7 +276,7 @@ def field_truth(rng, n: int, region_of: list):
         return out
 
     return {"crop": crops, "sow": sow, "harvest": harvest, "damage": damage, "severity": severity,
-            "drought_level": level}, curves
+            "drought_level": level, "shift": shift}, curves
 
 
 def assessed_zone(geom, grans: list) -> str | None:
@@ -261,7 +294,7 @@ def assessed_zone(geom, grans: list) -> str | None:
         return "EPSG:32632" if lon < MERIDIAN else "EPSG:32633"
     if full:
         return full[0]
-    best = max(share, key=share.get)
+    best = max(share, key=share.__getitem__)
     return best if share[best] > 0 else None
 
 
@@ -385,8 +418,8 @@ def item_json(g: Granule, date: dt.date, k: int, quirk: str | None, baseline: st
     if g.style == "earthsearch":
         item_id = f"S2{'B' if k % 2 else 'C'}_{g.tile}_{stamp}_0_L2A"
         props["proj:epsg"] = int(g.crs.split(":")[1])
-        carries = baseline >= "04.00"
-        applied = {"flag_lies_applied": True, "flag_lies_not_applied": False}.get(quirk, False)
+        carries = baseline is not None and baseline >= "04.00"
+        applied = {"flag_lies_applied": True, "flag_lies_not_applied": False}.get(quirk or "", False)
         props["earthsearch:boa_offset_applied"] = applied if carries else False
         keys = {"red": "red", "nir": "nir", "scl": "scl", "ndvi": "ndvi"}
     else:
@@ -399,7 +432,7 @@ def item_json(g: Granule, date: dt.date, k: int, quirk: str | None, baseline: st
                  "roles": ["data"], "gsd": res}
         bands = {"nodata": nodata, "data_type": dtype, "spatial_resolution": res}
         if g.style == "earthsearch" and band in ("red", "nir"):
-            bands.update(scale=0.0001, offset=-0.1 if baseline >= "04.00" else 0.0)
+            bands.update(scale=0.0001, offset=-0.1 if baseline is not None and baseline >= "04.00" else 0.0)
         if band == "ndvi":
             bands.update(scale=0.0001, offset=0.0)
         asset["raster:bands"] = [bands]
@@ -412,13 +445,32 @@ def item_json(g: Granule, date: dt.date, k: int, quirk: str | None, baseline: st
             "bbox": list(lonlat.bounds), "properties": props, "assets": out_assets, "links": []}
 
 
-def write_fields_files(out: Path, rows: list) -> None:
+REGISTER_TYPES = {"saadato": pa.date32(), "hostedato": pa.date32(), "forsikring": pa.float64(),
+                  "terskel": pa.float64(), "areal_daa": pa.float64()}
+INSURER_TYPES = {"AREAL_DAA": pa.float64(), "FORS_SUM": pa.float64(), "UTL_PST": pa.float64(),
+                 "MAKS_PST": pa.float64()}  # dates stay text, as the insurer wrote them
+
+
+def insurer_rows(rows: list) -> list:
+    """The register's rows as a Norwegian insurer exports them: upper-case names (≤ 10 characters, so a
+    Shapefile keeps them), text crop codes, dates as DD.MM.YYYY text, percentile terms on every
+    PERCENTILE_EVERY-th row."""
+    code = {v: k for k, v in INSURER_CROP_CODES.items()}
+    text_date = lambda d: d.strftime("%d.%m.%Y") if d is not None else None
+    return [{"SKIFTE_ID": r["skifte_id"],
+             "VEKST": INSURER_LAND_USE if r["vekstkode"] == LAND_USE_CODE else code[CROP_CODES[r["vekstkode"]]],
+             "KOMMUNENR": r["kommune"], "SAADATO": text_date(r["saadato"]), "HOSTEDATO": text_date(r["hostedato"]),
+             "AREAL_DAA": r["areal_daa"], "FORS_SUM": r["forsikring"],
+             "UTL_PST": PERCENTILE_TERMS[0] if i % PERCENTILE_EVERY == 0 else None,
+             "MAKS_PST": PERCENTILE_TERMS[1] if i % PERCENTILE_EVERY == 0 else None,
+             "geometry": r["geometry"]} for i, r in enumerate(rows)]
+
+
+def write_fields_files(out: Path, rows: list, types: dict = REGISTER_TYPES) -> None:
     """The same rows in every format users bring, plus a zipped Shapefile without its .prj."""
     import pyogrio
 
     names = [k for k in rows[0] if k != "geometry"]
-    types = {"saadato": pa.date32(), "hostedato": pa.date32(), "forsikring": pa.float64(),
-             "terskel": pa.float64(), "areal_daa": pa.float64()}
     columns = {k: pa.array([r[k] for r in rows], types.get(k, pa.string())) for k in names}
     wkb = lambda geoms: pa.array([shapely.to_wkb(g) for g in geoms], pa.binary())
     geoms = [r["geometry"] for r in rows]
@@ -472,13 +524,81 @@ exit = {{ value = {exit} }}
 
 
 def mapping_text(year: int = YEAR) -> str:
-    sowing = {c: _date_of_doy(p["sow"], year).strftime("%m-%d") if p["sow"] > 0 else
-              (dt.date(year, 1, 1) + dt.timedelta(days=int(p["sow"]) - 1)).strftime("%m-%d")
-              for c, p in ph.CROPS.items()}
-    fmt = lambda d: ", ".join(f'{k} = {json.dumps(v)}' if k.isidentifier() else f'{json.dumps(k)} = {json.dumps(v)}'
-                              for k, v in d.items())
-    return MAPPING_TOML.format(year=year, crops=fmt(CROP_CODES), regions=fmt(KOMMUNER), sowing=fmt(sowing),
-                               per_ha=fmt(INSURED_PER_HA), trigger=TRIGGER, exit=EXIT)
+    return MAPPING_TOML.format(year=year, crops=_toml_table(CROP_CODES), regions=_toml_table(KOMMUNER),
+                               sowing=_toml_table(_default_sowing(year)), per_ha=_toml_table(INSURED_PER_HA),
+                               trigger=TRIGGER, exit=EXIT)
+
+
+INSURER_MAPPING_TOML = """\
+# A Norwegian insurer's export (EPSG:25833): IDs with '/', text crop codes, dates as DD.MM.YYYY text
+# (recognised without a date_format), sums in NOK, percentile terms on some rows.
+season_year = {year}
+id = "SKIFTE_ID"
+crop = {{ column = "VEKST", values = {{ {crops} }} }}
+region_id = {{ column = "KOMMUNENR", values = {{ {regions} }} }}
+sowing_date = {{ column = "SAADATO", per_crop = {{ {sowing} }} }}
+harvest_date = {{ column = "HOSTEDATO" }}
+insured_sum = {{ column = "FORS_SUM", per_ha = {{ {per_ha} }} }}
+currency = "NOK"
+index = {{ value = "ndvi_integral", per_crop = {{ potato = "ndvi_peak" }} }}
+trigger = {trigger}
+exit = {exit}
+trigger_percentile = {{ column = "UTL_PST" }}
+exit_percentile = {{ column = "MAKS_PST" }}
+"""
+
+
+def _toml_table(d: dict) -> str:
+    quote = lambda v: json.dumps(v, ensure_ascii=False)
+    return ", ".join(f"{k} = {quote(v)}" if k.isidentifier() and k.isascii() else f"{quote(k)} = {quote(v)}"
+                     for k, v in d.items())
+
+
+def _default_sowing(year: int) -> dict:
+    return {c: _date_of_doy(p["sow"], year).strftime("%m-%d") if p["sow"] > 0 else
+            (dt.date(year, 1, 1) + dt.timedelta(days=int(p["sow"]) - 1)).strftime("%m-%d")
+            for c, p in ph.CROPS.items()}
+
+
+def insurer_mapping_text(year: int = YEAR) -> str:
+    return INSURER_MAPPING_TOML.format(year=year, crops=_toml_table(INSURER_CROP_CODES), regions=_toml_table(KOMMUNER),
+                                       sowing=_toml_table(_default_sowing(year)), per_ha=_toml_table(INSURED_PER_HA),
+                                       trigger=TRIGGER, exit=EXIT)
+
+
+def history_rows(rng, year: int = YEAR) -> list:
+    """A user history table: each region × crop's mean curve (30 healthy fields) in each HISTORY_YEARS
+    year, with that year's timing shift and plateau factor (ph.draw_year_effects), every 5 days."""
+    doy = np.arange(60, 306, 5, dtype=np.float64)
+    rows = []
+    for crop in ph.CROPS:
+        for region in sorted(set(KOMMUNER.values())):
+            timing, plateau = ph.draw_year_effects(rng, len(HISTORY_YEARS))
+            for k, past in enumerate(HISTORY_YEARS):
+                s, h, p = ph.draw_field_params(rng, crop, region, 30)
+                curve = smooth_rows(ph.healthy_curve(crop, doy, s + timing[k], h + timing[k], p * plateau[k],
+                                                     region)).mean(axis=0)
+                rows += [{"region_id": region, "crop": crop, "year": past, "doy": int(d),
+                          "ndvi_mean": round(float(min(v, 0.95)), 5)} for d, v in zip(doy, curve)]
+    return rows
+
+
+def _history_entry(rows: list, region: str, crop: str):
+    """The (years, doy, curves) entry app.sure2.history reads for one unit, from history_rows."""
+    mine = [r for r in rows if r["region_id"] == region and r["crop"] == crop]
+    years = sorted({r["year"] for r in mine})
+    doys = sorted({r["doy"] for r in mine})
+    grid = np.full((len(years), len(doys)), np.nan)
+    for r in mine:
+        grid[years.index(r["year"]), doys.index(r["doy"])] = r["ndvi_mean"]
+    return np.array(years), np.array(doys, dtype=np.float64), grid
+
+
+def _write_csv(path: Path, rows: list) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def baseline_rows(rng) -> list:
@@ -498,16 +618,22 @@ def baseline_rows(rng) -> list:
 # --- the whole set ---------------------------------------------------------------------------------------
 
 def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37, seed: int = 0,
-             block: int = 256, second_b: bool = True, awkward: bool = True, year: int = YEAR) -> dict:
-    """Write the raw inputs and their truth to out_dir; returns a summary."""
+             block: int = 256, second_b: bool = True, awkward: bool = True, year: int = YEAR,
+             variant: str = "register") -> dict:
+    """Write the raw inputs and their truth to out_dir; returns a summary. variant "insurer": the field
+    file as a Norwegian insurer exports it (insurer_rows), with its mapping, a history table for its
+    percentile terms, slivers and healthy fields sown early or late."""
     if block % 32 or tile_px % 2:
         raise ValueError("the COG block must be a multiple of 32 (SCL's, half of it, of 16) and the tile even")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}")
+    insurer = variant == "insurer"
     out = Path(out_dir)
     scenes_dir = out / "scenes"
     scenes_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     grans = granules(tile_px, second_b)
-    special = awkward_rows(grans) if awkward else []  # first: the regular fields keep clear of them
+    special = awkward_rows(grans, variant) if awkward else []  # first: the regular fields keep clear of them
     regular = place_fields(rng, n_fields, grans, [s[1] for s in special])
     source_ids = [f"KV-{k:04d}" for k in range(n_fields)] + [s[0] for s in special]
     geoms = regular + [s[1] for s in special]
@@ -518,14 +644,16 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     mid = np.median(lat)
     kommune = ["3401" if la >= mid else "3416" for la in lat]
     region_of = [KOMMUNER[k] for k in kommune]
-    truth, curves = field_truth(rng, n, region_of)
+    truth, curves = field_truth(rng, n, region_of, np.random.default_rng([seed, 17]) if insurer else None)
+    if insurer:  # gårds-/bruksnummer style: "3401-07/2" (the season knows it as "3401-07_2")
+        source_ids = [f"{kommune[k]}-{k // 5 + 1:02d}/{k % 5 + 1}" for k in range(n_fields)] + source_ids[n_fields:]
 
     # Scenes.
     by_zone = {}
     for g in grans:
         by_zone.setdefault(g.crs, []).append(g)
     pixel_rows, scene_rows, items = [], [], []
-    for crs, zone_grans in by_zone.items():
+    for zone_grans in by_zone.values():
         dates = orbit_dates(zone_grans[0].orbit, n_dates, year)
         doy = _doy(dates)
         field_curves = curves(doy)
@@ -538,8 +666,8 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
                                transform=g.transform, dtype="int32")  # pixel centres inside
             grng = np.random.default_rng([seed, int(g.transform.c), int(g.transform.f)])
             static = grng.normal(0, PIXEL_HETEROGENEITY, labels.shape)
-            meadow = (grng.random((g.size // 32 + 2, g.size // 32 + 2)) - 0.5) * 0.3
-            meadow = np.kron(meadow, np.ones((32, 32)))[:g.size, :g.size]
+            coarse = (grng.random((g.size // 32 + 2, g.size // 32 + 2)) - 0.5) * 0.3
+            meadow = np.kron(coarse, np.ones((32, 32)))[:g.size, :g.size]
             lake = shapely.Point(g.transform.c + 0.8 * g.size * PIXEL, g.transform.f - 0.15 * g.size * PIXEL).buffer(
                 0.06 * g.size * PIXEL)
             lake20 = rasterize([(lake, 1)], out_shape=(g.size // 2, g.size // 2),
@@ -602,19 +730,23 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
     crop_code = {v: k for k, v in CROP_CODES.items()}
     rows = []
     for i in range(n):
-        sow_col = _date_of_doy(truth["sow"][i], year) if i % 3 and truth["sow"][i] > 0 else None
+        sow_col = _date_of_doy(truth["sow"][i], year) if (i % 3 or truth["shift"][i]) and truth["sow"][i] > 0 else None
         rows.append({"skifte_id": source_ids[i], "vekstkode": LAND_USE_CODE if source_ids[i] == "KV-GRASS"
                      else crop_code[truth["crop"][i]], "kommune": kommune[i], "saadato": sow_col,
                      "hostedato": _date_of_doy(truth["harvest"][i], year), "forsikring": insured_col[i],
-                     "terskel": 0.1 if i % 4 == 1 else None, "areal_daa": round(area_m2[i] / 1e3, 1),
+                     "terskel": 0.1 if i % 4 == 1 and not insurer else None, "areal_daa": round(area_m2[i] / 1e3, 1),
                      "geometry": geoms[i]})
-    write_fields_files(out, rows)
-    (out / "mapping.toml").write_text(mapping_text(year))
+    if insurer:
+        write_fields_files(out, insurer_rows(rows), INSURER_TYPES)
+        (out / "mapping.toml").write_text(insurer_mapping_text(year))
+    else:
+        write_fields_files(out, rows)
+        (out / "mapping.toml").write_text(mapping_text(year))
     base = baseline_rows(rng)
-    with open(out / "baseline_table.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(base[0]))
-        w.writeheader()
-        w.writerows(base)
+    _write_csv(out / "baseline_table.csv", base)
+    history = history_rows(np.random.default_rng([seed, 23]), year) if insurer else []
+    if insurer:
+        _write_csv(out / "history_table.csv", history)
 
     # Truth per field: the contract the mapping yields and the payout its noise-free curve implies,
     # on the dates of the zone whose stack the field is assessed in (the zone of its centroid).
@@ -634,20 +766,30 @@ def generate(out_dir, n_fields: int = 30, tile_px: int = 384, n_dates: int = 37,
         sow_doy = round(sow_doy) if sow_doy > 0 else sow_doy  # column dates are whole days
         harvest_doy = round(truth["harvest"][i])
         kind = "ndvi_peak" if crop == "potato" else "ndvi_integral"
-        trigger = rows[i]["terskel"] if rows[i]["terskel"] is not None else TRIGGER
+        trigger, exit_ = (rows[i]["terskel"] if rows[i]["terskel"] is not None else TRIGGER), EXIT
         insured = insured_col[i] if insured_col[i] is not None else None
         unit = sorted(base_by_unit[(region_of[i], crop)])
         base_mean = np.interp(doy, [u[0] for u in unit], [u[1] for u in unit])
-        smooth = smooth_rows(curves(doy)[i:i + 1])[0]
-        index = loss_index(kind, days, smooth, base_mean, sow_doy + to_day, harvest_doy + to_day)
+        # the loss is the aligned curve's: a field sown late is not damaged by being late
+        smooth = smooth_rows(curves(doy, aligned=True)[i:i + 1])[0]
+        window = (sow_doy - truth["shift"][i] + to_day, harvest_doy + to_day)
+        index = loss_index(kind, days, smooth, base_mean, *window)
+        terms = "fixed"
+        if insurer and i % PERCENTILE_EVERY == 0:
+            terms, history_years = "percentile", _history_entry(history, region_of[i], crop)
+            past = yearly_shortfalls(history_years, kind, doy, days, base_mean, *window)
+            trigger, exit_ = percentile_terms(past, *PERCENTILE_TERMS)
+            index = float(shortfall(kind, days, smooth, base_mean, *window))
         truth_rows.append({"source_id": source_ids[i], "expect": expect[i], "crop": crop, "region_id": region_of[i],
-                           "zone": zone_crs, "true_sowing_doy": float(truth["sow"][i]), "damage": str(truth["damage"][i]), "true_index": float(index),
-                           "trigger": trigger, "exit": EXIT, "insured_sum_column": insured,
-                           "true_payout_fraction": float(np.clip((index - trigger) / (EXIT - trigger), 0, 1))})
+                           "zone": zone_crs, "true_sowing_doy": float(truth["sow"][i]),
+                           "shift_days": float(truth["shift"][i]), "damage": str(truth["damage"][i]),
+                           "true_index": float(index), "terms": terms, "trigger": trigger, "exit": exit_,
+                           "insured_sum_column": insured,
+                           "true_payout_fraction": float(np.clip((index - trigger) / (exit_ - trigger), 0, 1))})
     pq.write_table(pa.Table.from_pylist(truth_rows), out / "truth.parquet")
     pq.write_table(pa.Table.from_pylist(pixel_rows), out / "truth_pixels.parquet")
     pq.write_table(pa.Table.from_pylist(scene_rows), out / "truth_scenes.parquet")
-    return {"out": str(out), "n_rows": n, "n_items": len(items), "granules": [g.name for g in grans],
+    return {"out": str(out), "variant": variant, "n_rows": n, "n_items": len(items), "granules": [g.name for g in grans],
             "dates_per_zone": n_dates, "tile_px": tile_px,
             "fingerprint": hashlib.sha256(json.dumps(truth_rows, default=str).encode()).hexdigest()[:16]}
 

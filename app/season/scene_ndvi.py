@@ -11,6 +11,7 @@ compiled (app.season._scene_kernels) and read a real product's 20 m SCL at its o
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -37,9 +38,10 @@ class ScenePieces:
     decoded_bytes: int = 0
 
 
-def _blocks_to_read(plan, scene, block_shape):
+def blocks_to_read(plan, scene, block_shape):
     """(windows, COG blocks in them, dr, dc): scene-pixel windows, aligned to the COG's blocks and
-    covering those that intersect the plan's needed blocks, as few rectangles as they form."""
+    covering those that intersect the plan's needed blocks, as few rectangles as they form. The one
+    block selection: the build reads these windows, and `app.season fetch` fetches their blocks."""
     t = Affine(*scene.transform)
     dc = round((plan.transform.c - t.c) / t.a)  # stack pixel (r, c) = scene pixel (r - dr, c - dc)
     dr = round((t.f - plan.transform.f) / t.a)
@@ -119,25 +121,33 @@ def ready_ndvi(values, nodata, scale: float, scl, masked_lut) -> np.ndarray:
     return np.where(ok, np.rint(ndvi * 10000), NODATA).astype(np.int16)
 
 
-def _scl_for(scl_ds, t, w):
-    """(SCL, step) over a 10 m window. Where the 20 m grid is the 10 m grid's own (same origin, half
-    the resolution, window on even pixels: real S2 products) the 20 m classes themselves, step 2:
-    each covers its 2 × 2 pixels, exactly what nearest resampling gives; otherwise GDAL's nearest
-    resampling onto the window, step 1."""
+def scl_window(scl_transform, scl_width: int, scl_height: int, t, w):
+    """(window in SCL pixels, step, boundless) that the SCL read of 10 m window w covers. Where the
+    20 m grid is the 10 m grid's own (same origin, half the resolution, window on even pixels: real S2
+    products) the 20 m classes themselves, step 2: each covers its 2 × 2 pixels, exactly what nearest
+    resampling gives; otherwise a (fractional) window for GDAL's nearest resampling onto w, step 1.
+    The fetch asks for the SCL blocks under this same window (app.season.fetch_plan)."""
     row0, row1, col0, col1 = w
-    s = scl_ds.transform
+    s = scl_transform
     aligned = (s.a == 2 * t.a and s.e == 2 * t.e and s.c == t.c and s.f == t.f and row0 % 2 == 0 and col0 % 2 == 0)
     if aligned:
         win = Window(col0 // 2, row0 // 2, (col1 - col0 + 1) // 2, (row1 - row0 + 1) // 2)
-        inside = win.col_off + win.width <= scl_ds.width and win.row_off + win.height <= scl_ds.height
-        if inside:
-            return scl_ds.read(1, window=win), 2
+        if win.col_off + win.width <= scl_width and win.row_off + win.height <= scl_height:
+            return win, 2, False
     x0, y1 = t * (col0, row0)
     x1, y0 = t * (col1, row1)
-    sw = scl_ds.window(x0, y0, x1, y1)
-    outside = (sw.col_off < 0 or sw.row_off < 0 or sw.col_off + sw.width > scl_ds.width + 1e-6
-               or sw.row_off + sw.height > scl_ds.height + 1e-6)
-    return scl_ds.read(1, window=sw, out_shape=(row1 - row0, col1 - col0), resampling=Resampling.nearest,
+    sw = rasterio.windows.from_bounds(x0, y0, x1, y1, transform=s)
+    outside = (sw.col_off < 0 or sw.row_off < 0 or sw.col_off + sw.width > scl_width + 1e-6
+               or sw.row_off + sw.height > scl_height + 1e-6)
+    return sw, 1, outside
+
+
+def _scl_for(scl_ds, t, w):
+    """(SCL, step) over a 10 m window (see scl_window)."""
+    win, step, outside = scl_window(scl_ds.transform, scl_ds.width, scl_ds.height, t, w)
+    if step == 2:
+        return scl_ds.read(1, window=win), 2
+    return scl_ds.read(1, window=win, out_shape=(w[1] - w[0], w[3] - w[2]), resampling=Resampling.nearest,
                        boundless=outside, fill_value=0), 1
 
 
@@ -149,7 +159,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
         datasets = {b: rasterio.open(scene.assets[b].path) for b in bands}
         scl_ds = rasterio.open(scene.assets["scl"].path) if "scl" in scene.assets else None
         try:
-            windows, n_blocks, dr, dc = _blocks_to_read(plan, scene, datasets[grid].block_shapes[0])
+            windows, n_blocks, dr, dc = blocks_to_read(plan, scene, datasets[grid].block_shapes[0])
             t = datasets[grid].transform
             raw, evidence = [], Evidence()
             for w in windows:
@@ -166,7 +176,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
                 ds.close()
             if scl_ds is not None:
                 scl_ds.close()
-    audit = {"id": scene.id, "source": scene.source, "solar_day": scene.solar_day.isoformat(),
+    audit: dict[str, Any] = {"id": scene.id, "source": scene.source, "solar_day": scene.solar_day.isoformat(),
              "acquired": scene.acquired.isoformat(), "kind": scene.kind, "catalogue": scene.catalogue,
              "processing_baseline": scene.processing_baseline,
              "boa_offset_applied_flag": scene.offset_applied_flag, "scl": "scl" in scene.assets,
@@ -188,7 +198,7 @@ def read_scene(plan, scene, masked=DEFAULT_MASKED) -> ScenePieces:
         for w, arrays, scl, step in raw:
             full = None if scl is None else np.repeat(np.repeat(scl, step, axis=0), step, axis=1)[:w[1] - w[0], :w[3] - w[2]]
             _scatter(plan, w, dr, dc, ready_ndvi(arrays["ndvi"], nodata, scale, full, masked), pieces)
-    audit["valid_pixels"] = int(sum(np.count_nonzero(p[3] != NODATA) for p in pieces))
+    audit["valid_pixels"] = int(np.sum([np.count_nonzero(p[3] != NODATA) for p in pieces]))
     decoded = sum(a.nbytes for _, arrays, _, _ in raw for a in arrays.values())
     decoded += sum(scl.nbytes for _, _, scl, _ in raw if scl is not None)
     return ScenePieces(scene.id, pieces, audit, decoded)

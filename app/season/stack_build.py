@@ -9,7 +9,8 @@ Within a solar day the first valid pixel wins (granules of one pass carry the sa
 Files, both atomic (app.hpc.atomic): `<stack>.tif` first, then `<stack>.json` (this stack's audit:
 every scene used, its offset decision, blocks read; the hash of its inputs and the GeoTIFF's sha256).
 A stack is VALID — and skipped by a rerun — when both exist, both name the same inputs hash (grid,
-blocks, dates, scene files and sizes, masked classes, code version), the GeoTIFF's sha256 is the one
+blocks, dates, scene files and sizes, masked classes, and the import code's
+`code_digest("stack")`: stacks made by other import code are rebuilt), the GeoTIFF's sha256 is the one
 recorded (a torn or altered copy is rebuilt) and it opens with the planned size, transform, dates and
 nodata.
 """
@@ -24,10 +25,9 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-import app
-from app.season.digest import sha256_file
+from app.code_digest import code_digest
 from app.errors import EnvironmentFailure
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.hpc.cores import physical_cores
 from app.hpc.tempdir import pick_temp_dir, temp_room
 from app.season.scene_ndvi import read_scene
@@ -60,7 +60,7 @@ def stack_is_valid(season_dir: Path, plan, inputs_sha256: str) -> bool:
 
 def build_stack(season_dir: Path, plan, masked, workers: int | None = None, log=print) -> dict:
     """Build plan's stack into season_dir unless valid; returns its audit dict."""
-    inputs = plan.inputs_sha256(masked, app.__version__)
+    inputs = plan.inputs_sha256(masked, code_digest("stack"))
     if stack_is_valid(season_dir, plan, inputs):
         log(f"stack {plan.name}: valid, skipped ({plan.file})")
         return json.loads(audit_path(season_dir, plan).read_text())

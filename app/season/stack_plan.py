@@ -60,12 +60,12 @@ class StackPlan:
         br, bc = self.blocks[b]
         return (br * BLOCK, min(self.height, (br + 1) * BLOCK), bc * BLOCK, min(self.width, (bc + 1) * BLOCK))
 
-    def inputs_sha256(self, masked_classes, code_version: str) -> str:
-        """What the stack's content depends on: grid, blocks, dates, scene files, masking, code."""
+    def inputs_sha256(self, masked_classes, code: str) -> str:
+        """What the stack's content depends on: grid, blocks, dates, scene files, masking, code (its digest)."""
         scenes = [[s.id, s.solar_day.isoformat(), {b: [a.path.name, a.path.stat().st_size] for b, a in sorted(s.assets.items())}]
                   for s in self.scenes]
         doc = [self.crs, list(self.transform)[:6], self.width, self.height, [d.isoformat() for d in self.dates],
-               self.blocks, scenes, sorted(masked_classes), code_version]
+               self.blocks, scenes, sorted(masked_classes), code]
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -112,7 +112,8 @@ def plan_stacks(fields, scenes) -> tuple[list, list, list]:
             g = geoms[present]
             shares[present] = shapely.area(shapely.intersection(g, cover)) / np.maximum(shapely.area(g), 1e-12)
         share[crs] = shares
-    assigned, notes = [None] * n, [None] * n
+    assigned: list[str | None] = [None] * n
+    notes: list[str | None] = [None] * n
     for i in range(n):
         if not present[i]:
             continue

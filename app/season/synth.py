@@ -31,10 +31,9 @@ from pyproj import Transformer
 from rasterio.features import rasterize
 
 import app
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.hpc.cores import physical_cores
 from app.season import phenology as ph
-from app.season.digest import sha256_file
 from app.sure2.history import HISTORY, yearly_shortfalls
 from app.sure2.payout import shortfall
 from app.sure2.season import BASELINE, DATES_TAG, FIELDS, FORMAT, MANIFEST, stack_entry
@@ -99,7 +98,7 @@ def shelf_pack(rng, polys):
     widths, heights = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
     canvas_w = math.ceil(math.sqrt(np.sum((widths + GAP_M) * (heights + GAP_M)) * 1.25) / (TILE * PIXEL)) * TILE * PIXEL
     placed, x, y_top, row_h = [], GAP_M, GAP_M, 0.0
-    for poly, (minx, miny, maxx, maxy), w, h in zip(polys, bounds, widths, heights):
+    for poly, (minx, _, _, maxy), w, h in zip(polys, bounds, widths, heights):
         if x + w + GAP_M > canvas_w:
             x, y_top, row_h = GAP_M, y_top + row_h + GAP_M, 0.0
         jitter = rng.uniform(0, GAP_M)
@@ -360,7 +359,9 @@ def _true_payout(kind, trigger, exit_, trigger_pct, exit_pct, insured, days, doy
                  harvest) -> dict:
     """The payout record the noise-free curve implies, under the contract's own terms."""
     row = {"trigger": trigger, "exit": exit_, "trigger_percentile": trigger_pct, "exit_percentile": exit_pct}
-    terms, _ = terms_of({k: None if np.isnan(v) else float(v) for k, v in row.items()})
+    terms, problems = terms_of({k: None if np.isnan(v) else float(v) for k, v in row.items()})
+    if terms is None:
+        raise ValueError(f"generated contract terms are invalid: {problems}")
     value = shortfall(kind, days, curve, base, sowing, harvest)
     past = yearly_shortfalls(history, kind, doy, days, base, sowing, harvest)
     return payout_record(terms, kind, value, past, insured, "NOK", "the generated unit")

@@ -196,7 +196,7 @@ def assess(season, field_id, settings: Settings | None = None) -> dict:
 
 def _column_values(columns: dict, n_rows: int) -> dict:
     """Arrays for the output table: NaN → null, a column not measured (None) → all null."""
-    out = {}
+    out: dict[str, list] = {}
     for name, values in columns.items():
         if values is None:
             out[name] = [None] * n_rows

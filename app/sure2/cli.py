@@ -1,7 +1,8 @@
 """Command line: `python -m app.sure2 assess|evaluate ...` (assess is the sealed image's runscript).
 
-assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order;
-bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
+assess: one start-up for many field ids; one JSON line per id on stdout, in catalogue (spatial) order.
+An id is the season's field_id or the insurer's ID as written (`3401-01/2`: its line also carries
+`source_id`); bad ids get a one-line reason on stderr and nothing is written for them. Exit status: 3 if the data or
 storage failed (processing stops at the first ENOSPC/EDQUOT/EROFS/EIO), else 1 if an assessment raised, else 2 if
 any id was bad, else 0. A field whose problem is its own (outside the raster, no baseline, ...) is not an
 error: its explained outcome is written (app.sure2.outcome) and its line says so. A missing --out
@@ -11,29 +12,22 @@ evaluate: the basis-risk report of a season with ground truth (app.sure2.evaluat
 bad input (no truth, no valid output, settings flags together with --out), 3 if the season is unreadable.
 """
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from app.errors import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, BadInput,
-                        EnvironmentFailure, guarded, is_storage_error, one_line)
+from app.errors import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, ITEM_BAD, STOP_ALL, BadInput,
+                        EnvironmentFailure, UsageParser, guarded, item_failure, one_line)
 from app.sure2 import settings as run_settings
-from app.sure2.ids import validate_field_id
+from app.sure2.ids import read_id_list
 
 DATA_ENV, OUT_ENV = "SURE2_DATA", "SURE2_OUT"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit 2
-        sys.stderr.write(f"{self.prog}: {message}\n")
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def build_parser():
-    p = _Parser(prog="python -m app.sure2", description="Sure2 crop-insurance field assessment")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = UsageParser(prog="python -m app.sure2", description="Sure2 crop-insurance field assessment")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     a = sub.add_parser("assess", help="assess fields; writes OUT/<field_id>.parquet each")
     a.add_argument("field_ids", nargs="*", metavar="FIELD_ID")
     a.add_argument("--ids-from", metavar="FILE|-", help="read more ids, one per line, from a file or stdin")
@@ -55,23 +49,9 @@ def _emit(line: dict) -> None:
     sys.stdout.flush()
 
 
-def _read_ids(args) -> list:
-    ids = list(args.field_ids)
-    if args.ids_from:
-        try:
-            if args.ids_from == "-":
-                text = sys.stdin.read()
-            else:
-                text = Path(args.ids_from).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read ids from {args.ids_from}: {one_line(exc)}") from exc
-        ids += [line.strip() for line in text.splitlines() if line.strip()]
-    return ids
-
-
 def assess_command(args) -> int:
     try:
-        ids = _read_ids(args)
+        ids = list(args.field_ids) + (read_id_list(args.ids_from) if args.ids_from else [])
         settings = run_settings.from_args(args)
     except BadInput as exc:
         sys.stderr.write(f"sure2: {one_line(exc)}\n")
@@ -91,13 +71,6 @@ def assess_command(args) -> int:
         sys.stderr.write(f"sure2: {one_line(exc)}\n")
         _emit({"field_id": fid, "status": "bad_input", "reason": one_line(exc)})
 
-    well_formed = []
-    for fid in dict.fromkeys(ids):  # de-duplicated, first occurrence kept
-        try:
-            well_formed.append(validate_field_id(fid))
-        except BadInput as exc:
-            reject(fid, exc)
-
     from app.sure2.season import Season
 
     try:
@@ -107,12 +80,12 @@ def assess_command(args) -> int:
         return EXIT_ENVIRONMENT
     with season:
         known = []
-        for fid in well_formed:
+        for text in dict.fromkeys(ids):  # de-duplicated, first occurrence kept
             try:
-                known.append(season.require(fid))
+                known.append(season.resolve_id(text))  # the field_id, or the insurer's ID as written
             except BadInput as exc:
-                reject(fid, exc)
-        return _assess_known(season, known, Path(args.out), settings, bad)
+                reject(text, exc)
+        return _assess_known(season, list(dict.fromkeys(known)), Path(args.out), settings, bad)
 
 
 def _assess_known(season, ids, out_dir, settings, bad) -> int:
@@ -128,21 +101,28 @@ def _assess_known(season, ids, out_dir, settings, bad) -> int:
     ordered = season.in_catalogue_order(ids)  # neighbours share decompressed tiles
     for n, fid in enumerate(ordered):
         try:
-            _emit(assess_to_file(season, fid, out_dir, settings))
-        except (EnvironmentFailure, OSError) as exc:
-            reason = one_line(exc)
-            _emit({"field_id": fid, "status": "error", "reason": reason})
-            sys.stderr.write(f"sure2: {fid}: {reason}\n")
-            env_failed = True
-            if is_storage_error(exc):  # the storage said no: the remaining fields would fail too
+            line = assess_to_file(season, fid, out_dir, settings)
+            source = season.source_id(fid)
+            _emit(line if source == fid else {**line, "source_id": source})
+        except Exception as exc:  # classified as the batch worker does (app.errors.item_failure)
+            kind = item_failure(exc)
+            if kind == ITEM_BAD:
+                _emit({"field_id": fid, "status": "bad_input", "reason": one_line(exc)})
+                sys.stderr.write(f"sure2: {fid}: {one_line(exc)}\n")
+                bad = True
+            elif kind == STOP_ALL:  # the environment or the storage: the remaining fields would fail too
+                reason = one_line(exc)
+                _emit({"field_id": fid, "status": "error", "reason": reason})
+                sys.stderr.write(f"sure2: {fid}: {reason}\n")
                 for rest in ordered[n + 1:]:
                     _emit({"field_id": rest, "status": "error", "reason": f"not attempted: {reason}"})
+                env_failed = True
                 break
-        except Exception as exc:  # one field's science failing must not stop the others
-            reason = f"{type(exc).__name__}: {one_line(exc)}"
-            _emit({"field_id": fid, "status": "error", "reason": reason})
-            sys.stderr.write(f"sure2: {fid}: assessment failed: {reason}\n")
-            failed = True
+            else:  # one field's failure must not stop the others
+                reason = f"{type(exc).__name__}: {one_line(exc)}"
+                _emit({"field_id": fid, "status": "error", "reason": reason})
+                sys.stderr.write(f"sure2: {fid}: assessment failed: {reason}\n")
+                failed = True
     if env_failed:
         return EXIT_ENVIRONMENT
     if failed:

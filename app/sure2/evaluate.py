@@ -5,8 +5,9 @@
 Each field's result comes from OUT's outputs when --out is given (each must be valid for this season and
 code; every output's own settings are used and reported, and they must agree), else from assessing the
 season in memory with the given settings. Truth: truth.parquet (generated seasons, app.season.synth).
-Writes DIR/basis_risk.json (everything), basis_risk.txt (a short table) and basis_risk.png (index vs
-true loss, and false and missed payouts by group; drawn with Pillow, which every image has); DIR
+Writes DIR/basis_risk.json (everything), basis_risk.txt (a short table), basis_risk.png (index vs
+true loss, and false and missed payouts by group; drawn with Pillow, which every image has) and
+basis_risk.html (the same in the season page's style, the plot inlined: app.batch.page); DIR
 defaults to OUT/basis_risk, or ./basis_risk without --out.
 
 The numbers:
@@ -34,7 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from app.errors import BadInput
-from app.hpc.atomic import atomic_path, atomic_write_bytes
+from app.hpc.atomic import atomic_write_bytes
 from app.sure2.outcome import ASSESSED, FieldOutcome
 from app.sure2.units import day_numbers
 
@@ -80,9 +81,10 @@ def results_in_memory(season, settings) -> dict:
 
 
 def results_from_outputs(season, out_dir) -> tuple[dict, str]:
-    """(field_id → result, the outputs' settings JSON) from valid outputs; BadInput if none is valid or
-    their settings differ."""
-    from app.sure2.output import Expected, check_output, output_path, read_footer
+    """(field_id → result, the outputs' settings JSON) from valid outputs, each read once
+    (app.sure2.output.read_output, checked on the same read); BadInput if none is valid or their settings
+    differ."""
+    from app.sure2.output import ANY_SETTINGS, Expected, OutputProblem, output_path, read_output
     from app.sure2.settings import Settings
     from app.sure2.version import code_version
 
@@ -90,23 +92,18 @@ def results_from_outputs(season, out_dir) -> tuple[dict, str]:
     for fid in season.field_ids:
         path = output_path(out_dir, fid)
         try:
-            text = pq.read_metadata(path).metadata[b"settings"].decode()
-            recorded = Settings(**json.loads(text))
-        except (OSError, KeyError, ValueError, TypeError, BadInput):
+            read = read_output(path, Expected(fid, season.n_rows(fid), code_version(), season.fingerprint,
+                                              ANY_SETTINGS))
+            Settings(**json.loads(read.settings))  # settings this code cannot read make the output invalid
+        except (OSError, KeyError, ValueError, TypeError, BadInput, OutputProblem):
             invalid += 1
             continue
-        if check_output(path, Expected(fid, season.n_rows(fid), code_version(), season.fingerprint, recorded)):
-            invalid += 1
-            continue
-        settings_seen.add(text)
-        footer = read_footer(path)
-        out[fid] = {k: footer[k] for k in ("status", "reason", "payout", "damage", "coverage")}
-        out[fid]["curve"] = None
-        if footer["status"] == ASSESSED:
-            t = pq.ParquetFile(path).read(columns=["date", "ndvi_smooth", "baseline_mean"])
-            column = lambda name: t.column(name).to_numpy(zero_copy_only=False)
-            out[fid]["curve"] = (footer["coverage"]["area_ha"], day_numbers(column("date")), column("ndvi_smooth"),
-                                 column("baseline_mean"))
+        settings_seen.add(read.settings)
+        out[fid] = {"status": read.status, "reason": read.reason,
+                    **{k: read.blobs[k] for k in ("payout", "damage", "coverage")}, "curve": None}
+        if read.status == ASSESSED:
+            dates, smooth, baseline = read.curve()
+            out[fid]["curve"] = (read.blobs["coverage"]["area_ha"], day_numbers(dates), smooth, baseline)
     if not out:
         raise BadInput(f"no valid output of this season and code in {out_dir} ({invalid} missing or invalid)")
     if len(settings_seen) > 1:
@@ -264,12 +261,18 @@ def render_table(report: dict) -> str:
 def write_report(report: dict, rows_for_plot: list, dest: Path) -> list[Path]:
     from app.sure2.evaluate_plot import draw
 
+    import io
+
+    from app.batch.page import basis_risk_page
+
     dest.mkdir(parents=True, exist_ok=True)
-    paths = [dest / f"{REPORT_NAME}.{ext}" for ext in ("json", "txt", "png")]
+    paths = [dest / f"{REPORT_NAME}.{ext}" for ext in ("json", "txt", "png", "html")]
     atomic_write_bytes(paths[0], (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
     atomic_write_bytes(paths[1], render_table(report).encode())
-    with atomic_path(paths[2]) as tmp:
-        draw(report, rows_for_plot).save(tmp, format="PNG")
+    png = io.BytesIO()
+    draw(report, rows_for_plot).save(png, format="PNG")
+    atomic_write_bytes(paths[2], png.getvalue())
+    atomic_write_bytes(paths[3], basis_risk_page(report, png.getvalue()).encode())  # the season page's style
     return paths
 
 

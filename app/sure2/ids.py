@@ -1,6 +1,8 @@
 """Field IDs: the one thing a caller controls that becomes a path, so it is checked before anything else."""
 
 import re
+import sys
+from pathlib import Path
 
 from app.errors import BadInput
 
@@ -21,3 +23,17 @@ def validate_field_id(s) -> str:
     if _FIELD_ID.fullmatch(s) is None:
         raise BadInput(f"malformed field id {s!r} (allowed: {FIELD_ID_RE})")
     return s
+
+
+def read_id_list(path) -> list[str]:
+    """IDs from a file ('-' = stdin), one per line; blank lines and '#' comments ignored (an ID never
+    holds '#'). The one reader of ID lists: `assess --ids-from` and the batch's --fields."""
+    if str(path) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+            raise BadInput(f"cannot read the field list {path}: {why}") from None
+    return [s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#")]

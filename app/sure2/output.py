@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from app.hpc.atomic import atomic_path
 from app.sure2.ids import validate_field_id
 from app.sure2.outcome import STATUSES
+from app.sure2.settings import Settings
 
 SCHEMA = pa.schema([
     ("date", pa.date32()),
@@ -46,7 +47,7 @@ class Expected:
     n_rows: int
     code_version: str
     fingerprint: str
-    settings: object  # app.sure2.settings.Settings
+    settings: Settings
 
 
 def output_path(out_dir, field_id) -> Path:
@@ -57,10 +58,10 @@ def write_output(path, columns: dict, expected: Expected, status: str, reason: s
     """Write atomically (temp name in the same directory, fsync, rename), with page checksums."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
-    meta = {b"field_id": expected.field_id, b"code_version": expected.code_version,
+    text = {b"field_id": expected.field_id, b"code_version": expected.code_version,
             b"data_fingerprint": expected.fingerprint, b"settings": expected.settings.canonical(),
             b"status": status, b"reason": reason}
-    meta = {k: v.encode() for k, v in meta.items()}
+    meta = {k: v.encode() for k, v in text.items()}
     for key in JSON_KEYS:
         meta[key.encode()] = json.dumps(blobs.get(key), separators=(",", ":")).encode()
     table = pa.table(columns, schema=SCHEMA.with_metadata(meta))
@@ -71,6 +72,82 @@ def write_output(path, columns: dict, expected: Expected, status: str, reason: s
         pq.write_table(table, tmp, compression="snappy", write_statistics=False, write_page_checksum=True)
 
 
+class AnySettings:
+    """Stands for the settings in an Expected that accepts an output made with any settings (evaluate
+    reports each output's own; the batch's --settings-change keep)."""
+
+    def difference(self, text: str) -> str:
+        return ""
+
+
+ANY_SETTINGS = AnySettings()
+
+
+class OutputProblem(Exception):
+    """An output that is not (or no longer) a valid one: the message is the short reason of check_output."""
+
+
+@dataclass(frozen=True)
+class OutputRead:
+    """One output, read once: everything the season's report takes from it (summary, curve, damage patch,
+    the evidence shown for the field)."""
+
+    field_id: str
+    status: str
+    reason: str
+    settings: str  # the settings it was made with (JSON text)
+    blobs: dict  # the footer's JSON blobs (JSON_KEYS)
+    columns: dict  # SCHEMA's columns as numpy arrays (date as datetime64[D]; nulls as NaN)
+
+    def summary(self) -> dict:
+        b = self.blobs
+        return summary_of(self.status, self.reason, b["payout"], b["events"], b["coverage"], b["damage"])
+
+    def curve(self) -> tuple:
+        """(dates, ndvi_smooth, baseline_mean): the field's curve, as the area units take it."""
+        return self.columns["date"], self.columns["ndvi_smooth"], self.columns["baseline_mean"]
+
+    def damage_patch(self):
+        """(row0, col0, classes, date index) of the field's window of the damage map, or None."""
+        from app.sure2.pixels import read_patch
+
+        patch = self.blobs["damage_map"]
+        return (patch["stack"], read_patch(patch)) if patch else None
+
+
+def read_output(path, expected: Expected | None = None) -> OutputRead:
+    """Read a whole output once (page checksums verified); with `expected`, check its validity on the same
+    read. Raises OutputProblem with check_output's reason ("missing", "unreadable footer: ...", ...)."""
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise OutputProblem("missing") from None
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for torn or foreign files
+        raise OutputProblem(f"unreadable footer: {_first_line(exc)}") from None
+    with parquet:
+        meta = parquet.metadata
+        text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()}
+        why = _footer_problem(meta.num_rows, text, expected) if expected is not None else None
+        if why is None and text.get("status") not in STATUSES:
+            why = f"status {text.get('status')!r} unknown"
+        if why:
+            raise OutputProblem(why)
+        try:
+            table = parquet.read()
+        except Exception as exc:  # a checksum mismatch or an undecodable page
+            raise OutputProblem(f"corrupt data page: {_first_line(exc)}") from None
+    if table.num_rows != meta.num_rows:
+        raise OutputProblem(f"corrupt: {table.num_rows} rows read, footer says {meta.num_rows}")
+    try:
+        blobs = {key: json.loads(text.get(key, "null")) for key in JSON_KEYS}
+    except ValueError:
+        raise OutputProblem("unreadable footer: a JSON blob does not parse") from None
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in SCHEMA.names}
+    columns["date"] = columns["date"].astype("datetime64[D]")
+    return OutputRead(text.get("field_id", ""), text["status"], text.get("reason", ""), text.get("settings", ""), blobs,
+                      columns)
+
+
 def check_output(path, expected: Expected, full: bool = True):
     """None when `path` is a valid output for `expected`, else a short reason.
 
@@ -78,37 +155,37 @@ def check_output(path, expected: Expected, full: bool = True):
     "row count", "field_id", "code version", "fingerprint", "settings", "status".
     full=False reads the footer only (the batch uses it for files it verified itself before).
     """
-    path = Path(path)
+    if full:
+        try:
+            read_output(path, expected)
+        except OutputProblem as problem:
+            return str(problem)
+        return None
     try:
-        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        meta = pq.read_metadata(path)
     except FileNotFoundError:
         return "missing"
-    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for torn or foreign files
+    except Exception as exc:
         return f"unreadable footer: {_first_line(exc)}"
-    with parquet:
-        meta = parquet.metadata
-        kv = meta.metadata or {}
-        text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in kv.items()}
-        if meta.num_rows != expected.n_rows:
-            return f"row count {meta.num_rows} != {expected.n_rows}"
-        if text.get("field_id") != expected.field_id:
-            return f"field_id {text.get('field_id', '?')!r} is another field's"
-        if text.get("code_version") != expected.code_version:
-            return f"code version {text.get('code_version') or '?'} != {expected.code_version}"
-        if text.get("data_fingerprint") != expected.fingerprint:
-            return f"fingerprint {text.get('data_fingerprint', '?')[:12]} != {expected.fingerprint[:12]}"
-        difference = expected.settings.difference(text.get("settings", ""))
-        if difference:
-            return f"settings: {difference}"
-        if text.get("status") not in STATUSES:
-            return f"status {text.get('status')!r} unknown"
-        if full:
-            try:
-                table = parquet.read()
-            except Exception as exc:  # a checksum mismatch or an undecodable page
-                return f"corrupt data page: {_first_line(exc)}"
-            if table.num_rows != expected.n_rows:
-                return f"corrupt: {table.num_rows} rows read, footer says {expected.n_rows}"
+    text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()}
+    why = _footer_problem(meta.num_rows, text, expected)
+    if why is None and text.get("status") not in STATUSES:
+        why = f"status {text.get('status')!r} unknown"
+    return why
+
+
+def _footer_problem(num_rows: int, text: dict, expected: Expected):
+    if num_rows != expected.n_rows:
+        return f"row count {num_rows} != {expected.n_rows}"
+    if text.get("field_id") != expected.field_id:
+        return f"field_id {text.get('field_id', '?')!r} is another field's"
+    if text.get("code_version") != expected.code_version:
+        return f"code version {text.get('code_version') or '?'} != {expected.code_version}"
+    if text.get("data_fingerprint") != expected.fingerprint:
+        return f"fingerprint {text.get('data_fingerprint', '?')[:12]} != {expected.fingerprint[:12]}"
+    difference = expected.settings.difference(text.get("settings", ""))
+    if difference:
+        return f"settings: {difference}"
     return None
 
 

@@ -93,8 +93,8 @@ def in_window(days, start, end):
 def season_metrics(days, smoothed, sowing, harvest, dates) -> dict:
     """Peak value/date, start and end of season (50 % amplitude crossings), sowing→harvest integral."""
     win = np.flatnonzero(in_window(days, sowing, harvest))
-    out = {"peak_ndvi": None, "peak_date": None, "sos_date": None, "eos_date": None,
-           "integral_ndvi_days": None}
+    out: dict[str, float | str | None] = {"peak_ndvi": None, "peak_date": None, "sos_date": None, "eos_date": None,
+                                          "integral_ndvi_days": None}
     if len(win) == 0 or np.isnan(smoothed).all():
         return out
     ipk = win[np.argmax(smoothed[win])]

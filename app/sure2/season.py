@@ -9,6 +9,12 @@ Layout of a season directory (format sure2-season/2, documented in the README):
                     different acquisition dates: a field's output has one row per date of its stack
   baseline.parquet  per region_id × crop × day of year: ndvi_mean, ndvi_std (interpolated to each
                     stack's dates)
+  refused.parquet   (imported seasons) the insurer's rows the import could not take: source_id, row,
+                    reason, detail, geometry (WKB lon/lat, nullable); absent = none refused
+
+IDs: a field is named by its season `field_id` or by the ID the insurer wrote (`source_id`, e.g.
+`3401-01/2` for `3401-01_2`): `resolve_id` takes either, and says so when the insurer's ID is one the
+import refused.
 
 Stacks are opened lazily, at a field's first read: a worker touches only the stacks its fields lie
 in, and a stack file that hangs (a dead storage target) holds up only its own fields.
@@ -45,6 +51,10 @@ FORMAT = "sure2-season/2"
 MANIFEST = "season.json"
 FIELDS = "fields.parquet"
 BASELINE = "baseline.parquet"
+REFUSED = "refused.parquet"
+REFUSED_SCHEMA = pa.schema([("source_id", pa.string()), ("row", pa.int64()), ("reason", pa.string()),
+                            ("detail", pa.string()), ("geometry", pa.binary())])
+MAX_SOURCE_ID = 256  # longer text is no one's ID: refused before any lookup
 DATES_TAG = "ACQUISITION_DATES"
 FIELDS_CRS = "EPSG:4326"
 # GDAL block cache: big enough to hold the tiles of a band of neighbouring fields, so each tile is
@@ -136,7 +146,10 @@ class Season:
         self._stack_code = pc.fill_null(codes.indices, -1).to_numpy()  # -1: stack null, none covers it
         self._datasets = ExitStack()
         self._env = None
-        self._catalogue_rows = self._field_ids = None  # the catalogue order, once asked for
+        self._catalogue_rows: list | None = None  # the catalogue order, once asked for
+        self._field_ids: list | None = None
+        self._of_source: dict | None = None  # built at the first lookup by the insurer's ID
+        self._refused: dict | None = None
 
     @classmethod
     def open(cls, data_dir) -> "Season":
@@ -227,6 +240,58 @@ class Season:
         if field_id not in self._row:
             raise BadInput(f"unknown field id {field_id!r} (not in the season catalogue)")
         return field_id
+
+    def resolve_id(self, text) -> str:
+        """The field_id of a field named by its field_id or by the insurer's ID as written (`source_id`);
+        BadInput (one line) for anything else: an ID the import refused (with why), an unknown ID (with
+        the season's form when only that differs), or text that is no ID at all."""
+        if not isinstance(text, str):
+            raise BadInput(f"field id must be a string, got {type(text).__name__}")
+        if text == "" or "\0" in text or len(text) > MAX_SOURCE_ID:
+            validate_field_id(text[:MAX_SOURCE_ID + 1])  # the one-line reason (empty, NUL, too long)
+        if text in self._row:
+            return text
+        of_source, refused = self._source_maps()
+        if text in of_source:
+            return of_source[text]
+        stripped = text.strip()
+        if stripped != text and stripped:
+            return self.resolve_id(stripped)
+        if text in refused:
+            reason, detail = refused[text]
+            raise BadInput(f"field {text!r} was refused by the season's import ({reason}): {detail}; "
+                           "it has no assessment")
+        raise BadInput(f"unknown field id {text!r} (not in the season catalogue, as a field_id or an insurer's ID)")
+
+    def source_id(self, field_id) -> str:
+        """The ID as the insurer wrote it (the field_id for seasons without a `source_id` column)."""
+        if "source_id" not in self._fields.column_names:
+            return field_id
+        value = self._fields.column("source_id")[self._row[self.require(field_id)]].as_py()
+        return field_id if value is None else value
+
+    def _source_maps(self) -> tuple[dict, dict]:
+        """({source_id: field_id} for IDs that differ from their field_id, {refused source_id: (reason, detail)})."""
+        if self._of_source is None:
+            of_source = {}
+            if "source_id" in self._fields.column_names:
+                sources = self._fields.column("source_id").combine_chunks()
+                differ = pc.fill_null(pc.not_equal(sources, self._fields.column("field_id").combine_chunks()), False)
+                rows = np.flatnonzero(differ.to_numpy(zero_copy_only=False))
+                of_source = {sources[int(i)].as_py(): self._ids[int(i)] for i in rows}
+            t = self.refused().select(["source_id", "reason", "detail"]).to_pydict()
+            self._refused = {s: (r, d) for s, r, d in zip(t["source_id"], t["reason"], t["detail"]) if s is not None}
+            self._of_source = of_source
+        return self._of_source, self._refused
+
+    def refused(self) -> pa.Table:
+        """The insurer's rows the import refused (REFUSED_SCHEMA; no rows for a season without the file)."""
+        path = self.data_dir / REFUSED
+        try:
+            table = pq.read_table(path) if path.exists() else REFUSED_SCHEMA.empty_table()
+            return table.select(REFUSED_SCHEMA.names).cast(REFUSED_SCHEMA)
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            raise EnvironmentFailure(f"season {self.data_dir}: {REFUSED} is not readable: {exc}") from exc
 
     def field(self, field_id) -> dict:
         """One field's attributes (a row of fields.parquet)."""

@@ -20,6 +20,7 @@ from the rounded values (app.sure2.payout), so the record reproduces the amount.
 
 import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,8 @@ MIN_HISTORY_YEARS = 5  # fewer years make the 1st or 20th percentile a guess (as
 
 def terms_of(row: dict) -> tuple[dict | None, list]:
     """(terms, problems): {"terms": fixed|percentile, ...the pair} or None with what is wrong."""
-    fixed = [row.get(c) for c in FIXED_COLUMNS]
-    pct = [row.get(c) for c in PERCENTILE_COLUMNS]
+    fixed: list[Any] = [row.get(c) for c in FIXED_COLUMNS]
+    pct: list[Any] = [row.get(c) for c in PERCENTILE_COLUMNS]
     given_fixed, given_pct = any(v is not None for v in fixed), any(v is not None for v in pct)
     if given_fixed and given_pct:
         return None, ["both fixed (trigger, exit) and percentile terms given: a contract has one pair"]
@@ -71,7 +72,7 @@ def check_contract(row: dict, required, note: str = "") -> dict:
         problems.append(f"insured sum {insured} must be > 0")
     if day_number(row["sowing_date"]) >= day_number(row["harvest_date"]):
         problems.append(f"sowing {row['sowing_date']} is not before harvest {row['harvest_date']}")
-    if problems:
+    if problems or terms is None:
         raise FieldOutcome("bad_contract", "; ".join(problems) + note)
     return terms
 

@@ -46,6 +46,15 @@ def season(season_dir):
         yield s
 
 
+@pytest.fixture(scope="session")
+def reported(season_dir, tmp_path_factory) -> Path:
+    """OUT of a finished inproc batch over the test season, with its report (tests that change it copy it)."""
+    out = tmp_path_factory.mktemp("reported") / "out"
+    r = run_batch(season_dir, out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 def backend_args(backend: str) -> list[str]:
     if backend.startswith("apptainer:"):
         return ["--backend", "apptainer", "--image", backend.split(":", 1)[1]]

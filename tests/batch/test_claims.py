@@ -6,6 +6,7 @@ import time
 from app.batch.claims import ClaimBoard, Picker
 from app.batch.journal import Journal
 from app.batch.owner import Liveness, Owner
+from app.batch.policy import FailurePolicy
 
 FIELDS = [f"F{i:03d}" for i in range(40)]
 
@@ -15,7 +16,7 @@ def board(tmp_path, lease=60.0):
 
 
 def picker(fields=FIELDS, max_failures=3):
-    return Picker(list(fields), since=0.0, max_failures=max_failures, failures_since=0.0)
+    return Picker(list(fields), since=0.0, failures=FailurePolicy(max_failures))
 
 
 def test_chunks_are_contiguous_and_never_overlap(tmp_path):
@@ -46,8 +47,9 @@ HOLDER = """
 import sys, time
 from app.batch.claims import ClaimBoard, Picker
 from app.batch.journal import Journal
+from app.batch.policy import FailurePolicy
 b = ClaimBoard(Journal(sys.argv[1]), lease_s=60)
-got = b.claim(Picker(sys.argv[2:], 0.0, 3, 0.0), 100)
+got = b.claim(Picker(sys.argv[2:], 0.0, FailurePolicy()), 100)
 print(" ".join(got), flush=True)
 time.sleep(60)
 """
@@ -114,3 +116,11 @@ def test_heartbeat_keeps_appending(tmp_path):
     a.sync()
     assert (tmp_path / "journal.log").read_text().count('"hb"') >= 3
     assert a.state.last_seen[a.owner] > started
+
+
+def test_failures_before_the_retry_clock_do_not_count(tmp_path):
+    a = board(tmp_path)
+    a.record([{"fail": "F000", "why": "old"}] * 3)
+    assert a.claim(picker(FIELDS[:1]), 1) == []  # given up
+    now = time.time()
+    assert a.claim(Picker(FIELDS[:1], since=now, failures=FailurePolicy(3, since=now)), 1) == ["F000"]

@@ -4,13 +4,14 @@ ONE batch run, each bad field gets its durable explained outcome, and a rerun as
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 
 from app.sure2.output import read_footer
 from tests.batch.conftest import BACKENDS, attempts, output_problems, run_batch
-from tests.sure2.bad_fields import KINDS, inject_bad_fields
+from tests.sure2.bad_fields import DETAILS, KINDS, each_pixel_seen_twice, inject_bad_fields
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def test_one_run_finishes_a_season_with_bad_fields_and_a_rerun_changes_nothing(b
             kind, status, reason = victims[fid]
             assert (footer["status"], footer["reason"]) == (status, reason), (kind, footer["coverage"])
             assert footer["payout"] is None and footer["coverage"]["detail"], kind
+            assert DETAILS.get(kind, "") in footer["coverage"]["detail"], (kind, footer["coverage"]["detail"])
             rows = pq.read_metadata(out / f"{fid}.parquet").num_rows
             assert rows == (0 if kind == "no_stack" else 37), kind  # the promised row count, values null
         else:
@@ -83,3 +85,24 @@ def test_partial_coverage_is_measured_not_assumed(bad_season, bad):
     # looser thresholds (field and per date) assess it, and it says how much of it was seen
     done = assess(bad, fid, Settings(min_field_coverage=0.25, min_coverage=0.25))
     assert done["coverage"]["raster_coverage"] == coverage["raster_coverage"]
+
+
+def test_no_inner_pixel_seen_often_enough_is_explained(season_dir, tmp_path):
+    """Reachable only where a date counts with few pixels seen (under the defaults a field observed on
+    enough dates has some pixel seen 3 times): every date shows 2/n of the pixels, each pixel 2 dates."""
+    from app.sure2.assess import assess
+    from app.sure2.outcome import FieldOutcome
+    from app.sure2.season import Season
+    from app.sure2.settings import Settings
+
+    copy = tmp_path / "season"
+    shutil.copytree(season_dir, copy)
+    fid = each_pixel_seen_twice(copy)
+    few = Settings(min_coverage=0.02, min_observed_share=0.1)
+    with Season.open(copy) as season:
+        with pytest.raises(FieldOutcome) as caught:
+            assess(season, fid, few)
+        assert (caught.value.reason, caught.value.detail) == ("too_few_observations",
+                                                              "no inner pixel is seen often enough to smooth")
+        field_level = assess(season, fid, replace(few, pixel_level=False))  # the field's mean has its views
+        assert field_level["payout"] is not None

@@ -5,7 +5,6 @@ no apptainer is exit 3."""
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -73,12 +72,10 @@ def test_bad_usage_is_exit_2():
     assert proc.returncode == 2
 
 
-def test_sure2_builds_with_no_network(sure2_sif, manifest):
+def test_sure2_builds_with_no_network(sure2_sif, manifest, unshare_bin):
     """Compute nodes have no network: with the wheelhouse and debs staged, a build needs none
     (run in a fresh network namespace: only a down loopback device exists)."""
-    if not shutil.which("unshare"):
-        pytest.skip("unshare (util-linux) is not installed")
-    proc = subprocess.run(["unshare", "--net", sys.executable, "build.py", "sure2", "--force"], cwd=ROOT,
+    proc = subprocess.run([unshare_bin, "--net", sys.executable, "build.py", "sure2", "--force"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "sure2.sif built in" in proc.stdout

@@ -9,6 +9,7 @@ import shapely
 from pyproj import CRS, Transformer
 from rasterio.warp import Resampling, reproject
 
+from app.code_digest import code_digest
 from app.emb import BANDS, IGNORE
 from app.emb.labels import load_class_map
 from app.emb.prepare import REPORT, LabelSpec, PrepareSpec, prepare
@@ -255,6 +256,16 @@ def test_another_class_map_rewrites_every_shard(emb_src, emb_shards, tmp_path):
     class_map.write_text((emb_src / "class_map.toml").read_text().replace('unmapped = "ignore"', 'unmapped = "non-crop"'))
     result = prepare(emb_src, out, SPEC, LabelSpec(str(emb_src / "parcels.parquet"), str(class_map)))
     assert result["skipped"] == []
+
+
+def test_shards_of_other_prepare_code_are_rewritten(emb_src, emb_shards, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(emb_shards, out)
+    assert prepare(emb_src, out, SPEC, labels_of(emb_src))["written"] == []
+    real = code_digest("shard")
+    monkeypatch.setattr("app.emb.prepare.code_digest", lambda product: real[::-1] if product == "shard" else None)
+    result = prepare(emb_src, out, SPEC, labels_of(emb_src))
+    assert result["skipped"] == [] and result["written"]
 
 
 def test_rewritten_shard_is_identical(emb_src, emb_shards, tmp_path):

@@ -21,9 +21,7 @@ INTRUDER = "sure2-intruder"
 
 
 @pytest.fixture(scope="module")
-def intruder():
-    if os.geteuid() != 0:
-        pytest.skip("creating a second local user needs root (CI runs as root)")
+def intruder(as_root):
     try:
         pwd.getpwnam(INTRUDER)
     except KeyError:

@@ -27,9 +27,13 @@ def test_imported_season_through_sure2_sif_pays_like_the_truth(built, raw, sure2
                          capture_output=True, text=True, timeout=600)
     assert got.returncode == 0, got.stderr
     truth = {t["source_id"]: t for t in pq.read_table(raw / "truth.parquet").to_pylist()}
-    result = {r["source_id"]: r for r in pq.read_table(out / ".batch" / "season_result.parquet").to_pylist()}
+    layer = pq.read_table(out / ".batch" / "season_result.parquet").to_pylist()
+    result = {r["source_id"]: r for r in layer if r["outcome"] != "refused"}
     catalogue = pq.read_table(season / "fields.parquet").to_pylist()
     assert sorted(result) == sorted(r["source_id"] for r in catalogue)  # every imported field, once
+    refused = pq.read_table(season / "refused.parquet").to_pylist()  # and every refused row, with its reason
+    assert sorted((r["source_id"], r["reason"]) for r in layer if r["outcome"] == "refused") == sorted(
+        (r["source_id"], r["reason"]) for r in refused)
     assert sorted(p.name for p in out.glob("*.parquet")) == sorted(f"{r['field_id']}.parquet" for r in catalogue)
 
     expected_outcomes = {"KV-OUTSIDE": "no_stack", "KV-GRASS": "bad_contract", "KV-SLIVER": "no_pixel"}

@@ -4,12 +4,15 @@ item or a truncated COG skipped with its reason (the season still ends), --part 
 import json
 import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import rasterio
 
 from app.season.offset import Evidence, decide
 from app.season.scenes import Asset, Scene
 from season_helpers import build_args, season_cli
+from tests.code_copy import app_copy, change_module
 
 
 @pytest.fixture
@@ -37,6 +40,27 @@ def test_rerun_skips_valid_stacks_and_rebuilds_a_broken_one(built, raw, baseline
     assert got.returncode == 0, got.stderr
     assert "stack utm32: valid, skipped" in got.stderr and "stack utm33: built" in got.stderr
     assert json.loads((out / "season.json").read_text())["fingerprint"] == want  # the same bytes again
+
+
+def test_stacks_of_other_import_code_are_rebuilt_and_a_build_side_change_keeps_them(built, raw, baseline, tmp_path):
+    """The real build from a copy of the code: the season's bookkeeping changed → stacks kept; the
+    NDVI import changed (other bytes, same results) → both stacks rebuilt, to the same NDVI."""
+    season, _ = built
+    out = tmp_path / "season"
+    shutil.copytree(season, out)
+    root = app_copy(tmp_path / "code")
+    change_module(root, "app/season/builder.py")
+    got = season_cli(*build_args(raw, out, "fields.gpkg", baseline), cwd=root)
+    assert got.returncode == 0 and got.stderr.count("valid, skipped") == 2, got.stderr
+    change_module(root, "app/season/offset.py")
+    got = season_cli(*build_args(raw, out, "fields.gpkg", baseline), cwd=root)
+    assert got.returncode == 0, got.stderr
+    assert "stack utm32: built" in got.stderr and "stack utm33: built" in got.stderr
+    assert "valid, skipped" not in got.stderr
+    for stack in ("ndvi_utm32.tif", "ndvi_utm33.tif"):  # a new stack (its tag names the new code), same NDVI
+        with rasterio.open(season / stack) as before, rasterio.open(out / stack) as after:
+            assert before.tags()["SEASON_STACK_INPUTS"] != after.tags()["SEASON_STACK_INPUTS"]
+            assert np.array_equal(before.read(), after.read())
 
 
 def test_unusable_items_are_skipped_with_their_reason(scenes_copy, tmp_path):

@@ -32,6 +32,18 @@ KINDS = {
     "trigger_above_exit": ("not_assessable", "bad_contract"),
     "insured_sum_zero": ("not_assessable", "bad_contract"),
     "no_stack": ("not_assessable", "no_stack"),
+    "unknown_index": ("not_assessable", "bad_contract"),
+    "sowing_after_harvest": ("not_assessable", "bad_contract"),
+    "baseline_short_of_window": ("not_assessable", "no_baseline"),
+}
+# what the outcome's detail must say where the reason alone does not tell the kinds apart
+DETAILS = {
+    "no_baseline": "no baseline for",
+    "trigger_above_exit": "must satisfy",
+    "unknown_index": "index 'rainfall' is not one of",
+    "sowing_after_harvest": "is not before harvest",
+    "baseline_short_of_window": "does not cover the field's sowing→harvest dates",
+    "every_date_cloudy": "acquisitions observed",
 }
 
 
@@ -73,16 +85,72 @@ def inject_bad_fields(season_dir) -> dict:
     cols["insured_sum"][victims["insured_sum_zero"]] = 0.0
     cols["stack"][victims["no_stack"]] = None
     cols["note"][victims["no_stack"]] = "outside every scene"
+    cols["index"][victims["unknown_index"]] = "rainfall"
+    i = victims["sowing_after_harvest"]
+    cols["sowing_date"][i], cols["harvest_date"][i] = cols["harvest_date"][i], cols["sowing_date"][i]
+    i = victims["baseline_short_of_window"]
+    cols["region_id"][i] = _short_baseline(season_dir / "baseline.parquet", cols["region_id"][i], cols["crop"][i],
+                                           cols["sowing_date"][i], cols["harvest_date"][i])
     fields = pa.table(cols, schema=table.schema)
     pq.write_table(fields, season_dir / "fields.parquet")
 
     _cloud_over(season_dir / stack["file"], [polygon(victims["every_date_cloudy"])], keep_every=0)
     _cloud_over(season_dir / stack["file"], [polygon(victims["mostly_unobserved"])], keep_every=8)
+    _reseal(season_dir, manifest)
+    ids = cols["field_id"]
+    return {ids[i]: (kind, *KINDS[kind]) for kind, i in victims.items()}
+
+
+def _short_baseline(path: Path, region: str, crop: str, sowing, harvest) -> str:
+    """A new unit whose baseline is the field's own unit's, cut at the middle of its sowing→harvest
+    window: the baseline exists but does not cover the window. Returns the new unit's region."""
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    middle = (sowing.timetuple().tm_yday + harvest.timetuple().tm_yday) // 2
+    short = [dict(r, region_id="NO-ShortBaseline") for r in rows
+             if r["region_id"] == region and r["crop"] == crop and r["doy"] <= middle]
+    assert short, (region, crop)
+    pq.write_table(pa.Table.from_pylist(rows + short, schema=table.schema), path)
+    return "NO-ShortBaseline"
+
+
+def _reseal(season_dir: Path, manifest: dict) -> None:
+    """season.json with the changed files' hashes and fingerprint."""
     files = {n: hashlib.sha256((season_dir / n).read_bytes()).hexdigest() for n in manifest["files"]}
     manifest.update(files=files, fingerprint=hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
     (season_dir / "season.json").write_text(json.dumps(manifest, indent=1))
-    ids = cols["field_id"]
-    return {ids[i]: (kind, *KINDS[kind]) for kind, i in victims.items()}
+
+
+def each_pixel_seen_twice(season_dir) -> str:
+    """The largest field: over its box every date shows a few pixels (2 of n_dates groups), but each
+    pixel only 2 dates, short of the 3 views a pixel's curve needs. Its field mean is observed on
+    every date wherever a date counts with that few pixels (--min-coverage ≤ 2/n_dates). Returns its ID."""
+    season_dir = Path(season_dir)
+    manifest = json.loads((season_dir / "season.json").read_text())
+    (_, stack), = manifest["stacks"].items()
+    fields = pq.read_table(season_dir / "fields.parquet", columns=["field_id", "area_ha", "geometry"]).to_pydict()
+    i = int(np.argmax(fields["area_ha"]))
+    to_utm = Transformer.from_crs("EPSG:4326", stack["crs"], always_xy=True)
+    polygon = shapely.transform(shapely.from_wkb(fields["geometry"][i]),
+                                lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1])))
+    path = season_dir / stack["file"]
+    with rasterio.open(path) as src:
+        profile, data, tags = src.profile, src.read(), src.tags()
+        descriptions = src.descriptions
+        inv = ~src.transform
+    minx, miny, maxx, maxy = polygon.bounds
+    c0, r0 = inv @ (minx, maxy)
+    c1, r1 = inv @ (maxx, miny)
+    window = (slice(int(r0), int(np.ceil(r1))), slice(int(c0), int(np.ceil(c1))))
+    n = data.shape[0]
+    rows, cols = data[0][window].shape
+    group = np.arange(rows * cols).reshape(rows, cols) % n  # pixel groups, each seen on 2 dates
+    for d in range(n):
+        hidden = (group != d) & (group != (d + n // 2) % n)
+        data[d][window][hidden] = profile["nodata"]
+    _rewrite(path, profile, data, tags, descriptions)
+    _reseal(season_dir, manifest)
+    return fields["field_id"][i]
 
 
 def _cloud_over(path: Path, polygons, keep_every: int) -> None:
@@ -99,6 +167,10 @@ def _cloud_over(path: Path, polygons, keep_every: int) -> None:
         for d in range(data.shape[0]):
             if keep_every == 0 or d % keep_every:
                 data[(d, *window)] = profile["nodata"]
+    _rewrite(path, profile, data, tags, descriptions)
+
+
+def _rewrite(path: Path, profile, data, tags, descriptions) -> None:
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
         dst.update_tags(**tags)

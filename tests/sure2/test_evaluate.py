@@ -91,6 +91,9 @@ def test_cli_on_outputs_writes_json_table_and_png(season_dir, tmp_path):
     assert (out / "basis_risk" / "basis_risk.txt").read_text() == r.stdout
     with Image.open(out / "basis_risk" / "basis_risk.png") as png:
         assert png.format == "PNG" and png.size == (1060, 520)
+    page = (out / "basis_risk" / "basis_risk.html").read_text()  # the season page's style, static
+    assert f"<b>{report['decision']['false_payouts']}</b><span>false payouts</span>" in page
+    assert "data:image/png;base64," in page and "<script" not in page and "cloudiness: clear" in page
 
 
 @pytest.mark.parametrize("case", ["no truth", "settings with --out", "no such --out", "no valid output"])

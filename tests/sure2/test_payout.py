@@ -1,7 +1,7 @@
 """Payout and loss index against hand-computed cases; the money path is exact in integer cents."""
 
 import json
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pytest
@@ -43,6 +43,19 @@ def test_fraction_is_rounded_half_up_to_six_decimals():
     assert payout_fraction(-1.0, 0.1, 0.5) == 0.0
     assert payout_fraction(2.0, 0.1, 0.5) == 1.0
     assert to_cents(0.015) == 2 and to_cents(10_000_000) == 1_000_000_000
+
+
+@pytest.mark.parametrize("raw, half_up", [(1.25e-05, 0.000013), (2.5e-06, 0.000003), (5e-07, 0.000001)])
+def test_fraction_at_an_exact_tie_rounds_half_up(raw, half_up):
+    """Ties exact in the float's shortest text (trigger 0, exit 1: the fraction is the index itself),
+    where ROUND_HALF_EVEN would round down."""
+    assert Decimal(repr(raw)).quantize(Decimal("0.000001"), ROUND_HALF_EVEN) < Decimal(repr(half_up))
+    assert payout_fraction(raw, 0.0, 1.0) == half_up
+
+
+def test_cents_at_an_exact_tie_round_half_up():
+    assert to_cents(0.025) == 3 and to_cents(0.125) == 13  # half-even: 2 and 12
+    assert payout_cents(1, 0.5) == 1 and payout_cents(5, 0.5) == 3  # 0.5 → 1, 2.5 → 3 (half-even: 0, 2)
 
 
 def test_contract_and_nan_checks():

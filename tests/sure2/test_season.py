@@ -133,3 +133,17 @@ def test_a_catalogue_row_without_an_id_makes_the_season_unreadable(season_dir, t
     pq.write_table(table.set_column(0, "field_id", pa.array(ids, pa.string())), broken / "fields.parquet")
     with pytest.raises(EnvironmentFailure, match="1 row.s. without a field_id"):
         Season.open(broken)
+
+
+def test_season_without_refused_rows_file_has_none(season_dir):
+    """A generated season has no refused.parquet: no refused rows, IDs resolve as themselves."""
+    with Season.open(season_dir) as s:
+        assert s.refused().num_rows == 0 and s.refused().column_names == ["source_id", "row", "reason", "detail",
+                                                                           "geometry"]
+        fid = s.field_ids[0]
+        assert s.resolve_id(fid) == fid and s.source_id(fid) == fid
+        with pytest.raises(BadInput, match="unknown field id 'NO25-99999'"):
+            s.resolve_id("NO25-99999")
+        for bad in ("", "a\0b", "x" * 300):
+            with pytest.raises(BadInput):
+                s.resolve_id(bad)

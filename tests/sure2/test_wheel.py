@@ -1,4 +1,5 @@
-"""The wheel that goes into sure2.sif: compiled assessment, no source of the compiled modules."""
+"""The wheel that goes into sure2.sif: its declared packages only, the assessment compiled, no source of
+the compiled modules."""
 
 import os
 import subprocess
@@ -8,21 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from build import IMAGE_PACKAGES, build_app_wheel
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = sorted(p.stem for p in (ROOT / "app" / "sure2").iterdir()
                   if p.suffix in (".py", ".pyx") and p.name not in ("__init__.py", "__main__.py"))
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
-    # a persistent build base keeps reruns incremental (build/ is git-ignored)
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build", "--build-base", str(ROOT / "build" / "wheel"),
-                        "bdist_wheel", "-d", str(dist)], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
-    wheels = list(dist.glob("sealed_geoml-*.whl"))
-    assert len(wheels) == 1
-    return wheels[0]
+def wheel():
+    return build_app_wheel("sure2")  # its setuptools build dir persists under build/stage: reruns are incremental
+
+
+def test_the_sealed_wheel_holds_exactly_the_packages_sure2_declares(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {os.path.dirname(n).replace("/", ".") for n in names if n.endswith("/__init__.py")}
+    assert packages == set(IMAGE_PACKAGES["sure2"])  # no app.season (build side), no app.emb
 
 
 def test_wheel_ships_so_and_no_sources_of_compiled_modules(wheel):
@@ -36,6 +38,9 @@ def test_wheel_ships_so_and_no_sources_of_compiled_modules(wheel):
     assert not leaked, leaked
     # the rest of the package stays plain Python
     assert "app/__init__.py" in names and "app/errors.py" in names and "app/hpc/atomic.py" in names
+    # the season page's code and vendored library, with its licence (the batch report inlines them)
+    assert {"app/batch/page_assets/report.js", "app/batch/page_assets/vendor/leaflet.js",
+            "app/batch/page_assets/vendor/LICENSE.leaflet"} <= set(names)
 
 
 def test_installed_wheel_runs_the_assessment(wheel, tmp_path, season_dir):
