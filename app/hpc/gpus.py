@@ -49,7 +49,7 @@ def driver_version(version_file: Path = _DRIVER_FILE) -> str | None:
         pass
     if shutil.which("nvidia-smi"):
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, check=False)
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.split()[0]
     return None
