@@ -170,11 +170,27 @@ def visible_gpus() -> list[str]:
     return []
 
 
-def check_gpus(required: int) -> str:
+def check_gpus(required: int, environ=os.environ) -> str:
+    """GPUs seen, and the driver against the image's CUDA: an allocation torch cannot use, or a driver
+    older than the torch build needs, fails with the fix (app.hpc.gpus)."""
+    from app.hpc.gpus import FIX, allocated_gpus, driver_too_old, driver_version
+
     gpus = visible_gpus()
-    if len(gpus) < required:
-        raise CheckFailed(f"{required} GPU(s) required, {len(gpus)} visible")
-    return f"{len(gpus)}: {', '.join(gpus)}" if gpus else "none"
+    driver = driver_version()
+    cuda = None
+    if _present("torch"):
+        import torch
+
+        cuda = torch.version.cuda
+    why = driver_too_old(cuda, driver)
+    if why:
+        raise CheckFailed(f"{why}: {FIX}")
+    allocated = allocated_gpus(environ)
+    if len(gpus) < max(required, len(allocated)):
+        want = f"{len(allocated)} allocated" if len(allocated) >= required else f"{required} required"
+        raise CheckFailed(f"{want}, {len(gpus)} usable (image CUDA {cuda or 'none'}, driver {driver or 'none found'}): {FIX}")
+    listed = f"{len(gpus)}: {', '.join(gpus)}" if gpus else "none"
+    return f"{listed} (image CUDA {cuda or 'none'}, driver {driver or 'none'})"
 
 
 def run_checks(required_gpus: int = 0, min_free_mib: int = 64) -> list[Result]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by the wrappers in slurm/: the cluster profile (bind_maps/PROFILE.map), its partition-rule
+# Shared by the wrappers in slurm/: the cluster profile (profiles/NAME.profile), its partition-rule
 # check, submission, container binds and the per-node launcher. Host side only: bash + coreutils.
 #
 # Sourced by the wrappers; also runs on its own:
@@ -8,7 +8,7 @@
 #   bash slurm/common.sh node-run TMPBASE:TARGET FORWARD -- CMD...  # inside an srun step (see sl_node_run)
 #
 # Environment:
-#   CLUSTER_PROFILE  betzy (default), saga, local, or a path to a .map file
+#   CLUSTER_PROFILE  betzy (default), saga, olivia, local, or a path to a profile file
 #   BIND_<NAME>      replaces the host path of bind NAME (out, tmp, shards, runs)
 #   SLURM_DRY_RUN=1  print the commands (sbatch, srun, apptainer) instead of running them
 
@@ -34,9 +34,9 @@ sl_map_file() {
   local p=${CLUSTER_PROFILE:-betzy}
   case $p in
     */*) [ -f "$p" ] || sl_die 2 "profile file $p does not exist" ; echo "$p" ;;
-    *) [ -f "$SL_ROOT/bind_maps/$p.map" ] \
-         || sl_die 2 "unknown cluster profile '$p' (have: $(cd "$SL_ROOT/bind_maps" && ls ./*.map | sed 's#./##; s#\.map##' | paste -sd ' '))"
-       echo "$SL_ROOT/bind_maps/$p.map" ;;
+    *) [ -f "$SL_ROOT/profiles/$p.profile" ] \
+         || sl_die 2 "unknown cluster profile '$p' (have: $(cd "$SL_ROOT/profiles" && ls ./*.profile | sed 's#./##; s#\.profile##' | paste -sd ' '))"
+       echo "$SL_ROOT/profiles/$p.profile" ;;
   esac
 }
 
@@ -55,7 +55,7 @@ sl_expand() {
     fi
     if [[ -v $name ]]; then out+=${!name}
     elif [ "$name" = USER ]; then out+=$(id -un)
-    else sl_die 2 "bind map $(sl_map_file) uses \$$name, which is not set here (set it, or set BIND_<NAME>)"
+    else sl_die 2 "profile $(sl_map_file) uses \$$name, which is not set here (set it, or set BIND_<NAME>)"
     fi
   done
   printf '%s\n' "$out$s"
@@ -151,6 +151,14 @@ sl_image() {
   realpath "$path"
 }
 
+# sl_sure2_inputs: what both assess wrappers check before sbatch (and again in the job): the image,
+# the field list, the output bind.
+sl_sure2_inputs() {
+  sl_image SURE2_IMAGE sure2.sif >/dev/null || exit
+  [ -z "${ASSESS_FIELDS:-}" ] || [ -f "$ASSESS_FIELDS" ] || sl_die 2 "ASSESS_FIELDS $ASSESS_FIELDS does not exist"
+  sl_bind out >/dev/null || exit
+}
+
 # sl_sure2_setup: what both assess wrappers share. Sets SL_EXEC (apptainer exec of sure2.sif with
 # binds and env), SL_NODE_RUN (the per-node launcher, /tmp made and removed) and SL_FIELDS (--fields
 # for the batch, when ASSESS_FIELDS is given).
@@ -164,7 +172,8 @@ sl_sure2_setup() {
     SL_FIELDS=(--fields "$SL_INPUT")
   fi
   [ "${SLURM_DRY_RUN:-0}" = 1 ] || mkdir -p "${SL_HOST[out]}"
-  sl_env_args SLURM_JOB_ID
+  # the array's identity: the batch inside decides from it (and the output's mount) how copies divide work
+  sl_env_args SLURM_JOB_ID SLURM_ARRAY_TASK_ID SLURM_ARRAY_TASK_MIN SLURM_ARRAY_TASK_COUNT
   SL_EXEC=(apptainer exec --containall --cleanenv "${SL_BINDS[@]}" "${SL_ENVS[@]}" "$image")
   sl_node_run_cmd "SLURM_STEP_ID SLURM_CPUS_PER_TASK SLURMD_NODENAME"
 }
@@ -208,18 +217,19 @@ sl_check() {
   done < <(sl_sbatch_lines "$wrapper")
   opts+=("$@")
 
-  local part="" nodes="" mem="" gpus="" gpt="" gpn="" time="" array="" o v
+  local part="" nodes="" mem="" gpus="" gpt="" gpn="" time="" array="" account=${SBATCH_ACCOUNT:-} o v
   local i=0
   while ((i < ${#opts[@]})); do
     o=${opts[i]}; v=""
     case $o in
       --*=*) v=${o#*=}; o=${o%%=*} ;;
-      -[pNGtan]?*) v=${o:2}; o=${o:0:2} ;;
+      -[pNGtanA]?*) v=${o:2}; o=${o:0:2} ;;
       --partition | --nodes | --mem | --mem-per-cpu | --mem-per-gpu | --gpus | --gpus-per-node | \
-        --gpus-per-task | --gres | --time | --array | -p | -N | -G | -t | -a)
+        --gpus-per-task | --gres | --time | --array | --account | -p | -N | -G | -t | -a | -A)
         i=$((i + 1)); v=${opts[i]:-} ;;
     esac
     case $o in
+      -A | --account) account=$v ;;
       -p | --partition) part=$v ;;
       -N | --nodes) nodes=$v ;;
       --mem | --mem-per-cpu | --mem-per-gpu) mem="$o=$v" ;;
@@ -236,12 +246,19 @@ sl_check() {
   local profile where problems=()
   profile=$(sl_map_file) || return
   part=${part:-normal}
-  where="partition $part on profile $(basename "$profile" .map)"
+  where="partition $part on profile $(basename "$profile" .profile)"
   if [ -z "$(sl_map_lines rule | awk -v p="$part" '$2 == p')" ]; then
     echo "rule check: $where: no such partition here (known: $(sl_map_lines rule | awk '{print $2}' | sort -u | paste -sd ' '))" >&2
     return 2
   fi
 
+  if [ "$(sl_rule "$part" account)" = required ] && [ -z "$account" ]; then
+    echo "rule check: $where: jobs must name a project account: add --account=PROJECT (or set SBATCH_ACCOUNT; \`projects\` on the login node lists yours)" >&2
+    return 2
+  fi
+  if [ "$(sl_rule "$part" time)" = required ] && [ -z "$time" ]; then
+    problems+=("needs a walltime: add --time=D-HH:MM:SS")
+  fi
   local range min max n
   range=$(sl_rule "$part" nodes)
   if [ -n "$range" ]; then
@@ -270,6 +287,10 @@ sl_check() {
   max=$(sl_rule "$part" gpus_per_node)
   if [ -n "$max" ] && [ -n "$gpn" ] && [[ $gpn =~ ^[0-9]+$ ]] && ((gpn > max)); then
     problems+=("has $max GPUs per node, not $gpn: use --gpus-per-node=$max or fewer")
+  fi
+  max=$(sl_rule "$part" max_nodes_per_user)
+  if [ -n "$max" ] && [ -n "$nodes" ] && ((${nodes%%-*} > max)); then
+    problems+=("allows at most $max nodes per user, not --nodes=$nodes: use --nodes=$max or fewer")
   fi
   max=$(sl_rule "$part" max_time)
   if [ -n "$max" ] && [ -n "$time" ] && (($(sl_minutes "$time") > $(sl_minutes "$max"))); then
@@ -314,12 +335,52 @@ sl_submit() {
     if [ "$1" = -- ]; then shift; job_args=("$@"); break; fi
     opts+=("$1"); shift
   done
+  [ -n "${CLUSTER_PROFILE:-}" ] \
+    || echo "${SL_NAME:-slurm}: cluster profile betzy (CLUSTER_PROFILE is unset; set it to local, saga, olivia or a profile file)" >&2
   sl_check "$wrapper" "${opts[@]}" || exit 2
+  # The wrapper's own checks (variables, files, images, binds), here rather than after the queue wait.
+  if declare -F sl_preflight >/dev/null; then
+    (SLURM_SUBMIT_DIR=$PWD; sl_preflight) || exit
+  fi
   export SLURM_WRAPPERS_DIR=$SL_DIR
   sl_run sbatch "${opts[@]}" "$wrapper" "${job_args[@]}"
 }
 
 # --- inside the job --------------------------------------------------------------------------------
+
+# Stops that reach the batch script: the walltime signal (#SBATCH --signal=B:USR2@T, only to this
+# shell), scancel's TERM, a Ctrl-C. sl_trap_stops makes each one TERM for the job's steps (scancel
+# --signal without --batch/--full: every step on every node, not this shell); the batch inside stops
+# its workers and keeps what is finished. SL_STOPPING names the signal; sl_wait waits through it.
+SL_STOPPING=""
+sl_trap_stops() {
+  local sig
+  for sig in USR2 TERM INT; do
+    # shellcheck disable=SC2064  # the signal's name is fixed when the trap is set
+    trap "sl_stopping $sig" "$sig"
+  done
+}
+sl_stopping() {
+  [ -n "$SL_STOPPING" ] && return 0
+  SL_STOPPING=$1
+  local why=""
+  [ "$1" = USR2 ] && why=" (time limit near)"
+  echo "$SL_NAME: SIG$1$why: stopping the steps cleanly" >&2
+  scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null || true
+}
+sl_wait() { # PID: wait for it through trapped signals; returns its status
+  local rc
+  while :; do
+    rc=0; wait "$1" || rc=$?
+    kill -0 "$1" 2>/dev/null || return "$rc"
+  done
+}
+# After a stop: one line saying how to go on, exit 1 (the job did not finish its work).
+sl_exit_if_stopped() {
+  [ -z "$SL_STOPPING" ] && return 0
+  echo "$SL_NAME: stopped by SIG$SL_STOPPING; finished work is kept: resubmit the same command to resume" >&2
+  exit 1
+}
 
 # First host of a Slurm node list ("a[3-4],n1" -> a3), without asking scontrol.
 sl_first_node() {
@@ -368,29 +429,121 @@ sl_trusted_dir() {
   done
 }
 
+# sl_sweep_job_temps BASE: per-job temp dirs beside BASE (/dev/shm/$USER/JOBID) of our jobs that are
+# gone. A step killed with SIGKILL (walltime, OOM, node-level kill) cannot remove its temp dir, and
+# RAM-backed /dev/shm keeps it until the node reboots: the next job of ours on the node removes it.
+# A job is gone when Slurm no longer lists it as pending, running or completing.
+sl_sweep_job_temps() {
+  local parent dir id me
+  command -v squeue >/dev/null || return 0   # no way to tell which jobs are gone
+  parent=$(dirname "$1")
+  me=$(id -u)
+  for dir in "$parent"/*; do
+    id=$(basename "$dir")
+    [[ $id =~ ^[0-9]+$ ]] && [ "$dir" != "$1" ] && [ "$id" != "${SLURM_JOB_ID:-}" ] && [ ! -L "$dir" ] \
+      && [ -d "$dir" ] || continue
+    [ "$(stat -c %u "$dir")" = "$me" ] || continue
+    [ -z "$(squeue -h -j "$id" -o %i 2>/dev/null)" ] || continue
+    rm -rf -- "$dir" && echo "node-run: removed the temp dir of job $id, which is gone" >&2
+  done
+}
+
+# sl_signal_tree SIG PID: SIG to PID and every process below it (children of children, through
+# Apptainer's starter and its namespaces: /proc lists them with their host PIDs and parents) except
+# the FUSE daemons that serve the container's filesystem: an unprivileged Apptainer mounts the SIF with
+# squashfuse, and a squashfuse killed by the signal takes the image away (the payload dies of SIGBUS).
+sl_signal_tree() {
+  local sig=$1 stat pid ppid rest line
+  local -A children=() comm=()
+  for stat in /proc/[0-9]*/stat; do
+    read -r line <"$stat" 2>/dev/null || continue
+    pid=${line%% *}
+    rest=${line##*) }   # after "(command name)", which may hold spaces and parentheses
+    read -r _ ppid _ <<<"$rest"
+    children[$ppid]+=" $pid"
+    line=${line#* (}
+    comm[$pid]=${line%) *}
+  done
+  local -a todo=("$2") found=()
+  while ((${#todo[@]})); do
+    pid=${todo[0]}; todo=("${todo[@]:1}")
+    case ${comm[$pid]:-} in
+      squashfuse* | fuse-overlayfs | fuse2fs | gocryptfs) continue ;;
+    esac
+    found+=("$pid")
+    # shellcheck disable=SC2206  # a space-separated list of PIDs
+    todo+=(${children[$pid]:-})
+  done
+  kill -s "$sig" "${found[@]}" 2>/dev/null || true
+}
+
+# What this step got, as the kernel enforces it: Slurm's CPU count, the affinity mask (CPUs and the
+# physical cores they belong to) and the cgroup's memory limit (v1 or v2; "none" where not enforced).
+sl_step_grant() {
+  local allowed cpus=0 cores mem="none" line path limit a b cpu
+  allowed=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+  declare -A core=()
+  local IFS=,
+  for range in $allowed; do
+    a=${range%-*}; b=${range#*-}
+    for ((cpu = a; cpu <= b; cpu++)); do
+      cpus=$((cpus + 1))
+      core[$(cat "/sys/devices/system/cpu/cpu$cpu/topology/core_cpus_list" 2>/dev/null \
+        || cat "/sys/devices/system/cpu/cpu$cpu/topology/thread_siblings_list" 2>/dev/null || echo "$cpu")]=1
+    done
+  done
+  unset IFS
+  cores=${#core[@]}
+  # the tightest limit on the way up from this process's cgroup (Slurm sets it on the job and the step)
+  local root file min=$((1 << 60))
+  if line=$(grep -m1 -E '^[0-9]+:memory:' /proc/self/cgroup); then
+    root=/sys/fs/cgroup/memory path=${line#*:memory:} file=memory.limit_in_bytes
+  elif line=$(grep -m1 '^0::' /proc/self/cgroup); then
+    root=/sys/fs/cgroup path=${line#0::} file=memory.max
+  fi
+  while [ -n "${root:-}" ]; do
+    if limit=$(cat "$root$path/$file" 2>/dev/null) && [[ $limit =~ ^[0-9]+$ ]] && ((limit < min)); then min=$limit; fi
+    [ -z "$path" ] || [ "$path" = / ] && break
+    path=${path%/*}
+  done
+  ((min < 1 << 60)) && mem="$((min >> 20)) MiB"
+  echo "cpus ${SLURM_CPUS_PER_TASK:-?} of ${SLURM_CPUS_ON_NODE:-?} on the node, affinity $allowed ($cpus CPUs, $cores cores), memory limit $mem"
+}
+
 # sl_node_run TMPBASE:TARGET FORWARD -- CMD...: runs as the srun task on each node. Makes a private
 # temp dir for this step under TMPBASE (RAM, per job; TMPBASE made or accepted by sl_trusted_dir), binds it as the container's TARGET (/tmp) through
 # APPTAINER_BIND (so steps that share a host's /dev/shm never share or delete each other's temp),
 # passes the variables named in FORWARD into the container (APPTAINERENV_NAME crosses --cleanenv;
 # these exist only inside the step, e.g. SLURM_PROCID), waits for CMD, removes the temp dir and exits
-# with CMD's status. Signals need no forwarding: Slurm delivers a step's signals (scancel, srun's own
-# forwarding) to every process of the step, CMD's included, so this shell only keeps waiting for CMD to
-# finish its clean-up.
+# with CMD's status. Signals are passed on to every process below this shell: with
+# ProctrackType=proctrack/cgroup (Betzy, and the local test cluster) Slurm delivers a step's signals
+# other than SIGKILL (scancel's TERM, what srun forwards: the walltime USR2) only to the task itself,
+# this shell, never to CMD's processes (the batch, torchrun's ranks) — shown by the local cluster,
+# where a rank never saw the walltime signal. A process that got a signal from Slurm as well simply
+# gets it twice (the stop handlers only record it).
 sl_node_run() {
   local base=${1%:*} target=${1##*:} forward=$2 name tmp
   shift 3
   local why
   why=$(sl_trusted_dir "$base") || sl_die 3 "temp dir $base on $(hostname) is not safe on a shared node: $why"
+  sl_sweep_job_temps "$base"
   tmp=$(mktemp -d "$base/step.XXXXXX") || sl_die 3 "cannot create a temp dir under $base on $(hostname)"
   export APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$tmp:$target:rw"
+  # ... and the code inside uses it (app.hpc.tempdir's APP_TMPDIR), never the container's own /dev/shm:
+  # an unsized tmpfs charged to the job's memory, and under a user namespace not even a trusted one.
+  export APPTAINERENV_APP_TMPDIR=$target
   for name in $forward; do
     [[ -v $name ]] && export "APPTAINERENV_$name=${!name}"
   done
   local where="step ${SLURM_STEP_ID:-batch} on ${SLURMD_NODENAME:-$(hostname)}" rc
+  echo "node-run: $where: granted $(sl_step_grant), temp $tmp" >&2
   echo "node-run: $where: start $(date +%s.%N)" >&2
   "$@" &
-  local child=$!
-  trap : TERM INT USR1 USR2
+  local child=$! sig
+  for sig in TERM INT USR1 USR2; do
+    # shellcheck disable=SC2064  # the signal's name is fixed when the trap is set
+    trap "sl_signal_tree $sig $child" "$sig"
+  done
   while :; do
     rc=0; wait "$child" || rc=$?
     kill -0 "$child" 2>/dev/null || break   # a signal interrupted wait, CMD still runs: keep waiting

@@ -79,9 +79,16 @@ def test_temp_dir_below_minimum_free_space_fails(tmp_path):
 
 
 def test_required_gpus_missing_fails(machine_without_gpus):
-    assert doctor.check_gpus(0) == "none"
-    with pytest.raises(doctor.CheckFailed, match="1 GPU"):
-        doctor.check_gpus(1)
+    assert doctor.check_gpus(0, {}).startswith("none (image CUDA ")
+    with pytest.raises(doctor.CheckFailed, match="1 required, 0 usable"):
+        doctor.check_gpus(1, {})
+
+
+def test_allocated_gpus_torch_cannot_use_fail_with_the_fix(machine_without_gpus):
+    # the venv's torch is a CUDA build and this machine has no driver: a GPU job here would train on CPU
+    with pytest.raises(doctor.CheckFailed, match=r"2 allocated, 0 usable \(image CUDA \d+\.\d+, driver none found\).*"
+                       r"--torch-variant cu128"):
+        doctor.check_gpus(0, {"CUDA_VISIBLE_DEVICES": "0,1"})
 
 
 def test_bad_usage_exits_2():

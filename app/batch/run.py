@@ -24,6 +24,7 @@ from app.batch.progress import Progress
 from app.batch.report import current_rows, run_section, season_report
 from app.errors import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from app.hpc.cores import physical_cores
+from app.hpc.filesystems import work_share
 from app.hpc.tempdir import TEMP_ENV, pick_temp_dir, private_temp_dir
 from app.hpc.threads import cap_threads
 from app.sure2.ids import read_id_list
@@ -53,7 +54,10 @@ def _plan_run_report(args, season, layout, board, ids, tmp) -> int:
     since = time.time()  # the run's start: outcomes and (with --retry-failed) failures count from here
     policy = policy_from_args(args, since)
     plan = make_plan(season, layout, board, policy, ids)
-    print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend})", file=sys.stderr)
+    share, division = work_share(args.out)  # identical copies: claims, or disjoint shares (app.hpc.filesystems)
+    if share:
+        plan.todo = share.take(plan.todo)
+    print(f"batch: plan {_fmt(plan.counts())}; {workers} workers ({args.backend}); {division}", file=sys.stderr)
     snapshots = Snapshotter(layout, board)
     snapshots.maybe(force=True)  # a run joining later loads it instead of replaying the whole journal
     progress = Progress(len(plan.todo), every_s=args.progress_every)

@@ -6,6 +6,8 @@ weight digests and the checkpoint choice go over gloo, so they never force a GPU
 
 import os
 
+from app.hpc.gpus import choose_device
+
 
 class Dist:
     """WORLD_SIZE/RANK/LOCAL_RANK from torchrun (absent: one process, no process group)."""
@@ -17,7 +19,7 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available()
+        cuda = choose_device(torch) == "cuda"  # GPUs allocated but unusable: exit 3, never a silent CPU run
         self.device = torch.device("cuda", self.local_rank) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(self.device)

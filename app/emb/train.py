@@ -291,6 +291,7 @@ class Trainer:
         if log and self._no_validation():
             _log(f"warning: no validation scores will be reported: {self._no_validation()}")
         self._status("running", start)
+        _start_banner(torch, self.dist)
         loader = ShardLoader(self.train_set, self.sampler, self.dist.device, self.data["prefetch"],
                              self.data["read_threads"], torch.bfloat16 if self.amp else torch.float32,
                              self.channels_last)
@@ -334,7 +335,35 @@ class Trainer:
         return EXIT_OK
 
 
-def _train(argv) -> int:
+INTEROP_THREADS = 2  # inter-op parallelism: a DDP step has little; more threads only contend
+
+
+def _start_banner(torch, dist) -> None:
+    """What this rank runs on, in the job log: rank 0 the software and GPUs, every rank its binding.
+    Printed once training begins (set-up errors stay one line)."""
+    from app.hpc.gpus import banner
+
+    if dist.rank == 0:
+        print(f"train: {banner(torch, dist.device.type)}", file=sys.stderr)
+    cpus = sorted(os.sched_getaffinity(0))
+    print(f"train: rank {dist.rank} (local {dist.local_rank}) on {os.uname().nodename}: CPUs {_ranges(cpus)} "
+          f"({len(cpus)}), torch threads {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} "
+          f"inter-op, device {dist.device}", file=sys.stderr)
+
+
+def _ranges(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (as Linux writes CPU lists)."""
+    out, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            out.append(f"{start}-{c}" if c != start else str(c))
+            start = None
+    return ",".join(out)
+
+
+def _train(argv, threads: int) -> int:
     from app.emb.config import load_config
 
     stop = StopFlag()  # first: a stop during start-up is honoured at the first step boundary
@@ -342,6 +371,13 @@ def _train(argv) -> int:
     config = load_config(args.config, args.overrides)
     import torch
 
+    torch.set_num_threads(threads)
+    interop = min(INTEROP_THREADS, threads)
+    if torch.get_num_interop_threads() != interop:
+        try:
+            torch.set_num_interop_threads(interop)
+        except RuntimeError:  # settable once per process: a second run in the same process keeps the first
+            pass
     trainer = Trainer(config, torch)
     try:
         return trainer.run(stop)
@@ -352,8 +388,8 @@ def _train(argv) -> int:
 def main(argv=None) -> int:
     from app.emb.threads import setup_threads
 
-    setup_threads()  # before torch is imported, so its pools start capped
-    return guarded("train: error", _train, argv)
+    threads = setup_threads()  # before torch is imported, so its pools start capped
+    return guarded("train: error", _train, argv, threads)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import EnvironmentFailure
+from app.hpc.filesystems import mount_entry
 from app.hpc.process import boot_and_pidns, start_ticks
 
 PARALLEL_FS = frozenset({"lustre", "gpfs", "beegfs", "pvfs2", "orangefs", "cephfs"})
@@ -37,27 +38,10 @@ class Mount:
     fstype: str
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    return field.encode().decode("unicode_escape")
-
-
 def mount_of(path, mountinfo: str | None = None) -> Mount:
     """The mount (longest matching mount point) holding `path`, from /proc/self/mountinfo."""
-    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
-    target = os.path.realpath(path)
-    best = Mount("/", "unknown")
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        point = _unescape(fields[4])
-        fstype = right.split()[0]
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best.point):
-            best = Mount(point, fstype)
-    return best
+    entry = mount_entry(path, mountinfo)
+    return Mount(entry[0], entry[1]) if entry else Mount("/", "unknown")
 
 
 def check_temp_dir(path, force: bool = False, mountinfo: str | None = None) -> Path:
@@ -153,3 +137,45 @@ def pick_temp_dir(force: bool = False, environ=os.environ, mountinfo: str | None
 
 def free_bytes(path) -> int:
     return shutil.disk_usage(path).free
+
+
+def memory_cgroup_room(cgroup_file: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes this process's memory cgroup (and its parents: Slurm limits the job and the step) can still
+    take, or None where no limit is visible (no cgroup, or a container that hides it)."""
+    try:
+        lines = cgroup_file.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base, limit_file, usage_file = root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+            break
+        if controllers == "":
+            base, limit_file, usage_file = root, "memory.max", "memory.current"
+    else:
+        return None
+    room = None
+    here = Path(path)
+    while True:
+        try:
+            limit = int((base / here.relative_to("/") / limit_file).read_text())
+            usage = int((base / here.relative_to("/") / usage_file).read_text())
+            room = min(room, limit - usage) if room is not None else limit - usage
+        except (OSError, ValueError):  # "max", or a level we cannot read
+            pass
+        if here == here.parent:
+            return room if room is not None and room < 1 << 60 else None
+        here = here.parent
+
+
+def temp_room(path) -> tuple[int, str]:
+    """Bytes that can still be written under `path`, and what bounds it: free space, and for RAM-backed
+    temp (tmpfs: its pages count against the job's memory) the memory cgroup's room as well."""
+    free = free_bytes(path)
+    what = f"{free >> 20} MiB free on {mount_of(path).fstype}"
+    if mount_of(path).fstype == "tmpfs":
+        room = memory_cgroup_room()
+        if room is not None and room < free:
+            return room, f"{what}, {room >> 20} MiB left in the job's memory limit"
+    return free, what

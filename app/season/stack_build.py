@@ -29,7 +29,7 @@ from app.code_digest import code_digest
 from app.errors import EnvironmentFailure
 from app.hpc.atomic import atomic_path, atomic_write_bytes, sha256_file
 from app.hpc.cores import physical_cores
-from app.hpc.tempdir import pick_temp_dir
+from app.hpc.tempdir import pick_temp_dir, temp_room
 from app.season.scene_ndvi import read_scene
 from app.season.stack_plan import BLOCK, NODATA
 from app.sure2.season import DATES_TAG
@@ -67,7 +67,15 @@ def build_stack(season_dir: Path, plan, masked, workers: int | None = None, log=
     workers = workers or physical_cores()
     date_index = {d: k for k, d in enumerate(plan.dates)}
     shape = (len(plan.blocks), len(plan.dates), BLOCK, BLOCK)
-    with tempfile.TemporaryDirectory(prefix=f"season-{plan.name}-", dir=pick_temp_dir()) as scratch:
+    base = pick_temp_dir()
+    need = 2 * int(np.prod(shape))  # the int16 scratch store: every block x every date
+    room, bound = temp_room(base)
+    if need > room:
+        raise EnvironmentFailure(
+            f"stack {plan.name}: its scratch store needs {need >> 20} MiB ({len(plan.blocks)} blocks x "
+            f"{len(plan.dates)} dates x {BLOCK}x{BLOCK} int16) but the temp dir {base} has room for {room >> 20} MiB "
+            f"({bound}): give the job more memory (--mem-per-cpu) or a larger temp dir (BIND_TMP)")
+    with tempfile.TemporaryDirectory(prefix=f"season-{plan.name}-", dir=base) as scratch:
         mapped = np.lib.format.open_memmap(Path(scratch) / "store.npy", mode="w+", dtype=np.int16, shape=shape)
         store = mapped.view(np.ndarray)  # the same pages without memmap's Python-level slicing hooks
         store[:] = NODATA

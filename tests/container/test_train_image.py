@@ -41,6 +41,14 @@ def test_doctor_passes_inside(train_sif):
     assert "torch" in proc.stdout and "app 0" in proc.stdout and "/opt/app" in proc.stdout
 
 
+def test_verbs_libraries_for_nccl_over_infiniband_load_inside(train_sif):
+    # without them NCCL falls back to TCP sockets between nodes (the providers: mlx5 and the others)
+    probe = ("import ctypes, glob; ctypes.CDLL('libibverbs.so.1'); ctypes.CDLL('librdmacm.so.1'); "
+             "print(len(glob.glob('/usr/lib/x86_64-linux-gnu/libibverbs/libmlx5-rdmav*.so')))")
+    proc = contained(train_sif, "python", "-c", probe)
+    assert proc.returncode == 0 and proc.stdout.strip() == "1", proc.stdout + proc.stderr
+
+
 def test_proj_trap_is_real_and_the_pin_avoids_it(train_sif):
     pinned_run = contained(train_sif, "python", "-c", RASTERIO_EPSG)
     assert pinned_run.returncode == 0 and pinned_run.stdout.strip() == "32633", pinned_run.stderr

@@ -27,6 +27,15 @@ def test_slurm_allocation_caps(tmp_path):
     assert physical_cores(environ={"SLURM_JOB_CPUS_PER_NODE": "5(x4)"}, affinity=set(range(8)), sys_cpu=sys_cpu) == 5
 
 
+def test_slurm_counts_hyperthreads_so_its_cap_is_halved(tmp_path):
+    # Betzy: Slurm counts 2 threads per core and normal does not bind: -c 2 is one core, not two.
+    sys_cpu = make_topology(tmp_path, ["0,2", "1,3", "0,2", "1,3"])
+    assert physical_cores(environ={"SLURM_CPUS_PER_TASK": "2"}, affinity={0, 1, 2, 3}, sys_cpu=sys_cpu) == 1
+    assert physical_cores(environ={"SLURM_CPUS_PER_TASK": "4"}, affinity={0, 1, 2, 3}, sys_cpu=sys_cpu) == 2
+    sys_cpu = make_topology(tmp_path / "range", ["0-1", "0-1", "2-3", "2-3"])
+    assert physical_cores(environ={"SLURM_CPUS_ON_NODE": "2"}, affinity={0, 1, 2, 3}, sys_cpu=sys_cpu) == 1
+
+
 def test_slurm_cap_parsing():
     assert slurm_cpu_cap({}) is None
     assert slurm_cpu_cap({"SLURM_JOB_CPUS_PER_NODE": "64,32"}) == 64

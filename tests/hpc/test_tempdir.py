@@ -69,3 +69,39 @@ def test_a_killed_processs_temp_dir_is_removed_by_the_next_one_a_live_ones_kept(
     finally:
         live.kill()
         live.wait()
+
+
+def _cgroup_tree(tmp_path, levels):
+    """A cgroup v1 memory tree: levels = [(relative path, limit, usage)], and a /proc/self/cgroup naming
+    the deepest one."""
+    root = tmp_path / "sys"
+    for rel, limit, usage in levels:
+        d = root / "memory" / rel
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "memory.limit_in_bytes").write_text(f"{limit}\n")
+        (d / "memory.usage_in_bytes").write_text(f"{usage}\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text(f"12:pids:/x\n4:memory:/{levels[-1][0]}\n1:name=systemd:/y\n")
+    return proc, root
+
+
+def test_memory_cgroup_room_is_the_tightest_level_on_the_way_up(tmp_path):
+    from app.hpc.tempdir import memory_cgroup_room
+
+    unlimited = 9223372036854771712
+    proc, root = _cgroup_tree(tmp_path, [
+        ("", unlimited, 5 << 30),
+        ("slurm_p1/uid_1001/job_39", 1000 << 20, 300 << 20),  # the job: 1000 MiB, 300 used
+        ("slurm_p1/uid_1001/job_39/step_0", 800 << 20, 250 << 20),  # the step: 800 MiB, 250 used
+        ("slurm_p1/uid_1001/job_39/step_0/task_0", unlimited, 250 << 20),
+    ])
+    assert memory_cgroup_room(proc, root) == 550 << 20
+    proc.write_text("0::/user.slice\n")  # v2 with no memory.max files: no visible limit
+    assert memory_cgroup_room(proc, root) is None
+
+
+def test_temp_room_on_ram_is_bounded_by_free_space_at_most():
+    from app.hpc.tempdir import free_bytes, temp_room
+
+    room, what = temp_room("/dev/shm")
+    assert 0 < room <= free_bytes("/dev/shm") and "MiB free on tmpfs" in what

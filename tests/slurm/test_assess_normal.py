@@ -113,6 +113,13 @@ def test_fills_four_nodes_one_step_each_and_all_outputs_are_valid(tmp_path, sure
     assert (out / ".batch" / "payout_map.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / ".batch" / "season_result.parquet").is_file()
     assert "Season report" in log and "matplotlib" not in log  # the job log ends with it
+    # each step was granted the whole node (256 CPUs as Slurm counts them, all the job's memory there)
+    # and the batch inside ran one worker per physical core of what the step's cgroup allows
+    grants = re.findall(r"^node-run: step \d+ on n\d: granted cpus (\d+) of (\d+) on the node, affinity \S+ "
+                        r"\((\d+) CPUs, (\d+) cores\), memory limit (\d+) MiB", log, re.M)
+    assert len(grants) == 12 and all(g[0] == g[1] == "256" for g in grants), log
+    workers = {int(w) for w in re.findall(r"^batch: plan .*; (\d+) workers \(inproc\); one run: claims", log, re.M)}
+    assert workers == {min(int(g[3]) for g in grants)}, log
 
 
 def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, sure2_sif, jobs):
@@ -126,6 +133,9 @@ def test_cancel_mid_way_then_resubmit_finishes_the_rest_exactly_once(tmp_path, s
         ["squeue", "-h", "-s", "-j", first], capture_output=True, text=True).stdout.strip(), timeout=60)
 
     assert not (out / f".slurm-{first}").exists()  # the cancelled job took its chunk lists along
+    cancelled = (tmp_path / f"job-{first}.out").read_text()
+    assert cancelled.rstrip().endswith("stopped by SIGTERM; finished work is kept: resubmit the same command to resume"), \
+        cancelled[-2000:]
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     valid_before = batch_status(sure2_sif, out, fields_file)["valid"]
     assert 0 < valid_before < 16, "the cancel must land mid-way for this test to mean anything"

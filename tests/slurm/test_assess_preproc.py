@@ -4,7 +4,6 @@ import re
 import subprocess
 
 import pytest
-
 from test_assess_normal import batch_status, ok_counts, setup_batch
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container]

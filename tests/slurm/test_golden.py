@@ -79,6 +79,8 @@ def test_train_accel_two_nodes(tmp_path, odd_dir):
     # rendezvous on the first node; requeue count and thread caps cross --cleanenv
     assert {"MASTER_ADDR=a1", "SLURM_RESTART_COUNT=1", "OMP_NUM_THREADS=16"} <= set(argv)
     assert "--nproc-per-node=4" in argv and "--nnodes=2" in argv
+    # srun does not inherit --cpus-per-task (Slurm 22.05/23.02): the step names it
+    assert argv[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=64"]
 
 
 def test_assess_normal_four_nodes(tmp_path, odd_dir):
@@ -88,7 +90,8 @@ def test_assess_normal_four_nodes(tmp_path, odd_dir):
         odd_dir,
         SLURM_JOB_NUM_NODES="4",
         SLURM_NNODES="4",
-        SLURM_JOB_CPUS_PER_NODE="128(x4)",
+        SLURM_JOB_CPUS_PER_NODE="256(x4)",
+        SLURM_CPUS_ON_NODE="256",
         SLURM_JOB_PARTITION="normal",
         SURE2_IMAGE=str(odd_dir / "sure2.sif"),
         ASSESS_FIELDS=str(odd_dir / "fields 'north'.txt"),
@@ -98,7 +101,8 @@ def test_assess_normal_four_nodes(tmp_path, odd_dir):
     compare("assess_normal", out, tmp_path)
     plan, step, report = (shlex.split(line) for line in out.splitlines())
     assert plan[plan.index("python"):][:4] == ["python", "-m", "app.batch", "plan"]
-    assert step[:6] == ["srun", "--exclusive", "--nodes=1", "--ntasks=1", "--cpus-per-task=128", "--mem-per-cpu=1900M"]
+    # a step asks for exactly what a node gives: all its CPUs as Slurm counts them, all the job's memory there
+    assert step[:6] == ["srun", "--exclusive", "--nodes=1", "--ntasks=1", "--cpus-per-task=256", "--mem=0"]
     assert f"{odd_dir}/out put:/out:rw" in step and step[-1] == "--no-report"  # the steps skip theirs ...
     assert report[report.index("python"):][:4] == ["python", "-m", "app.batch", "report"]  # ... one for all
 
@@ -138,3 +142,15 @@ def test_bind_source_with_a_colon_is_refused(tmp_path):
     got = subprocess.run(["bash", str(ROOT / "slurm" / "assess_normal.sh")], env=env, capture_output=True, text=True)
     assert got.returncode == 2 and "contains ':' or ','" in got.stderr and got.stdout == ""
     assert not (tmp_path / "a:b").exists()
+
+
+def test_train_accel_takes_nccl_settings_from_the_profile(tmp_path, odd_dir):
+    (odd_dir / "train.sif").touch()
+    (odd_dir / "run.toml").touch()
+    env = job_env(odd_dir, CLUSTER_PROFILE="betzy", SLURM_JOB_NAME="emb-train", SLURM_JOB_NODELIST="a[1-2]",
+                  SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="64",
+                  TRAIN_IMAGE=str(odd_dir / "train.sif"), EMB_CONFIG=str(odd_dir / "run.toml"),
+                  BIND_SHARDS=str(odd_dir), BIND_RUNS=str(odd_dir))
+    argv = shlex.split(run_wrapper("train_accel.sh", env))
+    assert {"NCCL_IB_HCA=mlx5", "NCCL_SOCKET_IFNAME=ib0"} <= set(argv)
+    assert ("/dev/infiniband" in argv) == os.path.isdir("/dev/infiniband")  # bound where the node has it

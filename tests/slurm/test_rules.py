@@ -14,15 +14,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SLURM = ROOT / "slurm"
 
 
-def check(wrapper, *opts, profile="betzy"):
-    env = {"PATH": os.environ["PATH"], "CLUSTER_PROFILE": profile}
+def check(wrapper, *opts, profile="betzy", account="nn1234k"):
+    env = {"PATH": os.environ["PATH"], "CLUSTER_PROFILE": profile, "SBATCH_ACCOUNT": account}
     return subprocess.run(
         ["bash", str(SLURM / "common.sh"), "check", str(SLURM / wrapper), *opts], env=env, capture_output=True, text=True
     )
 
 
-def submit(wrapper, *args, profile="betzy"):
-    env = {"PATH": os.environ["PATH"], "CLUSTER_PROFILE": profile, "SLURM_DRY_RUN": "1"}
+def submit(wrapper, *args, profile="betzy", env=None):
+    env = {"PATH": os.environ["PATH"], "CLUSTER_PROFILE": profile, "SLURM_DRY_RUN": "1", "SBATCH_ACCOUNT": "nn1234k",
+           **(env or {})}
     return subprocess.run(["bash", str(SLURM / wrapper), *args], env=env, capture_output=True, text=True)
 
 
@@ -106,8 +107,13 @@ def test_submission_is_refused_before_sbatch():
     assert "sbatch" not in got.stdout
 
 
-def test_submission_passes_options_then_job_arguments_to_sbatch():
-    got = submit("train_accel.sh", "--nodes=2", "--job-name=my run", "--", "train.steps=10", "run.note=it's")
+def test_submission_passes_options_then_job_arguments_to_sbatch(tmp_path):
+    (tmp_path / "train.sif").touch()
+    (tmp_path / "run.toml").touch()
+    (tmp_path / "shards").mkdir()
+    env = {"TRAIN_IMAGE": str(tmp_path / "train.sif"), "EMB_CONFIG": str(tmp_path / "run.toml"),
+           "BIND_SHARDS": str(tmp_path / "shards")}
+    got = submit("train_accel.sh", "--nodes=2", "--job-name=my run", "--", "train.steps=10", "run.note=it's", env=env)
     assert got.returncode == 0, got.stderr
     want = f"sbatch --nodes=2 --job-name=my\\ run {SLURM}/train_accel.sh train.steps=10 run.note=it\\'s"
     assert got.stdout.strip() == want
@@ -115,4 +121,44 @@ def test_submission_passes_options_then_job_arguments_to_sbatch():
 
 def test_unknown_profile_is_bad_input():
     got = check("assess_normal.sh", profile="nowhere")
-    assert got.returncode == 2 and "have: betzy local saga" in got.stderr
+    assert got.returncode == 2 and "have: betzy local olivia saga" in got.stderr
+
+
+@pytest.mark.parametrize("how", [["-A", "nn1234k"], ["-Ann1234k"], ["--account", "nn1234k"], ["--account=nn1234k"]])
+def test_an_account_is_required_on_the_command_line_or_in_sbatch_account(how):
+    got = check("assess_normal.sh", account="")
+    assert got.returncode == 2
+    assert got.stderr.count("\n") == 1 and "add --account=PROJECT (or set SBATCH_ACCOUNT" in got.stderr
+    assert check("assess_normal.sh", *how, account="").returncode == 0
+    assert check("assess_normal.sh").returncode == 0  # SBATCH_ACCOUNT, which sbatch itself reads
+
+
+def test_accel_allows_three_nodes_per_user():
+    got = check("train_accel.sh", "--nodes=4")
+    assert got.returncode == 2 and "at most 3 nodes per user, not --nodes=4: use --nodes=3 or fewer" in got.stderr
+    assert check("train_accel.sh", "--nodes=3").returncode == 0
+
+
+def test_inputs_are_checked_before_sbatch(tmp_path):
+    # each wrapper's own checks run at submission: a missing image is refused in one line, no sbatch
+    for wrapper, var in [("assess_normal.sh", "SURE2_IMAGE"), ("assess_preproc.sh", "SURE2_IMAGE"),
+                         ("train_accel.sh", "TRAIN_IMAGE"), ("season_build.sh", "SEASON_IMAGE")]:
+        got = submit(wrapper)
+        assert got.returncode == 2 and f"set {var} to the" in got.stderr and "sbatch" not in got.stdout, got.stderr
+    (tmp_path / "sure2.sif").touch()
+    got = submit("assess_normal.sh", env={"SURE2_IMAGE": str(tmp_path / "sure2.sif"),
+                                           "ASSESS_FIELDS": str(tmp_path / "nope.txt")})
+    assert got.returncode == 2 and "ASSESS_FIELDS" in got.stderr and "does not exist" in got.stderr
+    got = submit("assess_normal.sh", env={"SURE2_IMAGE": str(tmp_path / "sure2.sif"), "BIND_OUT": str(tmp_path / "o")})
+    assert got.returncode == 0 and got.stdout.startswith("sbatch "), got.stderr
+    assert "cluster profile betzy (CLUSTER_PROFILE is unset" not in got.stderr
+    env = {"PATH": os.environ["PATH"], "SLURM_DRY_RUN": "1", "SBATCH_ACCOUNT": "nn1234k",
+           "SURE2_IMAGE": str(tmp_path / "sure2.sif"), "BIND_OUT": str(tmp_path / "o")}
+    got = subprocess.run(["bash", str(SLURM / "assess_normal.sh")], env=env, capture_output=True, text=True)
+    assert got.returncode == 0 and "cluster profile betzy (CLUSTER_PROFILE is unset" in got.stderr
+
+
+def test_olivia_shares_normal_nodes_so_memory_is_required():
+    got = check("assess_normal.sh", profile="olivia")
+    assert got.returncode == 2 and "needs a memory request: add --mem-per-cpu=SIZE" in got.stderr
+    assert check("assess_preproc.sh", "-p", "normal", "--nodes=1", profile="olivia").returncode == 0

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_golden import ODD, job_env, run_wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +100,37 @@ def _states(job) -> list:
 def _ended(job, n):
     s = _states(job)
     return len(s) == n and all(x not in ("PENDING", "RUNNING", "COMPLETING") for x in s)
+
+
+def test_baseline_from_past_seasons_is_a_first_step(tmp_path):
+    base = tmp_path / ODD
+    past = base / "past seasons"
+    for year in ("2023", "2024"):
+        (past / year).mkdir(parents=True)
+        (past / year / "season.json").write_text("{}")
+    for name in ("fields.gpkg", "mapping.toml", "season.sif"):
+        (base / name).touch()
+    env = job_env(base, SEASON_IMAGE=str(base / "season.sif"), SEASON_FIELDS=str(base / "fields.gpkg"),
+                  SEASON_MAPPING=str(base / "mapping.toml"), SEASON_PAST=str(past), SLURM_CPUS_PER_TASK="16")
+    text = run_wrapper("season_build.sh", env).replace(str(tmp_path), "<tmp>")
+    baseline, build = [line for line in text.splitlines() if line.startswith("srun ")]
+    assert "--bind <tmp>/my\\ runs/it\\'s\\ \\\"q\\\"/past\\ seasons:/in/past:ro" in baseline
+    assert baseline.endswith("baseline --seasons /in/past/2023 /in/past/2024 --out /season/.baseline")
+    assert build.endswith("--baseline /season/.baseline/baseline.parquet")
+    # made once: a season that already has it skips the step
+    (base / "season" / ".baseline").mkdir(parents=True)
+    (base / "season" / ".baseline" / "baseline.json").write_text("{}")
+    text = run_wrapper("season_build.sh", env)
+    assert [line for line in text.splitlines() if line.startswith("srun ")][0].endswith(
+        "--baseline /season/.baseline/baseline.parquet")
+    assert "baseline --seasons" not in text
+
+
+def test_one_baseline_source_only(tmp_path):
+    (tmp_path / "season.sif").touch()
+    (tmp_path / "t.csv").touch()
+    env = {**job_env(tmp_path), "SEASON_IMAGE": str(tmp_path / "season.sif"), "SEASON_FIELDS": str(tmp_path / "t.csv"),
+           "SEASON_MAPPING": str(tmp_path / "t.csv"), "SEASON_BASELINE": str(tmp_path / "t.csv"),
+           "SEASON_BASELINE_TABLE": str(tmp_path / "t.csv"), "SLURM_DRY_RUN": "0"}
+    got = subprocess.run(["bash", str(ROOT / "slurm" / "season_build.sh")], env=env, capture_output=True, text=True)
+    assert got.returncode == 2 and "give one of SEASON_BASELINE, SEASON_PAST, SEASON_BASELINE_TABLE" in got.stderr

@@ -11,6 +11,7 @@ Slurm holds a requeued job ~120 s (BeginTime); the tests release it with StartTi
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.emb.conftest import PREPARE_ARGS, SYNTH_ARGS, label_args
+from tests.slurm.conftest import as_user, job_dir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.container, pytest.mark.slow]
 
@@ -36,12 +38,13 @@ def venv(*args):
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    base = tmp_path_factory.mktemp("emb data")
+def shards():
+    base = job_dir("emb data")  # where the nodes see it (each node's /tmp is its own)
     venv("-m", "app.emb", "synth", "--out", str(base / "src"), *SYNTH_ARGS)
     venv("-m", "app.emb", "prepare", "--src", str(base / "src"), *label_args(base / "src"), "--out", str(base / "shards"),
          *PREPARE_ARGS)
-    return base / "shards"
+    yield base / "shards"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def container_env(log: str) -> list[dict]:
@@ -57,6 +60,7 @@ def train_env(train_sif, shards, runs, run_name) -> dict:
         "EMB_RUN": run_name,
         "BIND_SHARDS": str(shards),
         "BIND_RUNS": str(runs),
+        "EMB_ALLOW_CPU": "1",  # the fake GPUs are not usable: train on the CPU, explicitly
     }
 
 
@@ -137,6 +141,13 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(tmp_path, shards, trai
     assert log.index("stop signal: checkpointed") < log.index(f"requeueing job {job}")
     assert re.search(rf"resumed from \S+ \(step {stopped}\)", log)
     assert "train_accel.sh: training finished" in log
+    # each rank's binding and threads, and the software banner, in the log (both runs)
+    # (not anchored to whole lines: four ranks write to one log at once)
+    ranks = re.findall(r"train: rank (\d) \(local \d\) on a1: CPUs (\S+) \((\d+)\), torch threads (\d+) intra-op / "
+                       r"(\d+) inter-op, device cpu", log)
+    assert sorted(r[0] for r in ranks) == ["0", "0", "1", "1", "2", "2", "3", "3"], log
+    assert all(r[3] == r[4] == "1" for r in ranks)  # the step's cores (this host's 2) over 4 ranks: 1 each
+    assert log.count("device cpu (CPU opted in with EMB_ALLOW_CPU=1)") >= 2
     assert status(run_dir) == {"state": "done", "step": STEPS, "job": job, "restart": 1}
     steps_logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                     if "loss" in line]
@@ -168,7 +179,7 @@ def test_stops_past_the_trap_requeue_from_the_ranks_status_until_the_limit(tmp_p
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "1:0" and info["Restarts"] == "1", log
 
     first, second = [int(m) for m in re.findall(r"stop signal: checkpointed at step (\d+)", log)]
-    assert re.search(rf"checkpointed at step {first} \(step exit 1\): requeueing job {job} \(1 of at most 1\)", log)
+    assert re.search(rf"checkpointed at step {first} \(step exit 1\): requeueing job {job} \(1 of at most 1; ", log)
     assert log.count("asking the ranks to checkpoint") == 1  # the first stop never went through the trap
     assert re.search(rf"resumed from \S+ \(step {first}\)", log)
     assert (f"checkpointed at step {second}, but job {job} was already requeued 1 time(s) (EMB_MAX_REQUEUES=1): "
@@ -216,3 +227,38 @@ def test_two_nodes_meet_through_the_rendezvous_on_the_first(tmp_path, shards, tr
     probe = ("import sys; from app.emb.checkpoint import newest_valid; p, s = newest_valid(sys.argv[1]); "
              "print(s['step'], s['world'])")
     assert venv("-c", probe, str(runs / "two-nodes")).split() == ["2", "2"]
+
+
+def test_gpus_torch_cannot_use_stop_the_job_with_the_fix(tmp_path, shards, train_sif, jobs):
+    """The fake GPUs are what an R550 node is to a CUDA 13 image: allocated, unusable. Without the
+    opt-in the job stops before torchrun, exit 3, one line naming CUDA, the driver and the fix."""
+    env = {**train_env(train_sif, shards, tmp_path / "runs", "no-gpu"), "EMB_ALLOW_CPU": ""}
+    log_path = tmp_path / "train.out"
+    job = jobs.submit("train_accel.sh", env, "--cpus-per-task=2", "--mem=8G", "--gpus-per-node=1",
+                      f"--output={log_path}", "--", "train.steps=2")
+    info = jobs.wait_state(job, ENDED, timeout=300)
+    log = log_path.read_text()
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "3:0", log
+    refusal = [line for line in log.splitlines() if line.startswith("gpus: ")]
+    assert len(refusal) == 1 and "1 GPU(s) allocated" in refusal[0] and "driver none found" in refusal[0], log
+    assert "--torch-variant cu128" in refusal[0] and "built for CUDA 13" in refusal[0]
+    assert "torchrun" not in log and "Traceback" not in log and not (tmp_path / "runs" / "no-gpu" / "status.json").exists()
+
+
+def test_doctor_in_a_gpu_allocation_names_the_image_cuda_the_driver_and_the_fix(tmp_path, train_sif, jobs):
+    """`app doctor` inside train.sif on an accel node: the allocated GPUs torch cannot use fail its
+    gpus line, exit 3 (how a user checks a node before a long run)."""
+    log = tmp_path / "doctor.out"
+    script = tmp_path / "doctor.sh"
+    script.write_text(f"#!/bin/bash\nsrun apptainer exec --nv --containall --cleanenv --env CUDA_VISIBLE_DEVICES="
+                      f"$CUDA_VISIBLE_DEVICES {train_sif} python -m app doctor\necho doctor-rc=$?\n")
+    got = as_user(["sbatch", "--parsable", "-p", "accel", "--gpus-per-node=1", "--mem=8G", "-t", "10",
+                   f"--output={log}", str(script)])
+    assert got.returncode == 0, got.stderr
+    job = got.stdout.strip()
+    jobs.submitted.append(job)
+    jobs.wait_state(job, ENDED, timeout=300)
+    text = log.read_text()
+    gpus = [line for line in text.splitlines() if line.split(":")[0].split()[-1:] == ["gpus"]]
+    assert "doctor-rc=3" in text and len(gpus) == 1 and gpus[0].startswith("FAIL"), text
+    assert "1 allocated, 0 usable (image CUDA 13.0, driver none found)" in gpus[0] and "--torch-variant cu128" in gpus[0]

@@ -1,4 +1,4 @@
-# Saga (Sigma2/NRIS): container binds and partition rules. Format: see betzy.map.
+# Saga (Sigma2/NRIS): container binds and partition rules. Format: see betzy.profile.
 # Saga has node-local disk ($LOCALSCRATCH, when the job asks for --gres=localscratch:SIZE); RAM is
 # the default here because it needs no extra request. Every job must say how much memory it needs.
 bind out     /cluster/work/users/$USER/sure2/out          /out     rw
@@ -9,16 +9,15 @@ bind scenes  /cluster/work/users/$USER/sure2/scenes       /scenes  ro
 bind season  /cluster/work/users/$USER/sure2/season       /season  rw
 
 # normal: shared nodes (40 cores, ~178 GiB usable), memory must be given (--mem-per-cpu).
+rule normal  account        required
 rule normal  nodes          1-256
 rule normal  mem            required
 rule normal  gpus           forbidden
-rule normal  cpus_per_node  40
-rule normal  mem_per_cpu    4400M
 rule normal  max_time       7-00:00:00
 # accel: 4 P100 or A100 per node; memory must be given; GPUs per job or per node.
+rule accel   account        required
 rule accel   gpus           required
 rule accel   gpus_per_task  forbidden
 rule accel   gpus_per_node  4
 rule accel   mem            required
-rule accel   cpus_per_node  24
 rule accel   max_time       14-00:00:00
