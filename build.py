@@ -57,10 +57,10 @@ TORCH_VARIANTS = {"cu130": "train.txt", "cu128": "train-cu128.txt"}
 IMAGE_PACKAGES = {
     # sealed: the compiled assessment and the batch that runs it inside the image on Slurm; no build side
     "sure2": ("app", "app.batch", "app.hpc", "app.sure2"),
-    # the season build side: importers and generators, and the assessment code they reuse
-    "season": ("app", "app.hpc", "app.season", "app.sure2"),
-    # EMB training and prediction
-    "train": ("app", "app.emb", "app.hpc"),
+    # the season build side: importers, fetch and generators, and the assessment and batch code they reuse
+    "season": ("app", "app.batch", "app.fetch", "app.hpc", "app.season", "app.sure2"),
+    # EMB training, prediction and the embedding fetch
+    "train": ("app", "app.emb", "app.fetch", "app.hpc"),
 }
 SQUASHFS_LEVEL = {"base": 9, "sure2": 9, "train": 3, "season": 9}
 SECTION_MARK = re.compile(r"INFO:\s+(Running (setup|post) scriptlet|Running testscript|Copying .*|Adding .*)")

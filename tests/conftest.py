@@ -70,6 +70,7 @@ def machine_without_gpus(request):
     return True
 
 
+@pytest.fixture(scope="session")
 def chromium(request) -> tuple[str, str]:
     """(chromium, chromedriver): Debian's packages (scripts/setup.sh installs them)."""
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")

@@ -75,6 +75,7 @@ NOT_CONTENT = {
     "app.season.fields_import": "stack: the plan's CRS helper; the grid it gives is in the inputs hash",
     "app.vector": "stack: reprojects outlines for the plan; the grid it gives is in the inputs hash",
     "app.sure2": "the package's shim: a docstring",
+    "app.batch.page": "evaluate's basis-risk page: how results are shown, not what they are",
 }
 
 

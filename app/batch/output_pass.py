@@ -31,7 +31,7 @@ class OutputPass:
         self.evidence = {}  # field -> its evidence for the page (app.batch.page.evidence_of)
         self.shares = {}  # paid field -> its payout's share of the insured sum (the recorded fraction)
         self.lost = {}  # field -> why its output no longer reads
-        self._area = None
+        self._area: dict | None = None
 
     def take(self, fid: str, read) -> None:
         """Hand one output's parts to every product (the OutputIndex calls this for what it read)."""

@@ -112,7 +112,7 @@ def evidence_of(read) -> dict:
     return out
 
 
-def _rings(geoms) -> tuple[list, list, list]:
+def _rings(geoms) -> tuple[list, list | None, list | None]:
     """(per geometry: its polygons' outer rings as flat [lon, lat, ...] lists rounded to 1e-6°, the bulk
     view [[s, w], [n, e]], the whole extent)."""
     import shapely

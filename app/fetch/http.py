@@ -165,6 +165,7 @@ class Client:
 
     def _connection(self, url: str, fresh: bool = False):
         parts = urlsplit(url)
+        host = parts.hostname or ""  # an absolute http(s) URL by now: redirects were checked above
         key = origin(url)
         pool = getattr(self._local, "pool", None)
         if pool is None:
@@ -174,10 +175,10 @@ class Client:
             if conn is not None:
                 conn.close()
             if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=self.timeout,
+                conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=self.timeout,
                                                    context=self.ssl)
             else:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+                conn = http.client.HTTPConnection(host, parts.port or 80, timeout=self.timeout)
             pool[key] = conn
         return conn
 

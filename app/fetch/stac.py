@@ -21,7 +21,7 @@ MAX_PAGES = 10_000
 PAGE = 100
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
-PRESETS = {
+PRESETS: dict[str, dict] = {
     "earth-search": {"url": "https://earth-search.aws.element84.com/v1", "collection": "sentinel-2-l2a",
                      "asset_hosts": ["https://sentinel-cogs.s3.us-west-2.amazonaws.com"], "sign": None},
     "planetary-computer": {"url": "https://planetarycomputer.microsoft.com/api/stac/v1",
@@ -46,7 +46,7 @@ def safe_name(text) -> str | None:
 def search(client: Client, catalog: str, collection: str, bbox, datetime: str) -> list:
     """Every item of `collection` intersecting bbox (lon/lat) within the datetime interval."""
     url = catalog.rstrip("/") + "/search"
-    body = {"collections": [collection], "bbox": [float(v) for v in bbox], "datetime": datetime, "limit": PAGE}
+    body: dict = {"collections": [collection], "bbox": [float(v) for v in bbox], "datetime": datetime, "limit": PAGE}
     method, seen, items = "POST", set(), []
     for _ in range(MAX_PAGES):
         page = client.post_json(url, body) if method == "POST" else client.get_json(url)
@@ -60,7 +60,7 @@ def search(client: Client, catalog: str, collection: str, bbox, datetime: str) -
         url = urljoin(url, nxt["href"])
         method = str(nxt.get("method", "GET")).upper()
         if method == "POST":
-            link_body = nxt.get("body") if isinstance(nxt.get("body"), dict) else {}
+            link_body: dict = nxt["body"] if isinstance(nxt.get("body"), dict) else {}
             body = {**body, **link_body} if nxt.get("merge") else (link_body or body)
         key = (url, method, repr(sorted(body.items())) if method == "POST" else "")
         if key in seen:

@@ -15,8 +15,11 @@ of the object is refused (TiffRefused), so a hostile header cannot make us alloc
 
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+Endian = Literal["<", ">"]  # the file's byte order, as numpy spells it
 
 MAX_TILES = 1 << 22  # 4 M tiles (a 10980² band in 16² tiles is 0.5 M)
 MAX_HEADER_BYTES = 32 << 20
@@ -46,7 +49,7 @@ class Entry:
 
 @dataclass
 class TiffHeader:
-    endian: str  # "<" or ">"
+    endian: Endian
     big: bool
     entries: list  # Entry, sorted by tag, tile arrays excluded
     width: int
@@ -90,7 +93,7 @@ def read_header(get) -> TiffHeader:
     order = first[:2]
     if order not in (b"II", b"MM"):
         raise TiffRefused("not a TIFF (no II/MM byte order mark)")
-    e = "<" if order == b"II" else ">"
+    e: Endian = "<" if order == b"II" else ">"
     magic = struct.unpack(e + "H", first[2:4])[0]
     if magic == 42:
         big, ifd = False, struct.unpack(e + "I", first[4:8])[0]

@@ -272,6 +272,7 @@ def _screen(client, items, token, args) -> list:
             if reason:
                 w.end("skipped", f"{key} asset: {reason}")
                 break
+            assert isinstance(href, str)  # href_refusal refuses anything but a string URL
             w.hrefs[band] = href
             w.urls[band] = stac.signed(href, token)
     return works

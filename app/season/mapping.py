@@ -72,7 +72,7 @@ KINDS = {"region_id": "text", "sowing_date": "date", "harvest_date": "date", "in
 LITERAL_TERMS = ("currency", "index")  # a bare string is the value (a code), never a column name
 TERM_KEYS = {"column", "values", "per_crop", "value", "per_ha", "unit", "scale", "date_format"}
 # unit → factor: insured_sum per area unit → × area in ha × factor; the others: × factor
-UNITS = {"insured_sum": {"total": None, "per_ha": 1.0, "per_daa": 10.0, "per_m2": 1e4},
+UNITS: dict[str, dict[str, float | None]] = {"insured_sum": {"total": None, "per_ha": 1.0, "per_daa": 10.0, "per_m2": 1e4},
          "trigger": {"fraction": 1.0, "percent": 0.01}, "exit": {"fraction": 1.0, "percent": 0.01},
          "trigger_percentile": {"percent": 1.0, "fraction": 100.0},
          "exit_percentile": {"percent": 1.0, "fraction": 100.0}}
@@ -264,7 +264,7 @@ def _empty(cell) -> bool:
 def _read_column(mapping: Mapping, term: Term, cells: list) -> list:
     kind = KINDS[term.name]
     where = f"mapping {mapping.path.name}: {term.name}: column {term.column}"
-    out = [None] * len(cells)
+    out: list = [None] * len(cells)
     present = [i for i, c in enumerate(cells) if not _empty(c)]
     mapped = {}
     for i in present:
@@ -442,7 +442,7 @@ def _in_season_units(term: Term, value, area_ha):
     if KINDS[term.name] != "number" or value is None:
         return value, None
     value = value * term.scale
-    factor = UNITS.get(term.name, {}).get(term.unit)
+    factor = UNITS.get(term.name, {}).get(term.unit or "")
     if term.name == "insured_sum" and factor is not None:
         if area_ha is None:
             return None, f"a sum {term.unit} needs the field's area, and it has none"

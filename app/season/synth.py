@@ -242,7 +242,7 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     thin = thin_rng.random(n_fields) < THIN_SHARE
     strip_width = np.where(thin, thin_rng.uniform(*THIN_WIDTH_M, n_fields), np.nan)
     neighbours = {}  # field index → (contrasting band next to it, its NDVI)
-    for i in np.flatnonzero(thin):
+    for i in np.flatnonzero(thin).tolist():
         shapes[i], neighbours[i] = thin_strip(thin_rng, strip_width[i])
         area_ha[i] = shapes[i].area / 1e4
     polys, bands, width, height = shelf_pack(rng, shapes, {i: band for i, (band, _) in neighbours.items()})
@@ -304,7 +304,7 @@ def generate(n_fields: int, seed: int, out_dir) -> dict:
     phase = np.zeros(n_fields)
     moved = (damage == "healthy") & (shift_rng.random(n_fields) < PHENOLOGY_SHIFTED_SHARE)
     phase[moved] = shift_rng.uniform(*PHENOLOGY_SHIFT_DAYS, int(moved.sum()))
-    for i in np.flatnonzero(moved):
+    for i in np.flatnonzero(moved).tolist():
         curves[i] = swath_curves[i] = ph.healthy_curve(crops[i], doy - phase[i], sow[i:i + 1], harvest[i:i + 1],
                                                        peak[i:i + 1], regions[i])[0]
     contract_sow = np.where(sow > 0, sow + phase, sow)  # winter wheat: sown the autumn before, greens up off time

@@ -282,7 +282,7 @@ class Season:
             t = self.refused().select(["source_id", "reason", "detail"]).to_pydict()
             self._refused = {s: (r, d) for s, r, d in zip(t["source_id"], t["reason"], t["detail"]) if s is not None}
             self._of_source = of_source
-        return self._of_source, self._refused
+        return self._of_source, self._refused or {}
 
     def refused(self) -> pa.Table:
         """The insurer's rows the import refused (REFUSED_SCHEMA; no rows for a season without the file)."""

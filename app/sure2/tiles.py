@@ -52,6 +52,7 @@ class TileReader:
                 y0, y1 = max(r0, tr * b), min(r0 + h, tr * b + tile.shape[1])
                 x0, x1 = max(c0, tc * b), min(c0 + w, tc * b + tile.shape[2])
                 out[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0] = tile[:, y0 - tr * b:y1 - tr * b, x0 - tc * b:x1 - tc * b]
+        assert out is not None, "an empty window"  # callers ask for windows of at least one pixel
         return out
 
 
