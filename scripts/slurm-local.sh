@@ -312,6 +312,13 @@ setup_user() {
   id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
   [ -c /dev/fuse ] && chmod 666 /dev/fuse
   mkdir -p /var/tmp/slurm-tier && chmod 1777 /var/tmp/slurm-tier
+  # Jobs run the wrappers and images from the checkout: a test bed cloned under a private directory
+  # (/root is 0700) gets traverse-only rights (o+x) on the directories above it, nothing more.
+  local dir=$ROOT
+  while [ "$dir" != / ]; do
+    dir=$(dirname "$dir")
+    runuser -u "$user" -- test -x "$dir" || { log "$user may now traverse $dir (o+x)"; chmod o+x "$dir"; }
+  done
   runuser -u "$user" -- test -r "$ROOT/slurm/common.sh" \
     || log "warning: $user cannot read $ROOT (jobs run the wrappers from it): make the path readable (chmod o+rX)"
 }
